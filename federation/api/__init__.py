@@ -1,0 +1,1 @@
+"""HTTP routers: one per resource (proxy routes, clusters, health and metrics)."""

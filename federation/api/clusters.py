@@ -1,0 +1,76 @@
+"""GET /clusters: each cluster's health, for people (text) and scripts (JSON)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from ..service import ClusterRuntime
+from .deps import Authorized, FederationDep
+
+router = APIRouter(prefix="/clusters", dependencies=[Authorized], tags=["clusters"])
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def describe(rt: ClusterRuntime, home: str) -> dict[str, Any]:
+    cache = rt.cache
+    circuit = rt.client.circuit
+    last_error = cache.last_error if rt.reachable is not False else (rt.probe_error or cache.last_error)
+    return {
+        "name": rt.cluster.name,
+        "home": rt.cluster.name == home,
+        "context": rt.cluster.context or "(in-cluster)",
+        "server": rt.client.server_url,
+        "namespace": rt.cluster.namespace,
+        "reachable": rt.reachable,
+        "latency_ms": None if rt.latency is None else round(rt.latency * 1000, 1),
+        "kubernetes_version": rt.version,
+        "routes": cache.route_count(),
+        "last_sync": _iso(cache.last_sync),
+        "last_probe": _iso(rt.last_probe),
+        "watch": cache.state,
+        "watch_restarts": cache.watch_restarts,
+        "cache_age_s": None if cache.last_event is None else round(time.time() - cache.last_event, 1),
+        "last_error": None if last_error is None else last_error.splitlines()[0][:300],
+        "circuit_open": circuit.is_open,
+    }
+
+
+def _text(rows: list[dict[str, Any]]) -> str:
+    cols = ["name", "reachable", "latency_ms", "kubernetes_version", "routes", "watch",
+            "circuit_open", "last_sync", "last_error"]
+    table = [cols] + [["" if r[c] is None else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                     for row in table) + "\n"
+
+
+def _wants_text(request: Request) -> bool:
+    fmt = request.query_params.get("format")
+    return fmt == "text" or (fmt is None and "text/plain" in request.headers.get("accept", ""))
+
+
+@router.get("", summary="Health of every cluster")
+async def list_clusters(request: Request, federation: FederationDep) -> Response:
+    rows = [describe(rt, federation.registry.home) for rt in federation.clusters.values()]
+    if _wants_text(request):
+        return PlainTextResponse(_text(rows))
+    return JSONResponse({"clusters": rows})
+
+
+@router.get("/{name}", summary="Health of one cluster")
+async def get_cluster(name: str, request: Request, federation: FederationDep) -> Response:
+    rt = federation.clusters.get(name)
+    if rt is None:
+        raise HTTPException(404, detail=f"no cluster named {name!r}")
+    row = describe(rt, federation.registry.home)
+    if _wants_text(request):
+        return PlainTextResponse(_text([row]))
+    return JSONResponse(row)

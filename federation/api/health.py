@@ -1,0 +1,36 @@
+"""Probes and metrics: /healthz, /readyz (no auth) and /metrics (auth configurable)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .deps import FederationDep, check_token
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Every reachable cluster's cache has synced once")
+async def readyz(federation: FederationDep) -> Response:
+    if federation.ready():
+        return JSONResponse({"status": "ready"})
+    waiting = [n for n, rt in federation.clusters.items() if not rt.cache.ever_synced]
+    return JSONResponse({"status": "syncing", "waiting_for": waiting}, status_code=503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(
+    federation: FederationDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    settings = federation.settings
+    if settings.metrics_auth and not check_token(settings, authorization):
+        raise HTTPException(status_code=403, detail="missing or wrong token")
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

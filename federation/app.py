@@ -1,0 +1,167 @@
+"""The FastAPI application: factory, lifespan, error mapping and config reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__, metrics
+from .api import clusters, health, routes
+from .config import Registry, load_registry
+from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
+from .service import Federation
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidRoute)
+    async def invalid_route(_: Request, exc: InvalidRoute) -> JSONResponse:
+        return _error(exc.status_code, str(exc))
+
+    @app.exception_handler(KubeError)
+    async def kube_error(_: Request, exc: KubeError) -> JSONResponse:
+        # 5xx so that the hub retries; the body names the cluster, never credentials.
+        if isinstance(exc, ClusterUnavailable):
+            return _error(503, str(exc), cluster=exc.cluster)
+        if exc.status in (404, 409):
+            return _error(503, f"concurrent change, try again: {exc}", cluster=exc.cluster)
+        return _error(502, f"cluster {exc.cluster!r} refused the change: {exc}", cluster=exc.cluster)
+
+    @app.exception_handler(FederationError)
+    async def federation_error(_: Request, exc: FederationError) -> JSONResponse:
+        return _error(500, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, "invalid request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return _error(500, "internal error (see the service log)")
+
+
+async def _watch_config(app: FastAPI, settings: Settings) -> None:
+    """Reload clusters.yaml when it changes or on SIGHUP; a broken file keeps the old config."""
+    path = Path(settings.config)
+    trigger: asyncio.Event = app.state.reload_trigger
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            st = path.stat()
+            return (st.st_mtime, st.st_size)
+        except OSError:
+            return None
+
+    last = stamp()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(trigger.wait(), timeout=settings.reload_interval)
+        forced = trigger.is_set()
+        trigger.clear()
+        current = stamp()
+        if not forced and current == last:
+            continue
+        last = current
+        await reload_config(app)
+
+
+async def reload_config(app: FastAPI) -> bool:
+    settings: Settings = app.state.settings
+    try:
+        registry = await asyncio.to_thread(load_registry, settings.config)
+    except ConfigError as exc:
+        log.error("config reload refused, keeping the running config: %s", exc)
+        app.state.last_reload_error = str(exc)
+        return False
+    federation: Federation = app.state.federation
+    try:
+        await federation.reload(registry)
+    except ConfigError as exc:
+        log.error("config reload refused, keeping the running config: %s", exc)
+        app.state.last_reload_error = str(exc)
+        return False
+    app.state.last_reload_error = None
+    log.info("config reloaded: clusters %s", ", ".join(registry.clusters))
+    return True
+
+
+def create_app(
+    settings: Settings,
+    registry: Registry | None = None,
+    federation: Federation | None = None,
+) -> FastAPI:
+    """Build the app; the federation is built and started in the lifespan, not at import."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        fed = federation
+        if fed is None:
+            reg = registry if registry is not None else load_registry(settings.config)
+            fed = Federation(reg, settings)
+        app.state.federation = fed
+        app.state.reload_trigger = asyncio.Event()
+        await fed.start()
+        reloader = asyncio.create_task(_watch_config(app, settings)) if settings.config else None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, app.state.reload_trigger.set)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            if reloader is not None:
+                reloader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reloader
+            await fed.stop()
+
+    app = FastAPI(
+        title="JupyterHub federation proxy",
+        version=__version__,
+        lifespan=lifespan,
+        description="configurable-http-proxy's REST API, backed by Istio VirtualServices in many clusters.",
+    )
+    app.state.settings = settings
+    app.state.last_reload_error = None
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.API_REQUESTS.labels(template, request.method, str(status)).inc()
+            metrics.API_LATENCY.labels(template, request.method).observe(time.perf_counter() - start)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    app.include_router(routes.router)
+    app.include_router(clusters.router)
+    app.include_router(health.router)
+    return app

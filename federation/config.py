@@ -1,0 +1,397 @@
+"""The cluster registry: ``clusters.yaml`` parsed, validated and resolved.
+
+Every error names the file, the key and the fix, because an operator reads it in a crash-looping
+pod's log. Loading is pure (no network); connecting happens in :mod:`federation.kube`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h)$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class UserService(_Strict):
+    """Where a cluster's user Services live (MultiClusterKubeSpawner's naming by default)."""
+
+    name: str = "jupyter-{username}--{servername}"
+    namespace: str = "jupyter-{username}"
+    port: int = Field(8888, ge=1, le=65535)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        unknown = set(PLACEHOLDER.findall(value)) - {"username", "servername"}
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {sorted(unknown)}; only {{username}} and {{servername}}"
+            )
+        return value
+
+
+class RequestHeaders(_Strict):
+    set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+    @field_validator("set", "add")
+    @classmethod
+    def _values(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            unknown = set(PLACEHOLDER.findall(text)) - {"prefix"}
+            if unknown:
+                raise ValueError(f"header {name}: unknown placeholder(s) {sorted(unknown)}; only {{prefix}}")
+        return value
+
+    @field_validator("remove")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        return value
+
+
+class HttpOptions(_Strict):
+    """Per-cluster HTTP options applied to every route rule written there."""
+
+    stripPrefix: bool = False
+    requestHeaders: RequestHeaders = Field(default_factory=RequestHeaders)
+    timeout: str | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not DURATION.match(value):
+            raise ValueError(f"{value!r} is not a duration like '30s', '500ms', '5m'")
+        return value
+
+
+class ClusterSettings(_Strict):
+    """Keys allowed both under ``defaults`` and on each cluster."""
+
+    namespace: str | None = None
+    gateway: str | None = None
+    hosts: list[str] | None = None
+    clusterDomain: str | None = None
+    shards: int | None = Field(None, ge=1, le=1024)
+    http: HttpOptions | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a valid namespace name (DNS-1123 label)")
+        return value
+
+    @field_validator("gateway")
+    @classmethod
+    def _gw(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*$", value):
+            raise ValueError(f"{value!r} must be '<namespace>/<gateway name>'")
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one host")
+            for host in value:
+                if not HOST_PATTERN.match(host):
+                    raise ValueError(f"{host!r} is not a host name (lower case, no port, no scheme)")
+        return value
+
+
+class ClusterEntry(ClusterSettings):
+    name: str
+    context: str | None = None
+    inCluster: bool = False
+    ingressPublicUrl: str | None = None
+    userService: UserService | None = None
+    edge: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > 40:
+            raise ValueError(
+                f"{value!r} must be a DNS-1123 label of at most 40 characters (it is used in object names)"
+            )
+        return value
+
+    @field_validator("ingressPublicUrl")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            origin_of(value)  # raises ValueError with a readable message
+        return value
+
+
+class ClustersFile(_Strict):
+    kubeconfig: str | None = None
+    instance: str = "jupyterhub"
+    home: str
+    defaults: ClusterSettings = Field(default_factory=ClusterSettings)
+    clusters: list[ClusterEntry] = Field(min_length=1)
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > 40:
+            raise ValueError(f"{value!r} must be a DNS-1123 label of at most 40 characters")
+        return value
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL with default ports filled in."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} has an invalid port") from exc
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster with defaults applied: everything the rest of the service needs."""
+
+    name: str
+    context: str | None
+    in_cluster: bool
+    namespace: str
+    gateway: str
+    hosts: tuple[str, ...]
+    cluster_domain: str
+    shards: int
+    http: HttpOptions
+    ingress_public_url: str | None
+    ingress_origin: tuple[str, str, int] | None
+    user_service: UserService
+    edge: bool
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The validated cluster registry."""
+
+    path: Path | None
+    kubeconfig: str | None
+    instance: str
+    home: str
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+
+    @property
+    def home_cluster(self) -> Cluster:
+        return self.clusters[self.home]
+
+    def by_origin(self, origin: tuple[str, str, int]) -> Cluster | None:
+        for cluster in self.clusters.values():
+            if cluster.ingress_origin == origin:
+                return cluster
+        return None
+
+
+def _format_validation(path: str, exc: ValidationError, raw: dict[str, Any]) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for error in exc.errors():
+        loc = list(error["loc"])
+        # Name clusters by their name rather than their index where possible.
+        where_parts: list[str] = []
+        for i, part in enumerate(loc):
+            if loc[:i] == ["clusters"] and isinstance(part, int):
+                try:
+                    where_parts.append(f"[{raw['clusters'][part].get('name', part)}]")
+                    continue
+                except (KeyError, IndexError, TypeError, AttributeError):
+                    pass
+            where_parts.append(f".{part}" if where_parts else str(part))
+        where = "".join(where_parts) or "(top level)"
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            hint = "unknown key: remove it or check its spelling (see clusters.example.yaml)"
+        elif kind == "missing":
+            hint = "required key is missing: add it (see clusters.example.yaml)"
+        else:
+            hint = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {hint}")
+    return "\n".join(lines)
+
+
+def kubeconfig_paths(explicit: str | None) -> list[Path]:
+    """Where the kubeconfig comes from: the file's key, then $KUBECONFIG, then ~/.kube/config."""
+    if explicit:
+        return [Path(os.path.expanduser(explicit))]
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [Path(os.path.expanduser(p)) for p in env.split(os.pathsep) if p]
+    default = Path(os.path.expanduser("~/.kube/config"))
+    return [default] if default.exists() else []
+
+
+def kubeconfig_contexts(paths: list[Path]) -> set[str]:
+    names: set[str] = set()
+    for path in paths:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read kubeconfig ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: kubeconfig is not valid YAML") from exc
+        for ctx in data.get("contexts") or []:
+            if isinstance(ctx, dict) and ctx.get("name"):
+                names.add(str(ctx["name"]))
+    return names
+
+
+def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool = True) -> Registry:
+    """Validate a parsed clusters.yaml document and apply the defaults."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must be a YAML mapping with keys home, defaults, clusters")
+    try:
+        doc = ClustersFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc, raw)) from None
+
+    seen: set[str] = set()
+    for entry in doc.clusters:
+        if entry.name in seen:
+            raise ConfigError(
+                f"{source}: clusters[{entry.name}]: duplicate cluster name; every name must be unique"
+            )
+        seen.add(entry.name)
+    if doc.home not in seen:
+        raise ConfigError(
+            f"{source}: home: {doc.home!r} is not one of the clusters ({', '.join(sorted(seen))}); "
+            "set home to the name of the hub's own cluster"
+        )
+    origins: dict[tuple[str, str, int], str] = {}
+    for entry in doc.clusters:
+        if entry.context is None and not entry.inCluster:
+            raise ConfigError(
+                f"{source}: clusters[{entry.name}].context: missing; name the kubeconfig context "
+                "(or set inCluster: true for the cluster this service runs in)"
+            )
+        if entry.context is not None and entry.inCluster:
+            raise ConfigError(
+                f"{source}: clusters[{entry.name}]: give either context or inCluster: true, not both"
+            )
+        if entry.ingressPublicUrl:
+            origin = origin_of(entry.ingressPublicUrl)
+            if origin in origins:
+                raise ConfigError(
+                    f"{source}: clusters[{entry.name}].ingressPublicUrl: same as cluster "
+                    f"{origins[origin]!r}; each cluster needs its own ingress URL"
+                )
+            origins[origin] = entry.name
+        elif entry.name != doc.home and entry.edge:
+            raise ConfigError(
+                f"{source}: clusters[{entry.name}].ingressPublicUrl: missing; a cluster other than "
+                "home needs the public URL of its ingress (the spawner profile's ingress_public_url), "
+                "or edge: false"
+            )
+
+    if check_kubeconfig and any(e.context for e in doc.clusters):
+        paths = kubeconfig_paths(doc.kubeconfig)
+        if not paths:
+            raise ConfigError(
+                f"{source}: kubeconfig: no kubeconfig found (looked at the kubeconfig key, "
+                "$KUBECONFIG and ~/.kube/config); set one of them"
+            )
+        known = kubeconfig_contexts(paths)
+        for entry in doc.clusters:
+            if entry.context and entry.context not in known:
+                raise ConfigError(
+                    f"{source}: clusters[{entry.name}].context: {entry.context!r} is not a context in "
+                    f"{os.pathsep.join(map(str, paths))}; use one of: {', '.join(sorted(known)) or '(none)'}"
+                )
+
+    d = doc.defaults
+    clusters: dict[str, Cluster] = {}
+    for entry in doc.clusters:
+
+        def pick(key: str, fallback: Any, entry: ClusterEntry = entry) -> Any:
+            value = getattr(entry, key)
+            if value is None:
+                value = getattr(d, key)
+            return fallback if value is None else value
+
+        gateway = pick("gateway", None)
+        hosts = pick("hosts", None)
+        for key, value in (("gateway", gateway), ("hosts", hosts)):
+            if value is None:
+                raise ConfigError(
+                    f"{source}: clusters[{entry.name}].{key}: missing; set it on the cluster or under defaults"
+                )
+        clusters[entry.name] = Cluster(
+            name=entry.name,
+            context=entry.context,
+            in_cluster=entry.inCluster,
+            namespace=pick("namespace", "jupyterhub"),
+            gateway=gateway,
+            hosts=tuple(hosts),
+            cluster_domain=pick("clusterDomain", "cluster.local"),
+            shards=pick("shards", 64),
+            http=pick("http", HttpOptions()),
+            ingress_public_url=entry.ingressPublicUrl,
+            ingress_origin=origin_of(entry.ingressPublicUrl) if entry.ingressPublicUrl else None,
+            user_service=entry.userService or UserService(),
+            edge=entry.edge,
+        )
+    return Registry(
+        path=None,
+        kubeconfig=doc.kubeconfig,
+        instance=doc.instance,
+        home=doc.home,
+        clusters=clusters,
+    )
+
+
+def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registry:
+    """Read and validate clusters.yaml; raise ConfigError with a fix-it message."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    registry = parse_registry(raw, source=str(path), check_kubeconfig=check_kubeconfig)
+    return Registry(
+        path=path,
+        kubeconfig=registry.kubeconfig,
+        instance=registry.instance,
+        home=registry.home,
+        clusters=registry.clusters,
+    )
+
+

@@ -1,0 +1,30 @@
+"""Prometheus metrics (one set per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+API_REQUESTS = Counter(
+    "federation_api_requests_total", "Proxy and admin API requests", ["route", "method", "status"]
+)
+API_LATENCY = Histogram(
+    "federation_api_request_seconds", "Proxy and admin API request latency", ["route", "method"]
+)
+KUBE_CALLS = Counter(
+    "federation_kube_calls_total", "Kubernetes API calls by outcome", ["cluster", "verb", "outcome"]
+)
+KUBE_LATENCY = Histogram(
+    "federation_kube_call_seconds", "Kubernetes API call latency", ["cluster", "verb"]
+)
+ROUTES = Gauge("federation_routes", "Routes placed in each cluster (from the cache)", ["cluster"])
+WATCH_RESTARTS = Counter(
+    "federation_watch_restarts_total", "Watch streams restarted", ["cluster", "kind", "reason"]
+)
+CACHE_AGE = Gauge(
+    "federation_cache_age_seconds", "Seconds since the cluster's cache last heard from its watch",
+    ["cluster"],
+)
+WARMUP_TIMEOUTS = Counter(
+    "federation_warmup_timeouts_total", "Writes answered before the gateway showed the route",
+    ["cluster"],
+)

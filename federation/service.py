@@ -1,0 +1,382 @@
+"""The federation: cluster clients, caches and writers, and the operations behind the API.
+
+:class:`Federation` is what the HTTP layer calls. It keeps no state of its own beyond the
+caches: every route lives on the Kubernetes objects, so any number of replicas agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from . import metrics
+from .cache import ClusterCache, RouteTable, Watcher
+from .config import Cluster, Registry
+from .errors import ClusterUnavailable, InvalidRoute, KubeError, NotFound
+from .kube import ClusterClient, build_clients
+from .objects import (
+    KINDS,
+    LABEL_ROLE,
+    Entry,
+    ShardKey,
+    entry_destination,
+    root_delegates,
+    root_host_key,
+    root_name,
+    shard_key,
+    support_objects,
+)
+from .placement import destination_in, place
+from .routespec import RouteKey, normalize_path, validate_target
+from .settings import Settings
+from .writer import ClusterWriter
+
+log = logging.getLogger(__name__)
+MAX_ENTRY_BYTES = 16 * 1024
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class ClusterRuntime:
+    """Everything the service holds for one cluster."""
+
+    def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient, table: RouteTable):
+        self.cluster = cluster
+        self.client = client
+        self.cache = ClusterCache(client, registry.instance, table)
+        self.writer = ClusterWriter(registry, cluster, client, self.cache)
+        self.watchers: list[Watcher] = []
+        self.reachable: bool | None = None
+        self.latency: float | None = None
+        self.version: str | None = None
+        self.last_probe: float | None = None
+        self.probe_error: str | None = None
+        self.unused_since: dict[tuple[str, str], float] = {}
+
+    def start(self, loop: asyncio.AbstractEventLoop, watch_timeout: int) -> None:
+        for plural in KINDS:
+            watcher = Watcher(self.cache, plural, loop, watch_timeout)
+            watcher.start()
+            self.watchers.append(watcher)
+
+    def stop(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.client.close()
+
+
+class Federation:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        clients: dict[str, ClusterClient] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.table = RouteTable()
+        clients = clients if clients is not None else build_clients(registry, settings)
+        self.clusters: dict[str, ClusterRuntime] = {
+            name: ClusterRuntime(registry, registry.clusters[name], client, self.table)
+            for name, client in clients.items()
+        }
+        self.tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for runtime in self.clusters.values():
+            runtime.start(loop, self.settings.watch_timeout)
+        self.tasks.append(asyncio.create_task(self._probe_loop()))
+        self.tasks.append(asyncio.create_task(self._reconcile_loop()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        for runtime in self.clusters.values():
+            runtime.stop()
+
+    async def reload(self, registry: Registry) -> None:
+        """Apply a new registry: add, remove or re-point clusters; leave the others untouched.
+
+        Raises ConfigError (before changing anything) when a new client cannot be built.
+        """
+        old = self.registry
+        changed = [
+            n for n, c in registry.clusters.items()
+            if n not in old.clusters or old.clusters[n] != c
+            or (n in old.clusters and registry.kubeconfig != old.kubeconfig)
+            or registry.instance != old.instance
+        ]
+        removed = [n for n in old.clusters if n not in registry.clusters]
+        clients = build_clients(registry, self.settings, changed)
+        loop = asyncio.get_running_loop()
+        for name in removed + [n for n in changed if n in self.clusters]:
+            rt = self.clusters.pop(name)
+            rt.stop()
+            for path in list(rt.cache.entries):
+                self.table.update(name, path, None)
+        self.registry = registry
+        for rt in self.clusters.values():
+            rt.cluster = registry.clusters[rt.cluster.name]
+            rt.writer.registry = registry
+            rt.writer.cluster = rt.cluster
+        for name in changed:
+            rt = ClusterRuntime(registry, registry.clusters[name], clients[name], self.table)
+            self.clusters[name] = rt
+            rt.start(loop, self.settings.watch_timeout)
+            await self.probe(rt)
+
+    def ready(self) -> bool:
+        """Every cluster that answers has synced once; a down cluster does not hold us back."""
+        synced_any = False
+        for rt in self.clusters.values():
+            if rt.cache.ever_synced:
+                synced_any = True
+            elif rt.reachable is not False:
+                return False
+        return synced_any
+
+    async def wait_synced(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(rt.cache.ever_synced for rt in self.clusters.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("caches did not sync")
+            await asyncio.sleep(0.02)
+
+    # -- the proxy API -----------------------------------------------------------------------
+
+    def routes_json(self, inactive_since: str | None = None) -> bytes:
+        if inactive_since is None:
+            return self.table.render()
+        return self.table.filtered(inactive_since)
+
+    def get_route(self, raw_path: str) -> dict[str, Any] | None:
+        entry = self.table.get(normalize_path(raw_path))
+        return None if entry is None else self.table.public(entry)
+
+    def _holders(self, path: str) -> list[ClusterRuntime]:
+        return [rt for rt in self.clusters.values() if path in rt.cache.entries]
+
+    async def add_route(self, raw_path: str, body: dict[str, Any]) -> None:
+        path = normalize_path(raw_path)
+        key = RouteKey.parse(path)
+        target = validate_target(body.get("target"))
+        data = {k: v for k, v in body.items() if k not in ("target", "last_activity")}
+        owner = place(self.registry, target, data).cluster
+        # Validate what the rule needs now, so a bad route is refused before anything is written.
+        destination_in(owner, target, data, self.registry.instance)
+        entry = Entry(path, target, owner.name, data, now_iso())
+        import json
+
+        if len(json.dumps(entry.to_json(), ensure_ascii=False).encode()) > MAX_ENTRY_BYTES:
+            raise InvalidRoute(
+                f"route data is larger than {MAX_ENTRY_BYTES // 1024} KiB and cannot be stored "
+                "on a Kubernetes object"
+            )
+        home = self.registry.home
+        writes: list[tuple[ClusterRuntime, Entry]] = [(self.clusters[owner.name], entry)]
+        if owner.name != home and owner.edge:
+            edge = Entry(path, target, owner.name, {}, entry.last_activity, edge=True)
+            writes.append((self.clusters[home], edge))
+        written = {rt.cluster.name for rt, _ in writes}
+        for rt, e in writes:  # owner first: the edge rule must never point at nothing
+            await self._write_entry(rt, key, e)
+        stale = [rt for rt in self._holders(path) if rt.cluster.name not in written]
+        results = await asyncio.gather(
+            *(self._remove_entry(rt, key) for rt in stale), return_exceptions=True
+        )
+        for rt, result in zip(stale, results, strict=True):
+            if isinstance(result, Exception):
+                # The new copy is the newest write and wins; the reconciler removes the old one.
+                log.warning("route %s moved, but the old copy in %s stays for now: %s",
+                            path, rt.cluster.name, result)
+
+    async def _write_entry(self, rt: ClusterRuntime, key: RouteKey, entry: Entry) -> None:
+        dest = entry_destination(self.registry, rt.cluster, entry)
+        for obj in support_objects(self.registry, rt.cluster, dest):
+            await self._ensure_object(rt, obj)
+        await rt.writer.set_entry(shard_key(key, rt.cluster.shards), entry)
+
+    def _shard_of(self, rt: ClusterRuntime, path: str, key: RouteKey) -> ShardKey:
+        held = rt.cache.entries.get(path)
+        expected = shard_key(key, rt.cluster.shards)
+        if held is not None and held[0] != expected.name(self.registry.instance):
+            # Stored under another shard count: remove it where it is.
+            return ShardKey(expected.host, expected.depth, int(held[0].rsplit("-", 1)[1]))
+        return expected
+
+    async def _remove_entry(self, rt: ClusterRuntime, key: RouteKey) -> None:
+        await rt.writer.remove_entry(self._shard_of(rt, key.path, key), key.path)
+
+    async def delete_route(self, raw_path: str) -> bool:
+        path = normalize_path(raw_path)
+        if self.table.get(path) is None:
+            return False
+        key = RouteKey.parse(path)
+        holders = self._holders(path)
+        results = await asyncio.gather(
+            *(self._remove_entry(rt, key) for rt in holders), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return True
+
+    async def _ensure_object(self, rt: ClusterRuntime, obj: dict[str, Any]) -> None:
+        plural = {v: k for k, v in KINDS.items()}[obj["kind"]]
+        name = obj["metadata"]["name"]
+        cached = rt.cache.objects[plural].get(name)
+        if cached is not None and cached.get("spec") == obj["spec"]:
+            return
+        try:
+            if cached is None:
+                stored = await rt.client.create(plural, obj)
+            else:
+                obj = {**obj, "metadata": {**obj["metadata"],
+                                            "resourceVersion": cached["metadata"]["resourceVersion"]}}
+                stored = await rt.client.replace(plural, obj)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            stored = await rt.client.get(plural, name)  # another replica made it
+        rt.cache.apply(plural, "MODIFIED", stored)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def probe(self, rt: ClusterRuntime) -> None:
+        start = time.perf_counter()
+        try:
+            rt.version = await asyncio.wait_for(
+                rt.client.version(), timeout=self.settings.kube_connect_timeout + 1
+            )
+            rt.reachable = True
+            rt.probe_error = None
+        except (KubeError, TimeoutError) as exc:
+            rt.reachable = False
+            rt.probe_error = str(exc) or "timed out"
+        rt.latency = time.perf_counter() - start
+        rt.last_probe = time.time()
+        if rt.cache.last_event:
+            metrics.CACHE_AGE.labels(rt.cluster.name).set(time.time() - rt.cache.last_event)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(self.probe(rt) for rt in self.clusters.values()))
+            await asyncio.sleep(self.settings.probe_interval)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            try:
+                await self.reconcile()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop
+                log.exception("reconcile failed")
+
+    async def reconcile(self, grace: float | None = None) -> None:
+        """Repair and tidy: stale duplicates, missing root delegates, unused objects."""
+        grace = self.settings.gc_grace if grace is None else grace
+        for path, entries in self.table.duplicates():
+            winner = self.table.get(path)
+            for entry in entries:
+                if winner is not None and entry is not winner:
+                    rt = self.clusters.get(entry.owner)
+                    if rt is not None and not rt.client.circuit.is_open:
+                        try:
+                            await self._remove_entry(rt, RouteKey.parse(path))
+                        except KubeError as exc:
+                            log.info("cannot remove stale %s from %s yet: %s", path, entry.owner, exc)
+        await asyncio.gather(
+            *(self._tidy(rt, grace) for rt in self.clusters.values() if rt.cache.ever_synced),
+            return_exceptions=True,
+        )
+
+    async def _tidy(self, rt: ClusterRuntime, grace: float) -> None:
+        now = time.monotonic()
+        inst = self.registry.instance
+        vs = rt.cache.objects["virtualservices"]
+        shards = {n: o for n, o in vs.items() if (o["metadata"].get("labels") or {}).get(LABEL_ROLE) == "shard"}
+        # 1. every shard with routes is reachable from its roots
+        for name in shards:
+            entries = rt.cache.shard_entries(name)
+            if entries:
+                rt.unused_since.pop(("shard", name), None)
+                any_path = next(iter(entries))
+                k = RouteKey.parse(any_path)
+                await rt.writer.ensure_in_roots(ShardKey(k.host or "", k.depth, int(name.rsplit("-", 1)[1])))
+            elif now - rt.unused_since.setdefault(("shard", name), now) >= grace:
+                host = (shards[name]["metadata"].get("annotations") or {}).get("federation.jupyter.org/host", "")
+                own_root = root_host_key(rt.cluster, host)
+                for hk in {own_root} | (rt.writer.host_roots() if not host else set()):
+                    await rt.writer.remove_from_root(hk, name)
+                try:
+                    await rt.client.delete("virtualservices", name, shards[name]["metadata"]["resourceVersion"])
+                    rt.cache.forget("virtualservices", name)
+                except NotFound:
+                    rt.cache.forget("virtualservices", name)
+                except KubeError:
+                    # Someone wrote into it meanwhile: put it back in its roots.
+                    k2 = rt.cache.shard_entries(name)
+                    if k2:
+                        p = RouteKey.parse(next(iter(k2)))
+                        await rt.writer.ensure_in_roots(ShardKey(p.host or "", p.depth, int(name.rsplit("-", 1)[1])))
+                rt.unused_since.pop(("shard", name), None)
+        # 2. roots delegate only to shards that exist; empty roots go
+        for name, obj in list(vs.items()):
+            if (obj["metadata"].get("labels") or {}).get(LABEL_ROLE) != "root":
+                continue
+            missing = [s for s in root_delegates(obj) if s not in vs]
+            host = (obj["metadata"].get("annotations") or {}).get("federation.jupyter.org/host", "")
+            for shard in missing:
+                if now - rt.unused_since.setdefault(("delegate", shard), now) >= grace:
+                    await rt.writer.remove_from_root(host, shard)
+                    rt.unused_since.pop(("delegate", shard), None)
+            if not root_delegates(obj) and name != root_name(inst, ""):
+                if now - rt.unused_since.setdefault(("root", name), now) >= grace:
+                    try:
+                        await rt.client.delete("virtualservices", name, obj["metadata"]["resourceVersion"])
+                        rt.cache.forget("virtualservices", name)
+                    except KubeError:
+                        pass
+                    rt.unused_since.pop(("root", name), None)
+        # 3. support objects: create what entries need, remove what nothing uses
+        needed: dict[tuple[str, str], dict[str, Any]] = {}
+        for _, entry in rt.cache.entries.values():
+            try:
+                dest = entry_destination(self.registry, rt.cluster, entry)
+            except (KeyError, InvalidRoute, ValueError):
+                continue
+            for obj in support_objects(self.registry, rt.cluster, dest):
+                needed[({v: k for k, v in KINDS.items()}[obj["kind"]], obj["metadata"]["name"])] = obj
+        for obj in needed.values():
+            try:
+                await self._ensure_object(rt, obj)
+            except KubeError as exc:
+                log.info("cannot restore %s in %s: %s", obj["metadata"]["name"], rt.cluster.name, exc)
+        for plural in ("serviceentries", "destinationrules"):
+            for name, obj in list(rt.cache.objects[plural].items()):
+                if (plural, name) in needed:
+                    rt.unused_since.pop((plural, name), None)
+                    continue
+                if now - rt.unused_since.setdefault((plural, name), now) >= grace:
+                    try:
+                        await rt.client.delete(plural, name, obj["metadata"]["resourceVersion"])
+                        rt.cache.forget(plural, name)
+                    except KubeError:
+                        pass
+                    rt.unused_since.pop((plural, name), None)
+
+    def unavailable(self, cluster: str) -> ClusterUnavailable | None:
+        rt = self.clusters.get(cluster)
+        if rt is not None and rt.client.circuit.is_open:
+            return ClusterUnavailable(f"cluster {cluster!r} is unavailable", cluster=cluster, status=503)
+        return None

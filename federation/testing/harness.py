@@ -1,0 +1,87 @@
+"""Running the service in-process on a loopback port (tests, the demo, the benchmark)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from ..app import create_app
+from ..settings import Settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def write_clusters_yaml(path: str | Path, document: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+class ServiceThread:
+    """``federation serve`` in a background thread, for callers that need a real HTTP port."""
+
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port or free_port(host)
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host=host, port=self.port, log_level="warning", access_log=False,
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        # Signal handlers can only be installed from the main thread.
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, name="federation-serve", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def federation(self) -> Any:
+        return self.app.state.federation
+
+    def start(self, timeout: float = 20.0) -> ServiceThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.01)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("the service did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    def __enter__(self) -> ServiceThread:
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federation.config import load_registry, parse_registry
+from federation.errors import ConfigError
+
+from .conftest import REPO, base_config
+
+
+def write_kubeconfig(path: Path, contexts: list[str]) -> Path:
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": contexts[0],
+        "clusters": [{"name": f"c{i}", "cluster": {"server": f"http://127.0.0.1:{1000 + i}"}}
+                     for i in range(len(contexts))],
+        "users": [{"name": f"u{i}", "user": {"token": "secret-token"}} for i in range(len(contexts))],
+        "contexts": [{"name": c, "context": {"cluster": f"c{i}", "user": f"u{i}"}}
+                     for i, c in enumerate(contexts)],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path) -> Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", [
+        "hub", "arn:aws:eks:us-east-1:123456789012:cluster/jupyter-east",
+        "gke_example_europe-west1_west"])
+
+
+def load(tmp_path: Path, doc: dict) -> object:
+    path = tmp_path / "clusters.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_registry(path)
+
+
+def test_defaults_apply_and_clusters_resolve(tmp_path: Path, kubeconfig: Path) -> None:
+    reg = load(tmp_path, base_config(str(kubeconfig)))
+    east = reg.clusters["east"]
+    assert reg.home == "hub"
+    assert east.namespace == "jupyterhub"
+    assert east.gateway == "istio-system/jupyterhub-gateway"
+    assert east.hosts == ("hub.example.org",)
+    assert east.ingress_origin == ("https", "east.hub.example.org", 443)
+    assert reg.clusters["west"].ingress_origin == ("http", "west.hub.example.org", 8080)
+    assert east.user_service.name == "jupyter-{username}--{servername}"
+    assert east.user_service.port == 8888
+
+
+def test_example_file_is_valid(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "clusters.example.yaml").read_text())
+    reg = parse_registry(raw, source="clusters.example.yaml", check_kubeconfig=False)
+    assert reg.home in reg.clusters
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.update(colour="blue"), ["colour", "unknown key"]),
+        (lambda d: d["clusters"][1].update(contxt="x"), ["clusters[east].contxt", "unknown key"]),
+        (lambda d: d["clusters"][1].pop("context"), ["clusters[east].context", "missing"]),
+        (lambda d: d["clusters"].append(dict(d["clusters"][0])), ["clusters[hub]", "duplicate"]),
+        (lambda d: d.update(home="nowhere"), ["home", "'nowhere' is not one of the clusters"]),
+        (lambda d: d["clusters"][2].update(context="not-there"),
+         ["clusters[west].context", "'not-there' is not a context"]),
+        (lambda d: d["clusters"][1].update(ingressPublicUrl="east.example.org"),
+         ["ingressPublicUrl", "absolute http(s) URL"]),
+        (lambda d: d["defaults"].update(gateway="jupyterhub-gateway"), ["defaults.gateway", "<namespace>/"]),
+        (lambda d: d["clusters"][1].update(http={"timeout": "soon"}), ["timeout", "duration"]),
+        (lambda d: d["clusters"][1].update(
+            http={"requestHeaders": {"set": {"X-Prefix": "{path}"}}}), ["placeholder"]),
+        (lambda d: d["clusters"][1].update(userService={"name": "{user}"}), ["placeholder"]),
+    ],
+)
+def test_bad_file_is_refused_with_a_fix(tmp_path: Path, kubeconfig: Path, mutate, expected) -> None:
+    doc = base_config(str(kubeconfig))
+    mutate(doc)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, doc)
+    message = str(info.value)
+    assert str(tmp_path / "clusters.yaml") in message
+    for fragment in expected:
+        assert fragment in message
+    assert "secret-token" not in message
+
+
+def test_unreadable_and_broken_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_registry(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("home: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_registry(bad)
+
+
+def test_kubeconfig_env_is_used(tmp_path: Path, kubeconfig: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    reg = load(tmp_path, base_config())
+    assert set(reg.clusters) == {"hub", "east", "west"}
+
+
+def test_remote_cluster_needs_ingress_unless_edge_off(tmp_path: Path, kubeconfig: Path) -> None:
+    doc = base_config(str(kubeconfig))
+    del doc["clusters"][1]["ingressPublicUrl"]
+    with pytest.raises(ConfigError, match="ingressPublicUrl: missing"):
+        load(tmp_path, doc)
+    doc["clusters"][1]["edge"] = False
+    assert load(tmp_path, doc).clusters["east"].edge is False

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from federation.config import parse_registry
+from federation.objects import (
+    ANN_ROUTES,
+    Entry,
+    ShardKey,
+    build_root,
+    build_shard,
+    decode_entries,
+    dns_label,
+    shard_key,
+    support_objects,
+)
+from federation.placement import destination_in, edge_destination
+from federation.routespec import RouteKey, normalize_path
+
+from .conftest import ISTIO_CRDS, base_config, shared_file
+from .istio_schema import validate
+
+
+@pytest.fixture
+def registry():
+    doc = base_config()
+    doc["clusters"][1]["http"] = {
+        "stripPrefix": True, "timeout": "300s",
+        "requestHeaders": {"set": {"X-Forwarded-Prefix": "{prefix}"}, "remove": ["Cookie2"]},
+    }
+    return parse_registry(doc, check_kubeconfig=False)
+
+
+def entry(path: str, target: str, owner: str, **data) -> Entry:
+    return Entry(path, target, owner, data, "2026-11-20T12:00:00.000Z")
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "host", "rest", "depth"),
+    [
+        ("", "/", None, "/", 0),
+        ("/", "/", None, "/", 0),
+        ("/user/alice/", "/user/alice", None, "/user/alice", 2),
+        ("user/alice", "/user/alice", None, "/user/alice", 2),
+        ("/jupyter", "/jupyter", None, "/jupyter", 1),
+        ("/alice.hub.example.org/user/alice", "/alice.hub.example.org/user/alice",
+         "alice.hub.example.org", "/user/alice", 2),
+        ("/host.name/", "/host.name", "host.name", "/", 0),
+    ],
+)
+def test_route_keys(raw, path, host, rest, depth) -> None:
+    key = RouteKey.parse(normalize_path(raw))
+    assert (key.path, key.host, key.rest, key.depth) == (path, host, rest, depth)
+
+
+def test_shard_rules_are_segment_exact_and_carry_the_route(registry) -> None:
+    hub = registry.clusters["hub"]
+    e = entry("/user/alice", "http://10.1.2.3:8888", "hub", user="alice", server_name="", jupyterhub=True)
+    key = shard_key(RouteKey.parse(e.path), hub.shards)
+    obj = build_shard(registry, hub, key, {e.path: e})
+    rule = obj["spec"]["http"][0]
+    assert rule["match"] == [{"uri": {"exact": "/user/alice"}}, {"uri": {"prefix": "/user/alice/"}}]
+    assert "hosts" not in obj["spec"] and "gateways" not in obj["spec"]  # a delegate
+    stored = json.loads(obj["metadata"]["annotations"][ANN_ROUTES])
+    assert stored["/user/alice"]["target"] == "http://10.1.2.3:8888"
+    assert stored["/user/alice"]["data"] == {"user": "alice", "server_name": "", "jupyterhub": True}
+    assert decode_entries(obj) == {e.path: e}
+    labels = obj["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "jupyterhub-federation-proxy"
+    assert labels["federation.jupyter.org/instance"] == "jupyterhub"
+
+
+def test_root_orders_delegates_deepest_first(registry) -> None:
+    hub = registry.clusters["hub"]
+    names = [ShardKey("", d, b).name("jupyterhub") for d, b in [(0, 5), (2, 1), (3, 0), (1, 7), (2, 0)]]
+    root = build_root(registry, hub, "", names)
+    order = [r["delegate"]["name"] for r in root["spec"]["http"]]
+    assert order == ["jupyterhub-r3-000", "jupyterhub-r2-000", "jupyterhub-r2-001",
+                     "jupyterhub-r1-007", "jupyterhub-r0-005"]
+    assert root["spec"]["gateways"] == ["istio-system/jupyterhub-gateway"]
+    assert root["spec"]["hosts"] == ["hub.example.org"]
+    assert all("match" not in r for r in root["spec"]["http"])
+
+
+def test_remote_root_accepts_its_ingress_host(registry) -> None:
+    east = registry.clusters["east"]
+    root = build_root(registry, east, "", [])
+    assert root["spec"]["hosts"] == ["hub.example.org", "east.hub.example.org"]
+
+
+def test_http_options_apply_with_prefix_placeholder(registry) -> None:
+    east = registry.clusters["east"]
+    e = entry("/user/bob/gpu", "https://east.hub.example.org", "east", user="bob", server_name="gpu")
+    obj = build_shard(registry, east, shard_key(RouteKey.parse(e.path), 64), {e.path: e})
+    rule = obj["spec"]["http"][0]
+    assert rule["rewrite"] == {"uri": "/"}
+    assert rule["timeout"] == "300s"
+    assert rule["headers"]["request"] == {"set": {"X-Forwarded-Prefix": "/user/bob/gpu"},
+                                          "remove": ["Cookie2"]}
+    assert rule["route"][0]["destination"] == {
+        "host": "jupyter-bob--gpu.jupyter-bob.svc.cluster.local", "port": {"number": 8888}}
+
+
+def test_names_are_dns_labels() -> None:
+    long = dns_label("x" * 40, "edge", "y" * 40)
+    assert len(long) <= 63
+    assert long != dns_label("x" * 40, "edge", "y" * 39 + "z")
+    assert len(ShardKey("a" * 60 + ".org", 12, 1023).name("i" * 40)) <= 63
+
+
+def all_objects(registry):
+    hub, east = registry.clusters["hub"], registry.clusters["east"]
+    entries = [
+        entry("/", "http://hub:8081", "hub", hub=True),
+        entry("/jupyter", "http://hub:8081", "hub", hub=True),
+        entry("/user/carol", "http://10.12.3.4:8888", "hub", user="carol"),
+        entry("/user/秀樹", "http://jupyter-x.jhub:8888", "hub", user="秀樹"),
+        entry("/alice.hub.example.org/user/alice", "http://jupyter-alice:8888", "hub", user="alice"),
+    ]
+    remote = entry("/user/bob/gpu", "https://east.hub.example.org", "east", user="bob", server_name="gpu")
+    edge = Entry(remote.path, remote.target, "east", {}, remote.last_activity, edge=True)
+    objs = []
+    for e in entries + [edge]:
+        objs.append(build_shard(registry, hub, shard_key(RouteKey.parse(e.path), 64), {e.path: e}))
+    objs.append(build_shard(registry, east, shard_key(RouteKey.parse(remote.path), 64), {remote.path: remote}))
+    objs.append(build_root(registry, hub, "", [o["metadata"]["name"] for o in objs]))
+    objs.append(build_root(registry, hub, "alice.hub.example.org", ["x-r2-001"]))
+    objs += support_objects(registry, hub, destination_in(hub, "http://10.12.3.4:8888", {}, "jupyterhub"))
+    objs += support_objects(registry, hub, edge_destination(east))
+    objs += support_objects(registry, hub, destination_in(hub, "https://files.example.com", {}, "jupyterhub"))
+    return objs
+
+
+def test_every_object_validates_against_istio_schemas(registry) -> None:
+    shared_file("istio")
+    objs = all_objects(registry)
+    kinds = {o["kind"] for o in objs}
+    assert kinds == {"VirtualService", "ServiceEntry", "DestinationRule"}
+    for obj in objs:
+        validate(obj, ISTIO_CRDS)
+
+
+def test_schema_validation_can_fail(registry) -> None:
+    import jsonschema
+
+    shared_file("istio")
+    obj = all_objects(registry)[0]
+    obj["spec"]["http"][0]["match"][0]["uri"] = {"prefixx": "/"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(obj, ISTIO_CRDS)
