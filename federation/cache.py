@@ -263,7 +263,7 @@ class Watcher(threading.Thread):
             try:
                 if rv is None:
                     self.client.circuit.before(self.client.name)
-                    listing = api.list_namespaced_custom_object(
+                    listing: Any = api.list_namespaced_custom_object(
                         GROUP, VERSION, ns, self.plural, label_selector=self.selector,
                         _request_timeout=self.client.timeout,
                     )
@@ -271,7 +271,7 @@ class Watcher(threading.Thread):
                     rv = str(listing["metadata"]["resourceVersion"])
                     self._post(self.cache.replace_all, self.plural, listing["items"], int(rv))
                     self._post(self._set_state, "synced", None)
-                resp = api.list_namespaced_custom_object(
+                resp: Any = api.list_namespaced_custom_object(
                     GROUP, VERSION, ns, self.plural, label_selector=self.selector, watch=True,
                     resource_version=rv, timeout_seconds=self.timeout,
                     allow_watch_bookmarks=True, _preload_content=False,

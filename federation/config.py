@@ -34,7 +34,7 @@ class UserService(_Strict):
 
     name: str = "jupyter-{username}--{servername}"
     namespace: str = "jupyter-{username}"
-    port: int = Field(8888, ge=1, le=65535)
+    port: int = Field(default=8888, ge=1, le=65535)
 
     @field_validator("name", "namespace")
     @classmethod
@@ -152,7 +152,7 @@ class ClustersFile(_Strict):
     kubeconfig: str | None = None
     instance: str = "jupyterhub"
     home: str
-    defaults: ClusterSettings = Field(default_factory=ClusterSettings)
+    defaults: ClusterSettings = Field(default_factory=lambda: ClusterSettings())
     clusters: list[ClusterEntry] = Field(min_length=1)
 
     @field_validator("instance")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from .objects import ANN_ROUTES, GROUP, VERSION
 from .settings import Settings
@@ -78,7 +79,7 @@ def run_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False) -> i
     workdir = Path(tempfile.mkdtemp(prefix="federation-demo-"))
     with EmulatedClusters(["hub", "east", "west"], workdir) as clusters:
         config = write_clusters_yaml(workdir / "clusters.yaml", demo_config(clusters.kubeconfig))
-        settings = Settings(config=config, auth_token=TOKEN, reconcile_interval=5, gc_grace=10)  # type: ignore[call-arg]
+        settings = Settings(config=config, auth_token=SecretStr(TOKEN), reconcile_interval=5, gc_grace=10)
         with ServiceThread(settings, host=host, port=port) as service:
             headers = {"Authorization": f"token {TOKEN}"}
             with httpx.Client(base_url=service.url, headers=headers, timeout=10) as http:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import urllib3
 from kubernetes import client as k8s
@@ -214,8 +214,12 @@ class ClusterClient:
 
     # -- the verbs the service uses ---------------------------------------------------------
 
+    async def _dict_call(self, verb: str, fn: Callable[[], object]) -> dict[str, Any]:
+        result = await self.call(verb, fn)
+        return cast(dict[str, Any], result)
+
     async def list(self, plural: str, label_selector: str) -> dict[str, Any]:
-        return await self.call(
+        return await self._dict_call(
             "list",
             lambda: self.custom.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural,
@@ -224,7 +228,7 @@ class ClusterClient:
         )
 
     async def get(self, plural: str, name: str) -> dict[str, Any]:
-        return await self.call(
+        return await self._dict_call(
             "get",
             lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural, name, _request_timeout=self.timeout
@@ -232,7 +236,7 @@ class ClusterClient:
         )
 
     async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.call(
+        return await self._dict_call(
             "create",
             lambda: self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural, body, _request_timeout=self.timeout
@@ -241,7 +245,7 @@ class ClusterClient:
 
     async def replace(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
-        return await self.call(
+        return await self._dict_call(
             "update",
             lambda: self.custom.replace_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, plural, name, body, _request_timeout=self.timeout

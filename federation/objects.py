@@ -28,7 +28,7 @@ from typing import Any
 from .config import Cluster, Registry
 from .errors import InvalidRoute
 from .placement import Destination, destination_in, edge_destination
-from .routespec import RouteKey
+from .routespec import RouteKey, wire_forms
 
 GROUP = "networking.istio.io"
 VERSION = "v1"
@@ -173,7 +173,9 @@ def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, 
     if key.rest == "/":
         match: list[dict[str, Any]] = [{"uri": {"prefix": "/"}}]
     else:
-        match = [{"uri": {"exact": key.rest}}, {"uri": {"prefix": key.rest + "/"}}]
+        match = []
+        for form in wire_forms(key.rest):
+            match += [{"uri": {"exact": form}}, {"uri": {"prefix": form + "/"}}]
     rule: dict[str, Any] = {
         "name": route_id(entry.path),
         "match": match,
@@ -181,8 +183,10 @@ def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, 
         "headers": {"response": {"set": {ROUTE_HEADER: route_id(entry.path)}}},
     }
     if entry.edge:
-        # Hop one of two: the path is kept; the remote gateway is addressed by its own name.
-        rule["rewrite"] = {"authority": dest.host}
+        # Hop one of two: the path is kept. A plain route addresses the remote gateway by its
+        # own name; a host route keeps its Host, which selects its root over there.
+        if key.host is None:
+            rule["rewrite"] = {"authority": dest.host}
         return rule
     opts = cluster.http
     if opts.stripPrefix and key.rest != "/":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import InvalidRoute
 
@@ -72,3 +72,22 @@ def validate_target(target: object) -> str:
 def segment_prefix_of(key: str, path: str) -> bool:
     """True when route ``key`` serves request ``path`` in configurable-http-proxy."""
     return key == "/" or path == key or path.startswith(key + "/")
+
+
+# RFC 3986 sub-delims and ':' '@' may stand unescaped in a path; JupyterHub escapes names with
+# quote(name, safe="@~"), browsers leave most of these alone, other clients escape them.
+_PATH_SAFE = "/@~!$&'()*+,;=:"
+
+
+def wire_forms(rest: str) -> list[str]:
+    """The spellings of a decoded path that can arrive at the gateway.
+
+    configurable-http-proxy matches on the decoded path; Envoy matches the path as sent, where
+    ``/user/秀樹`` arrives as ``/user/%E7%A7%80%E6%A8%B9`` and ``has@`` as ``has@`` or ``has%40``.
+    A rule matches every spelling, so the two agree.
+    """
+    forms: list[str] = []
+    for form in (quote(rest, safe=_PATH_SAFE), quote(rest, safe="/~")):
+        if form not in forms:
+            forms.append(form)
+    return forms

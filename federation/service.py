@@ -29,13 +29,12 @@ from .objects import (
     shard_key,
     support_objects,
 )
-from .placement import destination_in, place
-from .routespec import RouteKey, normalize_path, validate_target
+from .plan import plan_route
+from .routespec import RouteKey, normalize_path
 from .settings import Settings
 from .writer import ClusterWriter
 
 log = logging.getLogger(__name__)
-MAX_ENTRY_BYTES = 16 * 1024
 
 
 def now_iso() -> str:
@@ -168,29 +167,11 @@ class Federation:
         return [rt for rt in self.clusters.values() if path in rt.cache.entries]
 
     async def add_route(self, raw_path: str, body: dict[str, Any]) -> None:
-        path = normalize_path(raw_path)
-        key = RouteKey.parse(path)
-        target = validate_target(body.get("target"))
-        data = {k: v for k, v in body.items() if k not in ("target", "last_activity")}
-        owner = place(self.registry, target, data).cluster
-        # Validate what the rule needs now, so a bad route is refused before anything is written.
-        destination_in(owner, target, data, self.registry.instance)
-        entry = Entry(path, target, owner.name, data, now_iso())
-        import json
-
-        if len(json.dumps(entry.to_json(), ensure_ascii=False).encode()) > MAX_ENTRY_BYTES:
-            raise InvalidRoute(
-                f"route data is larger than {MAX_ENTRY_BYTES // 1024} KiB and cannot be stored "
-                "on a Kubernetes object"
-            )
-        home = self.registry.home
-        writes: list[tuple[ClusterRuntime, Entry]] = [(self.clusters[owner.name], entry)]
-        if owner.name != home and owner.edge:
-            edge = Entry(path, target, owner.name, {}, entry.last_activity, edge=True)
-            writes.append((self.clusters[home], edge))
-        written = {rt.cluster.name for rt, _ in writes}
-        for rt, e in writes:  # owner first: the edge rule must never point at nothing
-            await self._write_entry(rt, key, e)
+        plan = plan_route(self.registry, raw_path, body, now_iso())
+        path, key = plan.key.path, plan.key
+        written = {name for name, _ in plan.writes}
+        for name, entry in plan.writes:  # owner first: an edge rule must never point at nothing
+            await self._write_entry(self.clusters[name], key, entry)
         stale = [rt for rt in self._holders(path) if rt.cluster.name not in written]
         results = await asyncio.gather(
             *(self._remove_entry(rt, key) for rt in stale), return_exceptions=True

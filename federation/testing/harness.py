@@ -41,7 +41,7 @@ class ServiceThread:
         )
         self.server = uvicorn.Server(config)
         # Signal handlers can only be installed from the main thread.
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
         self.thread = threading.Thread(target=self.server.run, name="federation-serve", daemon=True)
 
     @property

