@@ -8,8 +8,10 @@ event loop, which alone mutates the cache; so the cache needs no locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -232,11 +234,15 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         resp = self._response
-        if resp is not None:
-            try:
-                resp.close()
-            except Exception:  # noqa: BLE001
-                pass
+        if resp is None:
+            return
+        # Closing the response from this thread would wait on the reader's lock; shutting the
+        # socket down wakes the reader at once.
+        conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         if not self.loop.is_closed():

@@ -24,7 +24,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.wait import wait_base
 
@@ -132,7 +133,7 @@ class _WaitRetryAfter(wait_base):
     """Exponential backoff with jitter, but at least what a 429's Retry-After asks for."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self.backoff = wait_exponential_jitter(initial=initial, max=maximum)
+        self.backoff = wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
         self.maximum = maximum
 
     def __call__(self, retry_state: Any) -> float:

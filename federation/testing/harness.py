@@ -30,13 +30,19 @@ def write_clusters_yaml(path: str | Path, document: dict[str, Any]) -> Path:
 class ServiceThread:
     """``federation serve`` in a background thread, for callers that need a real HTTP port."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, host: str = "127.0.0.1", port: int | None = None
+    ) -> None:
         self.settings = settings
         self.host = host
         self.port = port or free_port(host)
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host=host, port=self.port, log_level="warning", access_log=False,
+            self.app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
             lifespan="on",
         )
         self.server = uvicorn.Server(config)
