@@ -116,6 +116,7 @@ def create_app(
             reg = registry if registry is not None else load_registry(settings.config)
             fed = Federation(reg, settings)
         app.state.federation = fed
+        app.state.loop = asyncio.get_running_loop()
         app.state.reload_trigger = asyncio.Event()
         await fed.start()
         reloader = asyncio.create_task(_watch_config(app, settings)) if settings.config else None

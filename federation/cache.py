@@ -138,7 +138,7 @@ class ClusterCache:
     def _index(self, name: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         old_entries = decode_entries(old) if old is not None and is_shard(old) else {}
         new_entries = decode_entries(new) if new is not None and is_shard(new) else {}
-        for path, entry in old_entries.items():
+        for path in old_entries:
             if path not in new_entries and self.entries.get(path, ("",))[0] == name:
                 del self.entries[path]
                 self.table.update(self.name, path, None)

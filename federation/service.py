@@ -276,10 +276,52 @@ class Federation:
                             await self._remove_entry(rt, RouteKey.parse(path))
                         except KubeError as exc:
                             log.info("cannot remove stale %s from %s yet: %s", path, entry.owner, exc)
+        await self._repair_edges(grace)
         await asyncio.gather(
             *(self._tidy(rt, grace) for rt in self.clusters.values() if rt.cache.ever_synced),
             return_exceptions=True,
         )
+
+    async def _repair_edges(self, grace: float) -> None:
+        """The home cluster's edge rules follow the table: right owner, no orphans."""
+        home = self.clusters.get(self.registry.home)
+        if home is None or not home.cache.ever_synced or home.client.circuit.is_open:
+            return
+        for path, (_, held) in list(home.cache.entries.items()):
+            winner = self.table.get(path)
+            key = RouteKey.parse(path)
+            try:
+                if winner is None and held.edge:
+                    # An edge rule with no route behind it: removed once it has stayed orphaned
+                    # for the grace period (another replica's owner write may be in flight).
+                    owner_rt = self.clusters.get(held.owner)
+                    first = home.unused_since.setdefault(("orphan", path), time.monotonic())
+                    if (owner_rt is not None and owner_rt.cache.ever_synced
+                            and time.monotonic() - first >= grace):
+                        await self._remove_entry(home, key)
+                        home.unused_since.pop(("orphan", path), None)
+                    continue
+                home.unused_since.pop(("orphan", path), None)
+                if winner is not None and winner.owner != home.cluster.name and (
+                    not held.edge or held.owner != winner.owner or held.target != winner.target
+                ):
+                    owner = self.registry.clusters.get(winner.owner)
+                    if owner is not None and owner.edge:
+                        edge = Entry(path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
+                        await self._write_entry(home, key, edge)
+            except KubeError as exc:
+                log.info("cannot repair the edge rule of %s yet: %s", path, exc)
+        for path in list(self.table.owned):
+            winner = self.table.get(path)
+            if winner is None or winner.owner == home.cluster.name or path in home.cache.entries:
+                continue
+            owner = self.registry.clusters.get(winner.owner)
+            if owner is not None and owner.edge:
+                edge = Entry(path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
+                try:
+                    await self._write_entry(home, RouteKey.parse(path), edge)
+                except KubeError as exc:
+                    log.info("cannot restore the edge rule of %s yet: %s", path, exc)
 
     async def _tidy(self, rt: ClusterRuntime, grace: float) -> None:
         now = time.monotonic()

@@ -58,6 +58,12 @@ class ServiceThread:
     def federation(self) -> Any:
         return self.app.state.federation
 
+    def run(self, coro: Any, timeout: float = 60.0) -> Any:
+        """Run a coroutine on the service's own event loop (the cache lives there)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.app.state.loop).result(timeout)
+
     def start(self, timeout: float = 20.0) -> ServiceThread:
         self.thread.start()
         deadline = time.monotonic() + timeout

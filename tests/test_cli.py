@@ -1,0 +1,102 @@
+"""The ``federation`` command as an operator runs it (real subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from federation.testing.harness import free_port
+
+from .conftest import TOKEN, base_config
+
+FEDERATION = [sys.executable, "-m", "federation.cli"]
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "CONFIGPROXY_AUTH_TOKEN"}
+    full_env.update(env or {})
+    return subprocess.run(FEDERATION + args, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def test_serve_refuses_to_start_without_a_token(config_path: Path) -> None:
+    result = run(["serve", "--config", str(config_path)])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "CONFIGPROXY_AUTH_TOKEN is not set" in lines[0] and "--no-auth" in lines[0]
+
+
+def test_serve_refuses_a_broken_config(tmp_path: Path, clusters) -> None:
+    doc = base_config(str(clusters.kubeconfig))
+    doc["clusters"][1]["context"] = "typo-context"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = run(["serve", "--config", str(path)], env={"CONFIGPROXY_AUTH_TOKEN": TOKEN})
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert "clusters[east].context" in result.stderr and "typo-context" in result.stderr
+    assert "token-" not in result.stderr  # kubeconfig credentials never shown
+
+
+def test_serve_answers_the_hub(config_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        FEDERATION + ["serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become ready"
+            time.sleep(0.1)
+        headers = {"Authorization": f"token {TOKEN}"}
+        assert httpx.post(url + "/api/routes/user/x", json={"target": "http://10.0.0.1:8888"},
+                          headers=headers).status_code == 201
+        assert httpx.get(url + "/api/routes", headers=headers).json()["/user/x"]["target"] == \
+            "http://10.0.0.1:8888"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert TOKEN not in out
+
+
+def test_demo_prints_placement() -> None:
+    port = free_port()
+    result = run(["demo", "--once", "--port", str(port)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "/user/alice" in out and "cluster east" in out and "cluster west" in out
+    assert "jupyter-alice.jupyter-alice.svc.cluster.local:8888" in out
+    assert "jupyter-bob--gpu.jupyter-bob.svc.cluster.local:8888" in out
+    assert "ip-10-12-3-4" in out
+
+
+def test_check_reports_per_cluster(config_path: Path, clusters) -> None:
+    result = run(["check", "--config", str(config_path)])
+    out = result.stdout
+    for name in ("hub", "east", "west"):
+        assert f"{name}" in out
+    assert "ok   reachable" in out
+    assert "ok   create and delete VirtualServices" in out
+    # the emulated clusters have no Gateway object: check says so and fails
+    assert "FAIL gateway exists" in out
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["bogus"]])
+def test_usage_errors(args: list[str]) -> None:
+    assert run(args).returncode == 2
