@@ -107,33 +107,54 @@ class Federation:
     async def reload(self, registry: Registry) -> None:
         """Apply a new registry: add, remove or re-point clusters; leave the others untouched.
 
-        Raises ConfigError (before changing anything) when a new client cannot be built.
+        A cluster whose connection (context, namespace, kubeconfig) is unchanged keeps its
+        client and cache and only takes the new settings. A re-pointed or new cluster gets a
+        new client whose cache syncs before it replaces the old one, so the table never loses
+        routes on the way. Raises ConfigError, before changing anything, when a client cannot
+        be built.
         """
         old = self.registry
-        changed = [
-            n for n, c in registry.clusters.items()
-            if n not in old.clusters or old.clusters[n] != c
-            or (n in old.clusters and registry.kubeconfig != old.kubeconfig)
-            or registry.instance != old.instance
+
+        def connection(reg: Registry, name: str) -> tuple[object, ...]:
+            c = reg.clusters[name]
+            return (c.context, c.in_cluster, c.namespace, reg.kubeconfig, reg.instance)
+
+        repointed = [
+            n for n in registry.clusters
+            if n not in old.clusters or connection(registry, n) != connection(old, n)
         ]
         removed = [n for n in old.clusters if n not in registry.clusters]
-        clients = build_clients(registry, self.settings, changed)
+        clients = build_clients(registry, self.settings, repointed)
         loop = asyncio.get_running_loop()
-        for name in removed + [n for n in changed if n in self.clusters]:
-            rt = self.clusters.pop(name)
-            rt.stop()
+        fresh = {
+            n: ClusterRuntime(registry, registry.clusters[n], clients[n], self.table)
+            for n in repointed
+        }
+        for rt in fresh.values():
+            rt.cache.table = RouteTable()  # fill a private table until the swap
+            rt.start(loop, self.settings.watch_timeout)
+        deadline = time.monotonic() + self.settings.kube_deadline
+        while not all(rt.cache.ever_synced for rt in fresh.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        # The swap: no await from here to the end of the loop, so no request sees half of it.
+        retired = [self.clusters.pop(n) for n in removed + [n for n in repointed if n in self.clusters]]
+        for rt in retired:
             for path in list(rt.cache.entries):
-                self.table.update(name, path, None)
+                self.table.update(rt.cluster.name, path, None)
         self.registry = registry
         for rt in self.clusters.values():
             rt.cluster = registry.clusters[rt.cluster.name]
             rt.writer.registry = registry
             rt.writer.cluster = rt.cluster
-        for name in changed:
-            rt = ClusterRuntime(registry, registry.clusters[name], clients[name], self.table)
+        for name, rt in fresh.items():
+            rt.cache.table = self.table
+            for path, (_, entry) in rt.cache.entries.items():
+                if entry.owner == name and not entry.edge:
+                    self.table.update(name, path, entry)
             self.clusters[name] = rt
-            rt.start(loop, self.settings.watch_timeout)
-            await self.probe(rt)
+        for rt in retired:
+            rt.stop()
+        await asyncio.gather(*(self.probe(rt) for rt in fresh.values()))
 
     def ready(self) -> bool:
         """Every cluster that answers has synced once; a down cluster does not hold us back."""
