@@ -20,17 +20,19 @@ from .kube import ClusterClient, build_clients
 from .objects import (
     KINDS,
     LABEL_ROLE,
+    ROUTE_HEADER,
     Entry,
     ShardKey,
     entry_destination,
     root_delegates,
     root_host_key,
     root_name,
+    route_id,
     shard_key,
     support_objects,
 )
 from .plan import plan_route
-from .routespec import RouteKey, normalize_path
+from .routespec import RouteKey, normalize_path, wire_forms
 from .settings import Settings
 from .writer import ClusterWriter
 
@@ -202,6 +204,36 @@ class Federation:
                 # The new copy is the newest write and wins; the reconciler removes the old one.
                 log.warning("route %s moved, but the old copy in %s stays for now: %s",
                             path, rt.cluster.name, result)
+        if self.settings.warmup:
+            entry_cluster = plan.writes[-1][0]  # home for an edge route: where users come in
+            await self._warmup(entry_cluster, key)
+
+    async def _warmup(self, cluster: str, key: RouteKey) -> bool:
+        """Poll the gateway until it serves the new route (the rule's response header), or
+        give up at the deadline and answer anyway: a slow mesh must not block the hub."""
+        import httpx
+
+        base = self.settings.warmup_urls.get(cluster)
+        if not base:
+            return False
+        c = self.registry.clusters[cluster]
+        host = key.host or c.hosts[0]
+        url = base.rstrip("/") + wire_forms(key.rest)[0]
+        want = route_id(key.path)
+        deadline = time.monotonic() + self.settings.warmup_timeout
+        async with httpx.AsyncClient(timeout=2.0, follow_redirects=False) as http:
+            while time.monotonic() < deadline:
+                try:
+                    resp = await http.get(url, headers={"Host": host})
+                    if resp.headers.get(ROUTE_HEADER) == want:
+                        return True
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        metrics.WARMUP_TIMEOUTS.labels(cluster).inc()
+        log.info("route %s not yet served by %s's gateway after %.1fs; answering anyway",
+                 key.path, cluster, self.settings.warmup_timeout)
+        return False
 
     async def _write_entry(self, rt: ClusterRuntime, key: RouteKey, entry: Entry) -> None:
         dest = entry_destination(self.registry, rt.cluster, entry)

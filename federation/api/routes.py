@@ -69,7 +69,22 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 
 @router.post("", include_in_schema=False, status_code=201)
-@router.post("/{path:path}", summary="Add or replace a route", status_code=201)
+@router.post(
+    "/{path:path}",
+    summary="Add or replace a route",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["target"],
+                "properties": {"target": {"type": "string"}, "cluster": {"type": "string"}},
+                "additionalProperties": True,
+            }}},
+        }
+    },
+)
 async def add_route(request: Request, federation: FederationDep, path: str = "/") -> Response:
     body = await _json_object(request)
     await federation.add_route(path, body)
