@@ -705,3 +705,24 @@ def test_notes_warn_when_home_objects_leave_the_role(render, tmp_path: Path) -> 
     notes = render_notes(render, tmp_path, values=values)
     assert "namespace elsewhere, but the chart's Role" in notes
     assert "federation check --config /etc/federation/clusters.yaml" in notes
+
+
+def test_values_file_has_no_duplicate_keys() -> None:
+    """PyYAML keeps the last of two equal keys silently; a duplicate block hides settings."""
+    from pathlib import Path
+
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        dupes = {k for k in keys if keys.count(k) > 1}
+        assert not dupes, f"duplicate keys {dupes} at line {node.start_mark.line + 1}"
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    chart = Path(__file__).resolve().parents[2] / "charts" / "federation-proxy"
+    for path in [chart / "values.yaml", *sorted((Path(__file__).parent / "values").glob("*.yaml"))]:
+        yaml.load(path.read_text(), Loader=Strict)  # noqa: S506 - a SafeLoader subclass
