@@ -304,7 +304,10 @@ def roots_for_shard(cluster: Cluster, key_host: str, depth: int, host_roots: set
 
 
 def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> list[dict[str, Any]]:
-    """Objects that make ``dest`` routable in ``cluster`` (none for a plain Service)."""
+    """Objects that make ``dest`` routable in ``cluster`` (none for a plain Service).
+
+    No ``exportTo``: the ingress gateway runs in its own namespace and must see them.
+    """
     inst = registry.instance
     if dest.kind == "service":
         return []
@@ -321,7 +324,6 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
                 "resolution": "STATIC",
                 "ports": [{"number": dest.port, "name": f"{proto.lower()}-{dest.port}", "protocol": proto}],
                 "endpoints": [{"address": dest.address}],
-                "exportTo": ["."],
             },
         }
         return [se]
@@ -337,7 +339,6 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
             "resolution": "DNS",
             # Plain HTTP on the wire to the port; TLS is originated by the DestinationRule.
             "ports": [{"number": dest.port, "name": f"http-{dest.port}", "protocol": "HTTP"}],
-            "exportTo": ["."],
         },
     }
     out = [se]
@@ -349,8 +350,7 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
                 "metadata": _metadata(name, cluster, inst, "support"),
                 "spec": {
                     "host": dest.host,
-                    "exportTo": ["."],
-                    "trafficPolicy": {
+                        "trafficPolicy": {
                         "portLevelSettings": [
                             {"port": {"number": dest.port}, "tls": {"mode": "SIMPLE", "sni": dest.host}}
                         ]
