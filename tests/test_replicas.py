@@ -120,7 +120,7 @@ def test_storm_over_replicas_ends_with_exactly_the_expected_objects(replicas, cl
             svc.url + "/api/routes", headers=HEADERS).json().items()} == expected, timeout=5)
     stored = stored_routes(clusters)
     owned = {}
-    for cluster, routes in stored.items():
+    for _cluster, routes in stored.items():
         for path, entry in routes.items():
             if not entry.get("edge"):
                 assert path not in owned, f"{path} owned twice"
