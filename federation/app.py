@@ -12,11 +12,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, metrics
 from .api import clusters, health, routes
+from .api.deps import Authorized
 from .config import Registry, load_registry
 from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
 from .service import Federation
@@ -138,6 +140,11 @@ def create_app(
         title="JupyterHub federation proxy",
         version=__version__,
         lifespan=lifespan,
+        # Only /healthz, /readyz (and /metrics, if so configured) answer without the token:
+        # the schema is served behind it below, the interactive docs not at all.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
         description="configurable-http-proxy's REST API, backed by Istio VirtualServices in many clusters.",
     )
     app.state.settings = settings
@@ -161,6 +168,13 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Authorized])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(
+            get_openapi(title=app.title, version=app.version, description=app.description,
+                        routes=app.routes)
+        )
 
     app.include_router(routes.router)
     app.include_router(clusters.router)

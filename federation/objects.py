@@ -113,6 +113,18 @@ def root_name(instance: str, host_key: str) -> str:
     return f"{instance}-root" if not host_key else f"{instance}-root-{short_hash(host_key)}"
 
 
+def shard_key_of(obj: dict[str, Any]) -> ShardKey | None:
+    """The key of a shard object (None for anything else)."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(LABEL_ROLE) != "shard":
+        return None
+    m = _NAME_TAIL.search(meta.get("name", ""))
+    if not m:
+        return None
+    host = (meta.get("annotations") or {}).get(ANN_HOST, "")
+    return ShardKey(host=host, depth=int(m.group(2)), bucket=int(m.group(3)))
+
+
 def sort_key_of_shard_name(name: str) -> tuple[int, int, int]:
     m = _NAME_TAIL.search(name)
     if not m:

@@ -25,10 +25,11 @@ from .objects import (
     ShardKey,
     entry_destination,
     root_delegates,
-    root_host_key,
     root_name,
+    roots_for_shard,
     route_id,
     shard_key,
+    shard_key_of,
     support_objects,
 )
 from .plan import plan_route
@@ -241,16 +242,19 @@ class Federation:
             await self._ensure_object(rt, obj)
         await rt.writer.set_entry(shard_key(key, rt.cluster.shards), entry)
 
-    def _shard_of(self, rt: ClusterRuntime, path: str, key: RouteKey) -> ShardKey:
-        held = rt.cache.entries.get(path)
-        expected = shard_key(key, rt.cluster.shards)
-        if held is not None and held[0] != expected.name(self.registry.instance):
-            # Stored under another shard count: remove it where it is.
-            return ShardKey(expected.host, expected.depth, int(held[0].rsplit("-", 1)[1]))
-        return expected
+    def _shard_of(self, rt: ClusterRuntime, key: RouteKey) -> ShardKey:
+        """Where the route is stored in this cluster: where the cache saw it (it may have been
+        written under another shard count), else where it would go."""
+        held = rt.cache.entries.get(key.path)
+        if held is not None:
+            obj = rt.cache.objects["virtualservices"].get(held[0])
+            stored = shard_key_of(obj) if obj is not None else None
+            if stored is not None:
+                return stored
+        return shard_key(key, rt.cluster.shards)
 
     async def _remove_entry(self, rt: ClusterRuntime, key: RouteKey) -> None:
-        await rt.writer.remove_entry(self._shard_of(rt, key.path, key), key.path)
+        await rt.writer.remove_entry(self._shard_of(rt, key), key.path)
 
     async def delete_route(self, raw_path: str) -> bool:
         path = normalize_path(raw_path)
@@ -380,32 +384,28 @@ class Federation:
         now = time.monotonic()
         inst = self.registry.instance
         vs = rt.cache.objects["virtualservices"]
-        shards = {n: o for n, o in vs.items() if (o["metadata"].get("labels") or {}).get(LABEL_ROLE) == "shard"}
-        # 1. every shard with routes is reachable from its roots
-        for name in shards:
-            entries = rt.cache.shard_entries(name)
-            if entries:
+        # 1. every shard with routes is reachable from its roots; empty ones go after a grace
+        for name, obj in list(vs.items()):
+            key = shard_key_of(obj)
+            if key is None:
+                continue
+            if rt.cache.shard_entries(name):
                 rt.unused_since.pop(("shard", name), None)
-                any_path = next(iter(entries))
-                k = RouteKey.parse(any_path)
-                await rt.writer.ensure_in_roots(ShardKey(k.host or "", k.depth, int(name.rsplit("-", 1)[1])))
-            elif now - rt.unused_since.setdefault(("shard", name), now) >= grace:
-                host = (shards[name]["metadata"].get("annotations") or {}).get("federation.jupyter.org/host", "")
-                own_root = root_host_key(rt.cluster, host)
-                for hk in {own_root} | (rt.writer.host_roots() if not host else set()):
-                    await rt.writer.remove_from_root(hk, name)
-                try:
-                    await rt.client.delete("virtualservices", name, shards[name]["metadata"]["resourceVersion"])
-                    rt.cache.forget("virtualservices", name)
-                except NotFound:
-                    rt.cache.forget("virtualservices", name)
-                except KubeError:
-                    # Someone wrote into it meanwhile: put it back in its roots.
-                    k2 = rt.cache.shard_entries(name)
-                    if k2:
-                        p = RouteKey.parse(next(iter(k2)))
-                        await rt.writer.ensure_in_roots(ShardKey(p.host or "", p.depth, int(name.rsplit("-", 1)[1])))
-                rt.unused_since.pop(("shard", name), None)
+                await rt.writer.ensure_in_roots(key)
+                continue
+            if now - rt.unused_since.setdefault(("shard", name), now) < grace:
+                continue
+            rt.unused_since.pop(("shard", name), None)
+            for host_key in roots_for_shard(rt.cluster, key.host, key.depth, rt.writer.host_roots()):
+                await rt.writer.remove_from_root(host_key, name)
+            try:
+                await rt.client.delete("virtualservices", name, obj["metadata"]["resourceVersion"])
+                rt.cache.forget("virtualservices", name)
+            except NotFound:
+                rt.cache.forget("virtualservices", name)
+            except KubeError:
+                # Written to meanwhile (the precondition failed): it stays, so back in its roots.
+                await rt.writer.ensure_in_roots(key)
         # 2. roots delegate only to shards that exist; empty roots go
         for name, obj in list(vs.items()):
             if (obj["metadata"].get("labels") or {}).get(LABEL_ROLE) != "root":

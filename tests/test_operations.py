@@ -126,7 +126,9 @@ def test_schemathesis_finds_no_5xx(service) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, Phase, given, settings
 
-    schema = schemathesis.openapi.from_url(service.url + "/openapi.json")
+    assert httpx.get(service.url + "/openapi.json").status_code == 403
+    assert httpx.get(service.url + "/docs").status_code == 404
+    schema = schemathesis.openapi.from_url(service.url + "/openapi.json", headers=HEADERS)
     failures: list[str] = []
     calls = [0]
 

@@ -1,0 +1,170 @@
+"""Benchmark worlds: N emulated Kubernetes API servers, a clusters.yaml spreading routes over
+them, the route tables the benchmark POSTs, and direct preloading of stored objects."""
+
+from __future__ import annotations
+
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from federation.config import Registry, load_registry
+from federation.objects import GROUP, VERSION, decode_entries, plural_of
+from federation.plan import render_table
+from federation.testing import EmulatedClusters
+from federation.testing.harness import write_clusters_yaml
+
+HOME = "hub"
+NAMESPACE = "jupyterhub"
+Route = tuple[str, dict[str, Any]]
+
+
+def cluster_names(count: int) -> list[str]:
+    """The home cluster first, then remote clusters r1, r2, ..."""
+    return [HOME] + [f"r{i}" for i in range(1, count)]
+
+
+def ingress_url(name: str) -> str:
+    return f"https://{name}.hub.example.org"
+
+
+def clusters_document(names: list[str], kubeconfig: Path) -> dict[str, Any]:
+    """clusters.yaml: a plain home cluster and remotes reached through their public ingress."""
+    clusters: list[dict[str, Any]] = [{"name": HOME, "context": HOME}]
+    clusters += [
+        {"name": n, "context": n, "ingressPublicUrl": ingress_url(n)} for n in names[1:]
+    ]
+    return {
+        "kubeconfig": str(kubeconfig),
+        "home": HOME,
+        "defaults": {
+            "namespace": NAMESPACE,
+            "gateway": "istio-system/jupyterhub-gateway",
+            "hosts": ["hub.example.org"],
+        },
+        "clusters": clusters,
+    }
+
+
+def pod_ip(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def user_route(i: int, names: list[str], kind: str = "spread") -> Route:
+    """Route number ``i`` as the hub POSTs it.
+
+    ``spread`` places route i in cluster i mod N: in the home cluster as a kubespawner pod-IP
+    target (one ServiceEntry per IP), elsewhere as that cluster's ingress. ``service``, ``ip``
+    and ``remote`` pin the kind: a Service-name target in home, a pod IP in home, the first
+    remote cluster's ingress.
+    """
+    user = f"u{i}"
+    if kind == "spread":
+        owner = names[i % len(names)]
+        kind = "ip" if owner == HOME else "remote"
+    else:
+        owner = names[1] if kind == "remote" and len(names) > 1 else HOME
+    if kind == "service":
+        target = f"http://jupyter-{user}.jhub:8888"
+    elif kind == "ip" or owner == HOME:
+        target = f"http://{pod_ip(i)}:8888"
+    else:
+        target = ingress_url(owner)
+    body = {"target": target, "user": user, "server_name": "", "jupyterhub": True}
+    return f"/user/{user}", body
+
+
+def routes(start: int, count: int, names: list[str], kind: str = "spread") -> list[Route]:
+    return [user_route(i, names, kind) for i in range(start, start + count)]
+
+
+@dataclass
+class World:
+    """Emulated clusters on loopback plus the clusters.yaml that points at them."""
+
+    names: list[str]
+    directory: Path
+    emulated: EmulatedClusters = field(init=False)
+    config_path: Path = field(init=False)
+    registry: Registry = field(init=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def create(cls, count: int) -> World:
+        tmp = tempfile.TemporaryDirectory(prefix="federation-bench-")
+        world = cls(cluster_names(count), Path(tmp.name), tmp)
+        # No CRD schemas: the emulator's validation cost is the harness's, not the service's,
+        # and both the service and the bare client would pay it alike.
+        world.emulated = EmulatedClusters(world.names, world.directory, namespaces=(NAMESPACE,))
+        world.emulated.start()
+        world.config_path = write_clusters_yaml(
+            world.directory / "clusters.yaml",
+            clusters_document(world.names, world.emulated.kubeconfig),
+        )
+        world.registry = load_registry(world.config_path)
+        return world
+
+    def close(self) -> None:
+        self.emulated.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_latency(self, seconds: float) -> None:
+        for server in self.emulated.servers.values():
+            server.latency = seconds
+
+    def custom_api(self, name: str) -> k8s.CustomObjectsApi:
+        """A bare ``kubernetes`` client for one cluster, configured as the service's is."""
+        api_client = k8s_config.new_client_from_config(
+            config_file=str(self.emulated.kubeconfig), context=name
+        )
+        api_client.configuration.retries = False
+        return k8s.CustomObjectsApi(api_client)
+
+    def virtualservices(self, name: str) -> list[dict[str, Any]]:
+        return self.emulated.servers[name].objects(GROUP, VERSION, "virtualservices", NAMESPACE)
+
+    def stored_routes(self) -> dict[str, int]:
+        """Route entries stored per cluster, edge entries excluded (they mirror a remote's)."""
+        counts: dict[str, int] = {}
+        for name in self.names:
+            paths: set[str] = set()
+            for obj in self.virtualservices(name):
+                paths.update(p for p, e in decode_entries(obj).items() if not e.edge)
+            counts[name] = len(paths)
+        return counts
+
+    def object_count(self) -> int:
+        return sum(
+            len(self.emulated.servers[n].objects(GROUP, VERSION, plural, NAMESPACE))
+            for n in self.names
+            for plural in ("virtualservices", "serviceentries", "destinationrules")
+        )
+
+    def preload(self, table: list[Route], workers: int = 8) -> int:
+        """Store the objects of a whole table straight into the clusters, as if POSTed; returns
+        how many objects were created. Run with latency 0: this is set-up, not measurement."""
+        rendered = render_table(self.registry, dict(table))
+        created = 0
+        for name, objects in rendered.items():
+            api = self.custom_api(name)
+
+            def create(obj: dict[str, Any], api: k8s.CustomObjectsApi = api) -> None:
+                api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural_of(obj), obj)
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(create, objects))
+            api.api_client.close()
+            created += len(objects)
+        return created

@@ -1,0 +1,101 @@
+"""``federation serve`` as a separate process, so its memory, CPU time and event loop are its
+own: the emulated clusters and the load generators stay in the harness process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from federation.testing.harness import free_port
+
+TOKEN = "bench-proxy-token-0123456789"
+
+
+def federation_command() -> list[str]:
+    script = Path(sys.executable).with_name("federation")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "federation.cli"]
+
+
+class ServiceProcess:
+    """One service process; ``profile`` runs it under cProfile, written when it stops."""
+
+    def __init__(self, config: Path, *, profile: Path | None = None, log: Path | None = None):
+        self.config = config
+        self.profile = profile
+        self.log_path = log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+        self.ready_seconds = float("nan")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait for /readyz 200; returns the seconds from spawn to ready."""
+        if self.profile is not None:
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(self.profile), "-m", "federation.cli"]
+        else:
+            cmd = federation_command()
+        cmd += ["serve", "--config", str(self.config), "--host", "127.0.0.1",
+                "--port", str(self.port)]
+        # Production defaults, except quieter logs; only the token is required.
+        env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN, "FEDERATION_LOG_LEVEL": "warning"}
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = start + timeout
+        with httpx.Client(timeout=5) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"federation serve exited with {self.proc.returncode}")
+                try:
+                    if client.get(self.url + "/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.perf_counter() > deadline:
+                    self.stop()
+                    raise RuntimeError("federation serve did not become ready")
+                time.sleep(0.005)
+        self.ready_seconds = time.perf_counter() - start
+        return self.ready_seconds
+
+    def rss(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        assert self.ps is not None
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # SIGINT: uvicorn shuts down cleanly, and cProfile writes its stats on the way out.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> ServiceProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
