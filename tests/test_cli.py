@@ -100,3 +100,43 @@ def test_check_reports_per_cluster(config_path: Path, clusters) -> None:
 @pytest.mark.parametrize("args", [[], ["serve"], ["bogus"]])
 def test_usage_errors(args: list[str]) -> None:
     assert run(args).returncode == 2
+
+
+def test_sighup_reloads_the_config(config_path: Path, clusters) -> None:
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen(
+        FEDERATION + ["serve", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN, "FEDERATION_RELOAD_INTERVAL": "3600"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"token {TOKEN}"}
+
+    def names() -> list[str]:
+        return [r["name"] for r in httpx.get(url + "/clusters", headers=headers).json()["clusters"]]
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert names() == ["hub", "east", "west"]
+        doc = base_config(str(clusters.kubeconfig))
+        doc["clusters"] = doc["clusters"][:2]
+        config_path.write_text(yaml.safe_dump(doc))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while names() != ["hub", "east"]:
+            assert time.monotonic() < deadline, names()
+            time.sleep(0.1)
+        assert proc.poll() is None  # still serving
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
