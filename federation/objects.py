@@ -315,6 +315,15 @@ def roots_for_shard(cluster: Cluster, key_host: str, depth: int, host_roots: set
 # Support objects
 
 
+def _support(kind: str, name: str, cluster: Cluster, inst: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": _metadata(name, cluster, inst, "support"),
+        "spec": spec,
+    }
+
+
 def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> list[dict[str, Any]]:
     """Objects that make ``dest`` routable in ``cluster`` (none for a plain Service).
 
@@ -326,50 +335,31 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
     if dest.kind == "ip":
         name = dns_label(inst, "ip", short_hash(f"{dest.address}:{dest.port}", 10))
         proto = "HTTPS" if dest.tls else "HTTP"
-        se = {
-            "apiVersion": API_VERSION,
-            "kind": "ServiceEntry",
-            "metadata": _metadata(name, cluster, inst, "support"),
-            "spec": {
-                "hosts": [dest.host],
-                "location": "MESH_INTERNAL",
-                "resolution": "STATIC",
-                "ports": [{"number": dest.port, "name": f"{proto.lower()}-{dest.port}", "protocol": proto}],
-                "endpoints": [{"address": dest.address}],
-            },
-        }
-        return [se]
+        return [_support("ServiceEntry", name, cluster, inst, {
+            "hosts": [dest.host],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": dest.port, "name": f"{proto.lower()}-{dest.port}", "protocol": proto}],
+            "endpoints": [{"address": dest.address}],
+        })]
     # "edge" (a remote ingress) or "external": a DNS host outside the mesh.
     name = dns_label(inst, dest.kind, short_hash(f"{dest.host}:{dest.port}", 10))
-    se = {
-        "apiVersion": API_VERSION,
-        "kind": "ServiceEntry",
-        "metadata": _metadata(name, cluster, inst, "support"),
-        "spec": {
-            "hosts": [dest.host],
-            "location": "MESH_EXTERNAL",
-            "resolution": "DNS",
-            # Plain HTTP on the wire to the port; TLS is originated by the DestinationRule.
-            "ports": [{"number": dest.port, "name": f"http-{dest.port}", "protocol": "HTTP"}],
-        },
-    }
-    out = [se]
+    out = [_support("ServiceEntry", name, cluster, inst, {
+        "hosts": [dest.host],
+        "location": "MESH_EXTERNAL",
+        "resolution": "DNS",
+        # Plain HTTP on the wire to the port; TLS is originated by the DestinationRule.
+        "ports": [{"number": dest.port, "name": f"http-{dest.port}", "protocol": "HTTP"}],
+    })]
     if dest.tls:
-        out.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": "DestinationRule",
-                "metadata": _metadata(name, cluster, inst, "support"),
-                "spec": {
-                    "host": dest.host,
-                        "trafficPolicy": {
-                        "portLevelSettings": [
-                            {"port": {"number": dest.port}, "tls": {"mode": "SIMPLE", "sni": dest.host}}
-                        ]
-                    },
-                },
-            }
-        )
+        out.append(_support("DestinationRule", name, cluster, inst, {
+            "host": dest.host,
+            "trafficPolicy": {
+                "portLevelSettings": [
+                    {"port": {"number": dest.port}, "tls": {"mode": "SIMPLE", "sni": dest.host}}
+                ]
+            },
+        }))
     return out
 
 

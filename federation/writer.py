@@ -137,36 +137,37 @@ class ClusterWriter:
         self.cluster = cluster
         self.client = client
         self.cache = cache
-        self.writers: dict[tuple[str, str], ObjectWriter] = {}
-        self.known_in_roots: set[tuple[str, str]] = set()
+        self.writers: dict[str, ObjectWriter] = {}
+
+    def _writer(
+        self,
+        name: str,
+        decode: Callable[[dict[str, Any] | None], Any],
+        encode: Callable[[Any], dict[str, Any] | None],
+    ) -> ObjectWriter:
+        writer = self.writers.get(name)
+        if writer is None:
+            writer = ObjectWriter(self.client, self.cache, "virtualservices", name, decode, encode)
+            self.writers[name] = writer
+        return writer
 
     def _shard_writer(self, key: ShardKey) -> ObjectWriter:
-        name = key.name(self.registry.instance)
-        writer = self.writers.get(("shard", name))
-        if writer is None:
-            writer = ObjectWriter(
-                self.client, self.cache, "virtualservices", name,
-                decode=lambda obj: dict(decode_entries(obj)) if obj is not None else None,
-                encode=lambda entries: None
-                if entries is None
-                else build_shard(self.registry, self.cluster, key, entries),
-            )
-            self.writers[("shard", name)] = writer
-        return writer
+        return self._writer(
+            key.name(self.registry.instance),
+            decode=lambda obj: dict(decode_entries(obj)) if obj is not None else None,
+            encode=lambda entries: None
+            if entries is None
+            else build_shard(self.registry, self.cluster, key, entries),
+        )
 
     def _root_writer(self, host_key: str) -> ObjectWriter:
-        name = root_name(self.registry.instance, host_key)
-        writer = self.writers.get(("root", name))
-        if writer is None:
-            writer = ObjectWriter(
-                self.client, self.cache, "virtualservices", name,
-                decode=lambda obj: set(root_delegates(obj)) if obj is not None else None,
-                encode=lambda shards: None
-                if shards is None
-                else build_root(self.registry, self.cluster, host_key, sorted(shards)),
-            )
-            self.writers[("root", name)] = writer
-        return writer
+        return self._writer(
+            root_name(self.registry.instance, host_key),
+            decode=lambda obj: set(root_delegates(obj)) if obj is not None else None,
+            encode=lambda shards: None
+            if shards is None
+            else build_root(self.registry, self.cluster, host_key, sorted(shards)),
+        )
 
     async def set_entry(self, key: ShardKey, entry: Entry) -> None:
         def put(entries: dict[str, Entry] | None) -> dict[str, Entry]:

@@ -3,6 +3,7 @@ skipped with a reason when absent (a user's own clone); CI always has it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -83,6 +84,23 @@ def service(config_path: Path) -> Iterator[Any]:
 
     with ServiceThread(fast_settings(config_path)) as svc:
         yield svc
+
+
+@contextlib.contextmanager
+def running_replicas(config_path: Path, count: int, **overrides: Any) -> Iterator[list[Any]]:
+    """``count`` replicas of the service on the same clusters, all ready."""
+    from federation.testing.harness import ServiceThread
+
+    services = [ServiceThread(fast_settings(config_path, **overrides)) for _ in range(count)]
+    try:
+        for svc in services:
+            svc.start()
+            svc.wait_ready()
+        yield services
+    finally:
+        for svc in services:
+            if svc.thread.is_alive():
+                svc.stop()
 
 
 @pytest.fixture

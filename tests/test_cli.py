@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from federation.testing.harness import free_port
+from federation.testing.harness import free_port, wait_until_ready
 
 from .conftest import TOKEN, base_config
 
@@ -54,15 +54,7 @@ def test_serve_answers_the_hub(config_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url)
         headers = {"Authorization": f"token {TOKEN}"}
         assert httpx.post(url + "/api/routes/user/x", json={"target": "http://10.0.0.1:8888"},
                           headers=headers).status_code == 201
@@ -118,15 +110,7 @@ def test_sighup_reloads_the_config(config_path: Path, clusters) -> None:
         return [r["name"] for r in httpx.get(url + "/clusters", headers=headers).json()["clusters"]]
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_ready(url)
         assert names() == ["hub", "east", "west"]
         doc = base_config(str(clusters.kubeconfig))
         doc["clusters"] = doc["clusters"][:2]

@@ -19,7 +19,7 @@ import yaml
 
 from federation.testing.harness import ServiceThread
 
-from .conftest import CONTEXTS, TOKEN, base_config, fast_settings, stored_routes
+from .conftest import CONTEXTS, TOKEN, base_config, running_replicas, stored_routes
 
 HEADERS = {"Authorization": f"token {TOKEN}"}
 STORM_OPS = int(os.environ.get("FEDERATION_STORM_OPS", "1000"))
@@ -158,14 +158,8 @@ def assert_objects_match(clusters: Any, replicas: list[ServiceThread], expected:
 
 @pytest.fixture
 def replicas(config_path: Path):
-    services = [ServiceThread(fast_settings(config_path)) for _ in range(2)]
-    for svc in services:
-        svc.start()
-        svc.wait_ready()
-    yield services
-    for svc in services:
-        if svc.thread.is_alive():
-            svc.stop()
+    with running_replicas(config_path, 2) as services:
+        yield services
 
 
 def server(clusters: Any, name: str) -> Any:

@@ -10,24 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.testing.harness import ServiceThread
-
-from .conftest import TOKEN, fast_settings, stored_routes
+from .conftest import TOKEN, running_replicas, stored_routes
 
 HEADERS = {"Authorization": f"token {TOKEN}"}
 
 
 @pytest.fixture
 def replicas(config_path: Path):
-    services = [ServiceThread(fast_settings(config_path)) for _ in range(3)]
-    for svc in services:
-        svc.start()
-        svc.wait_ready()
-    try:
+    with running_replicas(config_path, 3) as services:
         yield services
-    finally:
-        for svc in services:
-            svc.stop()
 
 
 def wait_for(predicate, timeout: float = 5.0) -> float:

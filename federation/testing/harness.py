@@ -27,6 +27,21 @@ def write_clusters_yaml(path: str | Path, document: dict[str, Any]) -> Path:
     return path
 
 
+def wait_until_ready(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url``/readyz until it answers 200 (a starting process refuses connections)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become ready in {timeout:.0f}s")
+
+
 class ServiceThread:
     """``federation serve`` in a background thread, for callers that need a real HTTP port."""
 
@@ -74,17 +89,7 @@ class ServiceThread:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("the service did not become ready")
+        wait_until_ready(self.url, timeout)
 
     def stop(self) -> None:
         self.server.should_exit = True

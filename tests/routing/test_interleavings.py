@@ -15,7 +15,14 @@ from federation.testing.harness import ServiceThread
 
 from ..conftest import CONTEXTS, base_config, fast_settings
 from .evaluator import all_orders, route
-from .test_properties import GATEWAY, HUB_HOST, chp_expected, expected_destination, probes, random_table
+from .test_properties import (
+    GATEWAY,
+    HUB_HOST,
+    chp_expected,
+    expected_destination,
+    probes,
+    random_table,
+)
 
 
 def cluster_vs(clusters: Any, name: str) -> list[dict[str, Any]]:
@@ -71,7 +78,7 @@ def test_interleaved_adds_replaces_and_deletes(service, clusters) -> None:
                 ops.append((path, body))
                 table[path] = body
 
-        async def run_all() -> None:
+        async def run_all(ops: list[tuple[str, dict[str, Any] | None]]) -> None:
             # Concurrent batches of independent paths, in order per path.
             for i in range(0, len(ops), 6):
                 batch = ops[i:i + 6]
@@ -85,7 +92,7 @@ def test_interleaved_adds_replaces_and_deletes(service, clusters) -> None:
                     group.append(step(path, body))
                 await asyncio.gather(*group)
 
-        service.run(run_all())
+        service.run(run_all(ops))
         service.run(fed.reconcile(grace=0))
         assert {p: r.target for p, r in ((p, fed.table.get(p)) for p in fed.table.owned) if r} == \
             {p: b["target"] for p, b in table.items()}
