@@ -1,1 +1,1 @@
-"""End-to-end tests: a real JupyterHub process in front of ``federation serve``."""
+"""End-to-end tests: the service driven by a real JupyterHub, or run against a real cluster."""
