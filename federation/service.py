@@ -197,8 +197,9 @@ class Federation:
         for name, entry in plan.writes:  # owner first: an edge rule must never point at nothing
             await self._write_entry(self.clusters[name], key, entry)
         stale = [rt for rt in self._holders(path) if rt.cluster.name not in written]
+        ours = (plan.writes[0][1].last_activity, plan.writes[0][1].owner)
         results = await asyncio.gather(
-            *(self._remove_entry(rt, key) for rt in stale), return_exceptions=True
+            *(self._remove_entry(rt, key, older_than=ours) for rt in stale), return_exceptions=True
         )
         for rt, result in zip(stale, results, strict=True):
             if isinstance(result, Exception):
@@ -253,8 +254,10 @@ class Federation:
                 return stored
         return shard_key(key, rt.cluster.shards)
 
-    async def _remove_entry(self, rt: ClusterRuntime, key: RouteKey) -> None:
-        await rt.writer.remove_entry(self._shard_of(rt, key), key.path)
+    async def _remove_entry(
+        self, rt: ClusterRuntime, key: RouteKey, older_than: tuple[str, str] | None = None
+    ) -> None:
+        await rt.writer.remove_entry(self._shard_of(rt, key), key.path, older_than)
 
     async def delete_route(self, raw_path: str) -> bool:
         path = normalize_path(raw_path)
@@ -330,7 +333,9 @@ class Federation:
                     rt = self.clusters.get(entry.owner)
                     if rt is not None and not rt.client.circuit.is_open:
                         try:
-                            await self._remove_entry(rt, RouteKey.parse(path))
+                            await self._remove_entry(
+                                rt, RouteKey.parse(path), (winner.last_activity, winner.owner)
+                            )
                         except KubeError as exc:
                             log.info("cannot remove stale %s from %s yet: %s", path, entry.owner, exc)
         await self._repair_edges(grace)

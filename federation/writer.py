@@ -41,7 +41,8 @@ class _Change:
     future: asyncio.Future[None]
 
 
-# A mutation takes the object's current state (or None) and returns the new state.
+# A mutation takes the object's current state (or None) and returns the new state; returning
+# the state unchanged means "nothing to do", and no write is made for it.
 Mutation = Callable[[Any], Any]
 
 
@@ -97,9 +98,12 @@ class ObjectWriter:
     async def _write(self, batch: list[_Change]) -> None:
         current = self.cache.objects[self.plural].get(self.name)
         for _ in range(MAX_CONFLICT_RETRIES):
-            state = self.decode(current)
+            before = self.decode(current)
+            state = before
             for change in batch:
                 state = change.apply(state)
+            if state == before:
+                return  # nothing to change: no write at all
             body = self.encode(state)
             try:
                 if body is None:
@@ -170,7 +174,10 @@ class ClusterWriter:
         )
 
     async def set_entry(self, key: ShardKey, entry: Entry) -> None:
-        def put(entries: dict[str, Entry] | None) -> dict[str, Entry]:
+        def put(entries: dict[str, Entry] | None) -> dict[str, Entry] | None:
+            held = (entries or {}).get(entry.path)
+            if held is not None and (held.last_activity, held.owner) > (entry.last_activity, entry.owner):
+                return entries  # a newer write of this route (another replica's) stays
             entries = dict(entries or {})
             entries[entry.path] = entry
             return entries
@@ -178,10 +185,18 @@ class ClusterWriter:
         await self._shard_writer(key).submit(put)
         await self.ensure_in_roots(key)
 
-    async def remove_entry(self, key: ShardKey, path: str) -> None:
+    async def remove_entry(
+        self, key: ShardKey, path: str, older_than: tuple[str, str] | None = None
+    ) -> None:
+        """Remove a route's entry; with ``older_than`` (written at, owner) only a copy that
+        loses to that write by the table's rule, so two racing moves never remove each other."""
+
         def drop(entries: dict[str, Entry] | None) -> dict[str, Entry] | None:
             if entries is None or path not in entries:
-                return None  # nothing to write
+                return entries
+            held = entries[path]
+            if older_than is not None and (held.last_activity, held.owner) >= older_than:
+                return entries
             entries = dict(entries)
             del entries[path]
             return entries
@@ -231,7 +246,7 @@ class ClusterWriter:
     async def remove_from_root(self, host_key: str, shard: str) -> None:
         def drop(shards: set[str] | None) -> set[str] | None:
             if shards is None or shard not in shards:
-                return None
+                return shards
             return set(shards) - {shard}
 
         await self._root_writer(host_key).submit(drop)
