@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -104,6 +105,35 @@ async def reload_config(app: FastAPI) -> bool:
     return True
 
 
+class _Measure:
+    """Request count and latency per route template (a plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            metrics.API_REQUESTS.labels(template, method, str(status[0])).inc()
+            metrics.API_LATENCY.labels(template, method).observe(time.perf_counter() - start)
+
+
 def create_app(
     settings: Settings,
     registry: Registry | None = None,
@@ -151,19 +181,7 @@ def create_app(
     app.state.last_reload_error = None
     _install_error_handlers(app)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            metrics.API_REQUESTS.labels(template, request.method, str(status)).inc()
-            metrics.API_LATENCY.labels(template, request.method).observe(time.perf_counter() - start)
+    app.add_middleware(_Measure)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -124,6 +124,9 @@ class ClusterCache:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in KINDS}
         self.tombstones: dict[str, dict[str, int]] = {p: {} for p in KINDS}
         self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry)
+        self.decoded: dict[str, dict[str, Entry]] = {}  # shard name -> its entries
+        self.owned = 0  # entries this cluster owns (not edge rules): its route count
+        self._routes_metric = metrics.ROUTES.labels(self.name)
         self.synced: dict[str, bool] = {p: False for p in KINDS}
         self.ever_synced = False
         self.state = "starting"  # starting | synced | resyncing | failing
@@ -135,24 +138,53 @@ class ClusterCache:
 
     # -- applying state (event loop only) ---------------------------------------------------
 
-    def _index(self, name: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        old_entries = decode_entries(old) if old is not None and is_shard(old) else {}
-        new_entries = decode_entries(new) if new is not None and is_shard(new) else {}
+    def _index(
+        self,
+        name: str,
+        new: dict[str, Any] | None,
+        decoded: dict[str, Entry] | None = None,
+    ) -> None:
+        """Bring the route index up to date with one shard's new state."""
+        old_entries = self.decoded.pop(name, {})
+        if new is not None and is_shard(new):
+            new_entries = decoded if decoded is not None else decode_entries(new)
+            self.decoded[name] = new_entries
+        else:
+            new_entries = {}
         for path in old_entries:
             if path not in new_entries and self.entries.get(path, ("",))[0] == name:
-                del self.entries[path]
-                self.table.update(self.name, path, None)
+                self._set(path, None)
         for path, entry in new_entries.items():
-            self.entries[path] = (name, entry)
-            owned = entry.owner == self.name and not entry.edge
-            self.table.update(self.name, path, entry if owned else None)
-        metrics.ROUTES.labels(self.name).set(self.route_count())
+            held = self.entries.get(path)
+            # Unchanged entries are the very same objects when we wrote the shard ourselves.
+            if held is None or held[1] is not entry or held[0] != name:
+                self._set(path, (name, entry))
+        self._routes_metric.set(self.owned)
+
+    def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
+        old = self.entries.pop(path, None)
+        if old is not None and self._is_owned(old[1]):
+            self.owned -= 1
+        if value is not None:
+            self.entries[path] = value
+            if self._is_owned(value[1]):
+                self.owned += 1
+        owned = value is not None and self._is_owned(value[1])
+        self.table.update(self.name, path, value[1] if owned and value is not None else None)
+
+    def _is_owned(self, entry: Entry) -> bool:
+        return entry.owner == self.name and not entry.edge
 
     def route_count(self) -> int:
-        return sum(1 for _, e in self.entries.values() if e.owner == self.name and not e.edge)
+        return self.owned
 
-    def apply(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
-        """Apply one watch event or one of our own write results, ignoring stale ones."""
+    def apply(
+        self, plural: str, kind: str, obj: dict[str, Any], decoded: dict[str, Entry] | None = None
+    ) -> None:
+        """Apply one watch event or one of our own write results, ignoring stale ones.
+
+        ``decoded``: the entries of a shard we just wrote, so they need not be parsed again.
+        """
         name = obj.get("metadata", {}).get("name")
         if not name:
             return
@@ -167,12 +199,12 @@ class ClusterCache:
                 del store[name]
                 self.tombstones[plural][name] = rv
                 if plural == "virtualservices":
-                    self._index(name, current, None)
+                    self._index(name, None)
             return
         store[name] = obj
         self.tombstones[plural].pop(name, None)
         if plural == "virtualservices":
-            self._index(name, current, obj)
+            self._index(name, obj, decoded)
         self.changed.set()
 
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
@@ -180,7 +212,7 @@ class ClusterCache:
         current = self.objects[plural].pop(name, None)
         self.tombstones[plural][name] = max(rv, _rv(current) + 1)
         if current is not None and plural == "virtualservices":
-            self._index(name, current, None)
+            self._index(name, None)
 
     def replace_all(self, plural: str, items: list[dict[str, Any]], list_rv: int) -> None:
         """A fresh list: the new truth, except objects we know are newer than the list."""
@@ -202,8 +234,14 @@ class ClusterCache:
     # -- queries -----------------------------------------------------------------------------
 
     def shard_entries(self, shard: str) -> dict[str, Entry]:
-        obj = self.objects["virtualservices"].get(shard)
-        return decode_entries(obj) if obj is not None else {}
+        return self.decoded.get(shard, {})
+
+    def entries_of(self, obj: dict[str, Any]) -> dict[str, Entry]:
+        """A shard object's entries, parsed once: the cached ones when it is the cached object."""
+        name = obj.get("metadata", {}).get("name", "")
+        if self.objects["virtualservices"].get(name) is obj and name in self.decoded:
+            return self.decoded[name]
+        return decode_entries(obj)
 
     def has_route_data(self, obj: dict[str, Any]) -> bool:
         return ANN_ROUTES in (obj.get("metadata", {}).get("annotations") or {})

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -134,7 +135,15 @@ class _WaitRetryAfter(wait_base):
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.backoff = wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
+        self.initial = initial
         self.maximum = maximum
+
+    def first(self, exc: BaseException) -> float:
+        """The wait before the first retry."""
+        wait = self.initial + random.uniform(0, self.initial)
+        if isinstance(exc, KubeError) and exc.retry_after:
+            wait = max(wait, min(exc.retry_after, self.maximum * 2))
+        return wait
 
     def __call__(self, retry_state: Any) -> float:
         wait = float(self.backoff(retry_state))
@@ -164,6 +173,7 @@ class ClusterClient:
             max_workers=settings.kube_workers, thread_name_prefix=f"kube-{cluster.name}"
         )
         self.timeout = (settings.kube_connect_timeout, settings.kube_read_timeout)
+        self._wait = _WaitRetryAfter(settings.kube_backoff_initial, settings.kube_backoff_max)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -199,18 +209,27 @@ class ClusterClient:
     async def call(self, verb: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         """Run one blocking client call in this cluster's threads, with bounded retries."""
         loop = asyncio.get_running_loop()
-        attempts = self.settings.kube_retries + 1 if retry else 1
+        job = functools.partial(self._timed, verb, fn)
+        started = time.monotonic()
+        try:
+            # The first try goes straight out: building a retry policy per call costs more CPU
+            # than the call itself, and nearly every call succeeds.
+            return await loop.run_in_executor(self.executor, job)
+        except ClusterUnavailable as exc:
+            if not retry or self.settings.kube_retries == 0 or not _retryable(exc):
+                raise
+            first_failure = exc
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts) | stop_after_delay(self.settings.kube_deadline),
-            wait=_WaitRetryAfter(self.settings.kube_backoff_initial, self.settings.kube_backoff_max),
+            stop=stop_after_attempt(self.settings.kube_retries)
+            | stop_after_delay(max(0.0, self.settings.kube_deadline - (time.monotonic() - started))),
+            wait=self._wait,
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
+        await asyncio.sleep(self._wait.first(first_failure))
         async for attempt in retrying:
             with attempt:
-                return await loop.run_in_executor(
-                    self.executor, functools.partial(self._timed, verb, fn)
-                )
+                return await loop.run_in_executor(self.executor, job)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the verbs the service uses ---------------------------------------------------------

@@ -218,22 +218,57 @@ def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, 
     return rule
 
 
+class ShardMemo:
+    """Rules and annotation fragments of unchanged entries, kept between writes of a shard.
+
+    A write re-renders the whole shard; with this, only the entries that changed cost anything.
+    Valid for one (registry, cluster) pair: make a new one when the configuration changes.
+    """
+
+    def __init__(self) -> None:
+        self.rules: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.fragments: dict[str, tuple[Entry, str]] = {}
+
+    def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, Any]:
+        key = (entry.path, entry.target, entry.owner, entry.edge,
+               entry.data.get("user"), entry.data.get("server_name"))
+        rule = self.rules.get(key)
+        if rule is None:
+            if len(self.rules) > 200_000:
+                self.rules.clear()
+            rule = self.rules[key] = route_rule(registry, cluster, entry)
+        return rule
+
+    def fragment(self, entry: Entry) -> str:
+        held = self.fragments.get(entry.path)
+        if held is not None and held[0] is entry:
+            return held[1]
+        text = json.dumps(entry.path, ensure_ascii=False) + ":" + json.dumps(
+            entry.to_json(), separators=(",", ":"), ensure_ascii=False
+        )
+        self.fragments[entry.path] = (entry, text)
+        return text
+
+
 def build_shard(
-    registry: Registry, cluster: Cluster, key: ShardKey, entries: dict[str, Entry]
+    registry: Registry,
+    cluster: Cluster,
+    key: ShardKey,
+    entries: dict[str, Entry],
+    memo: ShardMemo | None = None,
 ) -> dict[str, Any]:
+    memo = memo if memo is not None else ShardMemo()
     name = key.name(registry.instance)
     meta = _metadata(name, cluster, registry.instance, "shard")
     meta["labels"]["federation.jupyter.org/depth"] = str(key.depth)
     if key.host:
         meta["annotations"][ANN_HOST] = key.host
     ordered = sorted(entries)
-    meta["annotations"][ANN_ROUTES] = json.dumps(
-        {p: entries[p].to_json() for p in ordered}, separators=(",", ":"), ensure_ascii=False
-    )
+    meta["annotations"][ANN_ROUTES] = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
     rules = []
     for p in ordered:
         try:
-            rules.append(route_rule(registry, cluster, entries[p]))
+            rules.append(memo.rule(registry, cluster, entries[p]))
         except (KeyError, InvalidRoute, ValueError):
             # An entry this configuration cannot route (its cluster was removed from the
             # registry): keep it stored, so the table stays whole, but write no rule for it.

@@ -147,8 +147,7 @@ class Federation:
         self.registry = registry
         for rt in self.clusters.values():
             rt.cluster = registry.clusters[rt.cluster.name]
-            rt.writer.registry = registry
-            rt.writer.cluster = rt.cluster
+            rt.writer.reconfigure(registry, rt.cluster)
         for name, rt in fresh.items():
             rt.cache.table = self.table
             for path, (_, entry) in rt.cache.entries.items():
@@ -194,8 +193,12 @@ class Federation:
         plan = plan_route(self.registry, raw_path, body, now_iso())
         path, key = plan.key.path, plan.key
         written = {name for name, _ in plan.writes}
-        for name, entry in plan.writes:  # owner first: an edge rule must never point at nothing
-            await self._write_entry(self.clusters[name], key, entry)
+        # The owner's rule, the home cluster's edge rule and their support objects go out
+        # together: the hub is told only once all are stored (a failure answers 503 and the hub
+        # retries; housekeeping restores a missing support object), so nobody is sent there early.
+        await asyncio.gather(
+            *(self._write_entry(self.clusters[name], key, entry) for name, entry in plan.writes)
+        )
         stale = [rt for rt in self._holders(path) if rt.cluster.name not in written]
         ours = (plan.writes[0][1].last_activity, plan.writes[0][1].owner)
         results = await asyncio.gather(
@@ -239,9 +242,10 @@ class Federation:
 
     async def _write_entry(self, rt: ClusterRuntime, key: RouteKey, entry: Entry) -> None:
         dest = entry_destination(self.registry, rt.cluster, entry)
-        for obj in support_objects(self.registry, rt.cluster, dest):
-            await self._ensure_object(rt, obj)
-        await rt.writer.set_entry(shard_key(key, rt.cluster.shards), entry)
+        await asyncio.gather(
+            *(self._ensure_object(rt, obj) for obj in support_objects(self.registry, rt.cluster, dest)),
+            rt.writer.set_entry(shard_key(key, rt.cluster.shards), entry),
+        )
 
     def _shard_of(self, rt: ClusterRuntime, key: RouteKey) -> ShardKey:
         """Where the route is stored in this cluster: where the cache saw it (it may have been

@@ -22,9 +22,9 @@ from .kube import ClusterClient
 from .objects import (
     Entry,
     ShardKey,
+    ShardMemo,
     build_root,
     build_shard,
-    decode_entries,
     depth_of_shard_name,
     root_delegates,
     root_name,
@@ -65,6 +65,8 @@ class ObjectWriter:
         self.decode = decode
         self.encode = encode
         self.pending: list[_Change] = []
+        # A shard writer's state is the shard's entries: the cache can take them as they are.
+        self.hands_entries = False
         self.running = False
         self.created = False
 
@@ -114,7 +116,9 @@ class ObjectWriter:
                 else:
                     body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                     stored = await self.client.replace(self.plural, body)
-                self.cache.apply(self.plural, "MODIFIED", stored)
+                self.cache.apply(
+                    self.plural, "MODIFIED", stored, state if self.hands_entries else None
+                )
                 return
             except (Conflict, NotFound):
                 # Someone else wrote (or removed) it: read the truth and apply our changes again.
@@ -142,6 +146,18 @@ class ClusterWriter:
         self.client = client
         self.cache = cache
         self.writers: dict[str, ObjectWriter] = {}
+        self.memos: dict[ShardKey, ShardMemo] = {}
+
+    def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
+        self.registry = registry
+        self.cluster = cluster
+        self.memos.clear()  # rendered rules depend on the configuration
+
+    def _memo(self, key: ShardKey) -> ShardMemo:
+        memo = self.memos.get(key)
+        if memo is None:
+            memo = self.memos[key] = ShardMemo()
+        return memo
 
     def _writer(
         self,
@@ -156,13 +172,15 @@ class ClusterWriter:
         return writer
 
     def _shard_writer(self, key: ShardKey) -> ObjectWriter:
-        return self._writer(
+        writer = self._writer(
             key.name(self.registry.instance),
-            decode=lambda obj: dict(decode_entries(obj)) if obj is not None else None,
+            decode=lambda obj: dict(self.cache.entries_of(obj)) if obj is not None else None,
             encode=lambda entries: None
             if entries is None
-            else build_shard(self.registry, self.cluster, key, entries),
+            else build_shard(self.registry, self.cluster, key, entries, self._memo(key)),
         )
+        writer.hands_entries = True
+        return writer
 
     def _root_writer(self, host_key: str) -> ObjectWriter:
         return self._writer(

@@ -11,11 +11,13 @@ from ..service import Federation
 from ..settings import Settings
 
 
-def get_federation(request: Request) -> Federation:
+# Dependencies are async on purpose: FastAPI runs plain functions in a thread pool, a needless
+# hop per request for what are attribute reads.
+async def get_federation(request: Request) -> Federation:
     return request.app.state.federation  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -32,7 +34,7 @@ def check_token(settings: Settings, authorization: str | None) -> bool:
     return hmac.compare_digest(value.strip().encode(), expected.encode())
 
 
-def require_token(
+async def require_token(
     settings: Annotated[Settings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
