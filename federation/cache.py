@@ -49,10 +49,15 @@ def is_shard(obj: dict[str, Any]) -> bool:
 
 
 class RouteTable:
-    """The hub's view: every route owned by some cluster, one answer per path."""
+    """The hub's view: every route owned by some cluster, one answer per path.
+
+    Each route's JSON is kept rendered, so a GET after a write joins strings instead of
+    serialising the whole table again (the hub polls it, and big hubs have many routes).
+    """
 
     def __init__(self) -> None:
         self.owned: dict[str, dict[str, Entry]] = {}
+        self.fragments: dict[str, str] = {}
         self.version = 0
         self._rendered: tuple[int, bytes] | None = None
 
@@ -62,13 +67,21 @@ class RouteTable:
             if owners and owners.pop(cluster, None) is not None:
                 if not owners:
                     del self.owned[path]
-                self.version += 1
+                self._changed(path)
             return
         if owners is None:
             owners = self.owned[path] = {}
         if owners.get(cluster) != entry:
             owners[cluster] = entry
-            self.version += 1
+            self._changed(path)
+
+    def _changed(self, path: str) -> None:
+        self.version += 1
+        entry = self.get(path)
+        if entry is None:
+            self.fragments.pop(path, None)
+        else:
+            self.fragments[path] = _dumps(path) + ":" + _dumps(self.public(entry))
 
     def get(self, path: str) -> Entry | None:
         owners = self.owned.get(path)
@@ -93,14 +106,9 @@ class RouteTable:
         return route
 
     def render(self) -> bytes:
-        """The whole table as JSON, cached until the next change (the hub polls it often)."""
+        """The whole table as JSON, cached until the next change."""
         if self._rendered is None or self._rendered[0] != self.version:
-            table = {}
-            for path in self.owned:
-                entry = self.get(path)
-                if entry is not None:
-                    table[path] = self.public(entry)
-            body = json.dumps(table, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            body = ("{" + ",".join(self.fragments.values()) + "}").encode("utf-8")
             self._rendered = (self.version, body)
         return self._rendered[1]
 
@@ -110,7 +118,11 @@ class RouteTable:
             entry = self.get(path)
             if entry is not None and entry.last_activity and entry.last_activity < inactive_since:
                 table[path] = self.public(entry)
-        return json.dumps(table, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _dumps(table).encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class ClusterCache:
