@@ -174,8 +174,8 @@ def test_default_deployment(render) -> None:
     assert "command" not in c, "the image ENTRYPOINT (federation) must be kept"
     assert c["ports"] == [{"name": "http", "containerPort": 8001, "protocol": "TCP"}]
     assert c["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"memory": "256Mi"},
+        "requests": {"cpu": "200m", "memory": "160Mi"},
+        "limits": {"memory": "384Mi"},
     }
 
 
