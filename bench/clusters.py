@@ -32,22 +32,22 @@ def ingress_url(name: str) -> str:
     return f"https://{name}.hub.example.org"
 
 
-def clusters_document(names: list[str], kubeconfig: Path) -> dict[str, Any]:
+def clusters_document(
+    names: list[str], kubeconfig: Path, shards: int | None = None
+) -> dict[str, Any]:
     """clusters.yaml: a plain home cluster and remotes reached through their public ingress."""
     clusters: list[dict[str, Any]] = [{"name": HOME, "context": HOME}]
     clusters += [
         {"name": n, "context": n, "ingressPublicUrl": ingress_url(n)} for n in names[1:]
     ]
-    return {
-        "kubeconfig": str(kubeconfig),
-        "home": HOME,
-        "defaults": {
-            "namespace": NAMESPACE,
-            "gateway": "istio-system/jupyterhub-gateway",
-            "hosts": ["hub.example.org"],
-        },
-        "clusters": clusters,
+    defaults: dict[str, Any] = {
+        "namespace": NAMESPACE,
+        "gateway": "istio-system/jupyterhub-gateway",
+        "hosts": ["hub.example.org"],
     }
+    if shards is not None:
+        defaults["shards"] = shards
+    return {"kubeconfig": str(kubeconfig), "home": HOME, "defaults": defaults, "clusters": clusters}
 
 
 def pod_ip(i: int) -> str:
@@ -82,6 +82,11 @@ def routes(start: int, count: int, names: list[str], kind: str = "spread") -> li
     return [user_route(i, names, kind) for i in range(start, start + count)]
 
 
+def entries_in(obj: dict[str, Any]) -> int:
+    """Route entries stored on one shard object."""
+    return len(decode_entries(obj))
+
+
 @dataclass
 class World:
     """Emulated clusters on loopback plus the clusters.yaml that points at them."""
@@ -94,7 +99,7 @@ class World:
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
-    def create(cls, count: int) -> World:
+    def create(cls, count: int, shards: int | None = None) -> World:
         tmp = tempfile.TemporaryDirectory(prefix="federation-bench-")
         world = cls(cluster_names(count), Path(tmp.name), tmp)
         # No CRD schemas: the emulator's validation cost is the harness's, not the service's,
@@ -103,7 +108,7 @@ class World:
         world.emulated.start()
         world.config_path = write_clusters_yaml(
             world.directory / "clusters.yaml",
-            clusters_document(world.names, world.emulated.kubeconfig),
+            clusters_document(world.names, world.emulated.kubeconfig, shards),
         )
         world.registry = load_registry(world.config_path)
         return world
@@ -144,6 +149,13 @@ class World:
                 paths.update(p for p, e in decode_entries(obj).items() if not e.edge)
             counts[name] = len(paths)
         return counts
+
+    def median_shard(self, name: str = HOME) -> dict[str, Any]:
+        """A shard of median size: what one route write in this cluster typically rewrites."""
+        shards = sorted(
+            (obj for obj in self.virtualservices(name) if entries_in(obj)), key=entries_in
+        )
+        return shards[len(shards) // 2]
 
     def object_count(self) -> int:
         return sum(

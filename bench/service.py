@@ -28,8 +28,10 @@ def federation_command() -> list[str]:
 class ServiceProcess:
     """One service process; ``profile`` runs it under cProfile, written when it stops."""
 
-    def __init__(self, config: Path, *, profile: Path | None = None, log: Path | None = None):
+    def __init__(self, config: Path, *, profile: Path | None = None, log: Path | None = None,
+                 sources: Path | None = None):
         self.config = config
+        self.sources = sources  # a directory holding the federation/ package to run
         self.profile = profile
         self.log_path = log
         self.port = free_port()
@@ -51,15 +53,22 @@ class ServiceProcess:
                 "--port", str(self.port)]
         # Production defaults, except quieter logs; only the token is required.
         env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN, "FEDERATION_LOG_LEVEL": "warning"}
+        if self.sources is not None:
+            # Ahead of the editable install; the cwd must not hold another federation/.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.sources),
+                                                              env.get("PYTHONPATH")]))
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         start = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     cwd=self.sources or self.config.parent)
         self.ps = psutil.Process(self.proc.pid)
         deadline = start + timeout
         with httpx.Client(timeout=5) as client:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"federation serve exited with {self.proc.returncode}")
+                    raise RuntimeError(
+                        f"federation serve exited with {self.proc.returncode}{self._log_tail()}"
+                    )
                 try:
                     if client.get(self.url + "/readyz").status_code == 200:
                         break
@@ -67,10 +76,27 @@ class ServiceProcess:
                     pass
                 if time.perf_counter() > deadline:
                     self.stop()
-                    raise RuntimeError("federation serve did not become ready")
+                    raise RuntimeError(f"federation serve did not become ready{self._log_tail()}")
                 time.sleep(0.005)
         self.ready_seconds = time.perf_counter() - start
         return self.ready_seconds
+
+    def _log_tail(self, lines: int = 5) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return ": " + " | ".join(tail) if tail else ""
+
+    def peak_rss(self) -> int:
+        """The high-water mark of resident memory (Linux; 0 where unknown)."""
+        assert self.proc is not None
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
 
     def rss(self) -> int:
         assert self.ps is not None

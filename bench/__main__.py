@@ -1,0 +1,70 @@
+"""``python -m bench [--quick] [--output docs/performance.md] [--latency-ms 5]``.
+
+Exits 1 when something is functionally wrong (a failed request, a route count that does not
+match); never because of a timing: targets are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from . import config, report
+from .run import Runner, log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run, < 1 minute")
+    parser.add_argument("--output", type=Path, help="markdown file to write (default: stdout)")
+    parser.add_argument("--latency-ms", type=float, default=5.0,
+                        help="added to every emulated Kubernetes API request (default 5)")
+    parser.add_argument("--runs", type=int, help="repetitions per figure (default 3, quick 1)")
+    parser.add_argument("--no-chp", action="store_true", help="leave configurable-http-proxy out")
+    parser.add_argument("--only", metavar="FIGURES",
+                        help="comma-separated subset of: writes (1), scale (2, 4, 5), storm (3)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run every service process under cProfile, stats into DIR "
+                             "(timings are then inflated)")
+    args = parser.parse_args(argv)
+
+    plan = (config.quick if args.quick else config.full)(args.latency_ms / 1000)
+    if args.runs:
+        plan = dataclasses.replace(plan, runs=args.runs)
+    if args.no_chp:
+        plan = dataclasses.replace(plan, chp=False)
+    if args.only:
+        only = {f.strip() for f in args.only.split(",")}
+        unknown = only - {"writes", "scale", "storm"}
+        if unknown:
+            parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
+        plan = dataclasses.replace(
+            plan,
+            write_samples=plan.write_samples if "writes" in only else 0,
+            points=plan.points if "scale" in only else (),
+            storms=plan.storms if "storm" in only else (),
+            notes=plan.notes + (f"Only these figures were measured: {args.only}.",),
+        )
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        plan = dataclasses.replace(plan, notes=plan.notes + (
+            "Profiled run (cProfile): timings are inflated and not comparable.",))
+
+    results = Runner(plan, profile_dir=args.profile).run()
+    body = report.render(results)
+    if args.output:
+        report.write(args.output, body)
+        log(f"report written to {args.output}")
+    else:
+        sys.stdout.write(body)
+    if results.failures:
+        log(f"{len(results.failures)} functional check(s) failed")
+        return 1
+    log(f"done in {results.duration / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""What a benchmark run measures, and at which sizes: the full, quick and tiny presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# Route kinds timed one by one for the write overhead (see bench.clusters.user_route).
+WRITE_KINDS = ("service", "ip", "remote")
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One table held by one service: ``routes`` spread over ``clusters`` clusters."""
+
+    routes: int
+    clusters: int
+    shards: int | None = None  # None: the service's default (64 per depth)
+
+    @property
+    def label(self) -> str:
+        text = f"{self.routes:,} routes, {self.clusters} cluster{'s' if self.clusters > 1 else ''}"
+        return text + (f", shards {self.shards}" if self.shards else "")
+
+
+@dataclass(frozen=True)
+class StormScenario:
+    client: str  # "httpx" or "jupyterhub"
+    concurrency: int  # httpx: concurrent clients; jupyterhub: its own semaphore (10)
+
+    @property
+    def label(self) -> str:
+        if self.client == "jupyterhub":
+            return f"JupyterHub client (gather, {self.concurrency} in flight)"
+        return f"httpx, {self.concurrency} concurrent clients"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    latency: float  # seconds added by every emulated API server to every request
+    runs: int
+    # 1. write overhead
+    write_table: int  # routes already stored while single writes are timed
+    write_samples: int  # sequential POSTs (then DELETEs) per route kind and run
+    # 2, 4, 5. table read and scale of state
+    points: tuple[ScalePoint, ...]
+    get_samples: int  # GET /api/routes per run, table unchanged
+    changed_samples: int  # GET /api/routes per run, each right after a write
+    post_samples: int  # sequential POSTs per run at each scale point
+    cpu_writes: int  # POSTs (then DELETEs) per run for CPU per 1,000 writes
+    cpu_writes_large: int  # the same above 10,000 routes, where each write costs more
+    idle_seconds: float  # idle window (0: skip), one reconcile; at 4 clusters, default shards
+    # 3. spawn storm
+    storm_routes: int
+    storms: tuple[StormScenario, ...]
+    chp: bool = True
+    install_chp: bool = True
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def cpu_writes_at(self, point: ScalePoint) -> int:
+        return self.cpu_writes if point.routes <= 10_000 else self.cpu_writes_large
+
+    def with_latency(self, seconds: float) -> Plan:
+        return replace(self, latency=seconds)
+
+
+STORMS = (
+    StormScenario("httpx", 10),
+    StormScenario("httpx", 100),
+    StormScenario("jupyterhub", 10),
+)
+
+
+def full(latency: float = 0.005) -> Plan:
+    return Plan(
+        name="full",
+        latency=latency,
+        runs=3,
+        write_table=1_000,
+        write_samples=150,
+        points=(
+            ScalePoint(1_000, 4),
+            ScalePoint(10_000, 4),
+            ScalePoint(50_000, 4),
+            ScalePoint(10_000, 1),
+            ScalePoint(10_000, 8),
+            # The sizing clusters.example.yaml recommends (shards ~ routes / 150) at 50,000.
+            ScalePoint(50_000, 4, shards=334),
+        ),
+        get_samples=20,
+        changed_samples=5,
+        post_samples=20,
+        cpu_writes=300,
+        cpu_writes_large=60,
+        idle_seconds=16.0,
+        storm_routes=1_000,
+        storms=STORMS,
+    )
+
+
+def quick(latency: float = 0.005) -> Plan:
+    """Every measurement, small: well under a minute, for CI after the tests."""
+    return Plan(
+        name="quick",
+        latency=latency,
+        runs=1,
+        write_table=200,
+        write_samples=30,
+        points=(ScalePoint(200, 4), ScalePoint(200, 1), ScalePoint(200, 8)),
+        get_samples=5,
+        changed_samples=2,
+        post_samples=10,
+        cpu_writes=200,
+        cpu_writes_large=200,
+        idle_seconds=0.0,
+        storm_routes=200,
+        storms=STORMS,
+        notes=("Quick mode: small sizes and one run each; the figures show that every "
+               "measurement works, not how the service performs.",),
+    )
+
+
+def tiny(latency: float = 0.001) -> Plan:
+    """The smallest plan with every section, for the test suite (counts, not timings)."""
+    return Plan(
+        name="tiny",
+        latency=latency,
+        runs=1,
+        write_table=20,
+        write_samples=4,
+        points=(ScalePoint(30, 4), ScalePoint(30, 1)),
+        get_samples=2,
+        changed_samples=1,
+        post_samples=3,
+        cpu_writes=20,
+        cpu_writes_large=20,
+        idle_seconds=0.0,
+        storm_routes=40,
+        storms=(StormScenario("httpx", 10), StormScenario("jupyterhub", 10)),
+        chp=False,
+        install_chp=False,
+    )
