@@ -265,9 +265,13 @@ class Federation:
 
     async def delete_route(self, raw_path: str) -> bool:
         path = normalize_path(raw_path)
-        if self.table.get(path) is None:
-            return False
         key = RouteKey.parse(path)
+        if self.table.get(path) is None:
+            # Not in this replica's cache, but maybe just written through another replica and
+            # not yet seen here: read the shards it would be in before answering 404.
+            await self._refresh_shards_of(key)
+            if self.table.get(path) is None:
+                return False
         holders = self._holders(path)
         results = await asyncio.gather(
             *(self._remove_entry(rt, key) for rt in holders), return_exceptions=True
@@ -276,6 +280,16 @@ class Federation:
             if isinstance(result, BaseException):
                 raise result
         return True
+
+    async def _refresh_shards_of(self, key: RouteKey) -> None:
+        async def one(rt: ClusterRuntime) -> None:
+            name = shard_key(key, rt.cluster.shards).name(self.registry.instance)
+            try:
+                rt.cache.apply("virtualservices", "MODIFIED", await rt.client.get("virtualservices", name))
+            except KubeError:
+                pass  # absent, or the cluster is unreachable: nothing more to learn there
+
+        await asyncio.gather(*(one(rt) for rt in self.clusters.values()))
 
     async def _ensure_object(self, rt: ClusterRuntime, obj: dict[str, Any]) -> None:
         plural = {v: k for k, v in KINDS.items()}[obj["kind"]]
@@ -353,7 +367,9 @@ class Federation:
         home = self.clusters.get(self.registry.home)
         if home is None or not home.cache.ever_synced or home.client.circuit.is_open:
             return
-        for path, (_, held) in list(home.cache.entries.items()):
+        for i, (path, (_, held)) in enumerate(list(home.cache.entries.items())):
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # a big table must not hold the event loop for long
             winner = self.table.get(path)
             key = RouteKey.parse(path)
             try:
@@ -377,7 +393,9 @@ class Federation:
                         await self._write_entry(home, key, edge)
             except KubeError as exc:
                 log.info("cannot repair the edge rule of %s yet: %s", path, exc)
-        for path in list(self.table.owned):
+        for i, path in enumerate(list(self.table.owned)):
+            if i % 500 == 499:
+                await asyncio.sleep(0)
             winner = self.table.get(path)
             if winner is None or winner.owner == home.cluster.name or path in home.cache.entries:
                 continue
@@ -435,7 +453,9 @@ class Federation:
                     rt.unused_since.pop(("root", name), None)
         # 3. support objects: create what entries need, remove what nothing uses
         needed: dict[tuple[str, str], dict[str, Any]] = {}
-        for _, entry in rt.cache.entries.values():
+        for i, (_, entry) in enumerate(list(rt.cache.entries.values())):
+            if i % 500 == 499:
+                await asyncio.sleep(0)
             try:
                 dest = entry_destination(self.registry, rt.cluster, entry)
             except (KeyError, InvalidRoute, ValueError):
