@@ -24,7 +24,6 @@ from kubernetes.watch.watch import iter_resp_lines
 from . import metrics
 from .kube import ClusterClient, translate
 from .objects import (
-    ANN_ROUTES,
     GROUP,
     KINDS,
     LABEL_ROLE,
@@ -255,8 +254,6 @@ class ClusterCache:
             return self.decoded[name]
         return decode_entries(obj)
 
-    def has_route_data(self, obj: dict[str, Any]) -> bool:
-        return ANN_ROUTES in (obj.get("metadata", {}).get("annotations") or {})
 
 
 class Watcher(threading.Thread):

@@ -15,7 +15,7 @@ from typing import Any
 from . import metrics
 from .cache import ClusterCache, RouteTable, Watcher
 from .config import Cluster, Registry
-from .errors import ClusterUnavailable, InvalidRoute, KubeError, NotFound
+from .errors import InvalidRoute, KubeError, NotFound
 from .kube import ClusterClient, build_clients
 from .objects import (
     KINDS,
@@ -88,7 +88,6 @@ class Federation:
             for name, client in clients.items()
         }
         self.tasks: list[asyncio.Task[None]] = []
-        self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -167,13 +166,6 @@ class Federation:
             elif rt.reachable is not False:
                 return False
         return synced_any
-
-    async def wait_synced(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not all(rt.cache.ever_synced for rt in self.clusters.values()):
-            if time.monotonic() > deadline:
-                raise TimeoutError("caches did not sync")
-            await asyncio.sleep(0.02)
 
     # -- the proxy API -----------------------------------------------------------------------
 
@@ -479,9 +471,3 @@ class Federation:
                     except KubeError:
                         pass
                     rt.unused_since.pop((plural, name), None)
-
-    def unavailable(self, cluster: str) -> ClusterUnavailable | None:
-        rt = self.clusters.get(cluster)
-        if rt is not None and rt.client.circuit.is_open:
-            return ClusterUnavailable(f"cluster {cluster!r} is unavailable", cluster=cluster, status=503)
-        return None
