@@ -21,7 +21,7 @@ from . import __version__, metrics
 from .api import clusters, health, routes
 from .api.deps import Authorized
 from .config import Registry, load_registry
-from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
+from .errors import ClusterUnavailable, FederationError, InvalidRoute, KubeError
 from .service import Federation
 from .settings import Settings
 
@@ -86,23 +86,8 @@ async def _watch_config(app: FastAPI, settings: Settings) -> None:
 
 
 async def reload_config(app: FastAPI) -> bool:
-    settings: Settings = app.state.settings
-    try:
-        registry = await asyncio.to_thread(load_registry, settings.config)
-    except ConfigError as exc:
-        log.error("config reload refused, keeping the running config: %s", exc)
-        app.state.last_reload_error = str(exc)
-        return False
     federation: Federation = app.state.federation
-    try:
-        await federation.reload(registry)
-    except ConfigError as exc:
-        log.error("config reload refused, keeping the running config: %s", exc)
-        app.state.last_reload_error = str(exc)
-        return False
-    app.state.last_reload_error = None
-    log.info("config reloaded: clusters %s", ", ".join(registry.clusters))
-    return True
+    return await federation.reload_file(Path(app.state.settings.config))
 
 
 class _Measure:
@@ -178,7 +163,6 @@ def create_app(
         description="configurable-http-proxy's REST API, backed by Istio VirtualServices in many clusters.",
     )
     app.state.settings = settings
-    app.state.last_reload_error = None
     _install_error_handlers(app)
 
     app.add_middleware(_Measure)

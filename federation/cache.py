@@ -1,36 +1,31 @@
-"""The watch-fed cache: a copy of every object this service owns, per cluster, and the route
-table derived from them. GET /api/routes is answered from here, never by listing.
+"""The watch-fed cache: what the service needs of every object it owns, per cluster, and the
+route table derived from them. GET /api/routes is answered from here, never by listing.
 
-Watches run in threads (the ``kubernetes`` client is blocking) and hand their events to the
-event loop, which alone mutates the cache; so the cache needs no locks.
+Only :class:`federation.store.ClusterStore` mutates a cluster's cache (from its watches and its
+own write results), on the event loop; so the cache needs no locks. It keeps lean states, not
+whole objects: a shard's entries (its rules are rebuilt from them when it is written), a root's
+delegates, a support object's spec.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import socket
-import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3
-from kubernetes.client.rest import ApiException
-from kubernetes.watch.watch import iter_resp_lines
-
 from . import metrics
-from .kube import ClusterClient, translate
+from .layout import ShardKey
 from .objects import (
-    GROUP,
+    ANN_HOST,
     KINDS,
     LABEL_ROLE,
-    VERSION,
     Entry,
     decode_entries,
-    selector,
+    is_split_marker,
+    root_delegates,
+    shard_key_of,
 )
 
 log = logging.getLogger(__name__)
@@ -41,10 +36,6 @@ def _rv(obj: dict[str, Any] | None) -> int:
         return int((obj or {}).get("metadata", {}).get("resourceVersion") or 0)
     except (TypeError, ValueError):
         return 0
-
-
-def is_shard(obj: dict[str, Any]) -> bool:
-    return (obj.get("metadata", {}).get("labels") or {}).get(LABEL_ROLE) == "shard"
 
 
 class RouteTable:
@@ -124,53 +115,207 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class ClusterCache:
-    """Objects of one cluster, kept current by a list-then-watch per kind."""
+@dataclass
+class ShardState:
+    name: str
+    rv: str
+    key: ShardKey
+    split: bool  # a split marker: its routes live in its children
+    entries: dict[str, Entry]
 
-    def __init__(self, client: ClusterClient, instance: str, table: RouteTable) -> None:
-        self.client = client
-        self.name = client.name
+
+@dataclass
+class RootState:
+    name: str
+    rv: str
+    host_key: str
+    delegates: tuple[str, ...]
+
+
+@dataclass
+class SupportState:
+    name: str
+    rv: str
+    spec: dict[str, Any]
+
+
+@dataclass
+class Health:
+    """What /clusters shows of a cluster's watches."""
+
+    state: str = "starting"  # starting | synced | resyncing | failing
+    synced: dict[str, bool] = field(default_factory=lambda: {p: False for p in KINDS})
+    ever_synced: bool = False
+    last_sync: float | None = None
+    last_event: float | None = None
+    last_error: str | None = None
+    watch_restarts: int = 0
+
+
+class ClusterCache:
+    """What one cluster holds, kept current by its store; the route index derived from it.
+
+    A route may be held by more than one shard for a moment (a split copying it to a child, a
+    move out of a legacy shard): the index answers with the copy in a *live* shard (one whose
+    parent is a split marker, or a top or legacy one), newest write first.
+    """
+
+    def __init__(self, name: str, instance: str, table: RouteTable) -> None:
+        self.name = name
         self.instance = instance
         self.table = table
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in KINDS}
-        self.tombstones: dict[str, dict[str, int]] = {p: {} for p in KINDS}
-        self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry)
-        self.decoded: dict[str, dict[str, Entry]] = {}  # shard name -> its entries
+        self.shards: dict[str, ShardState] = {}
+        self.roots: dict[str, RootState] = {}
+        self.support: dict[str, dict[str, SupportState]] = {
+            p: {} for p in KINDS if p != "virtualservices"
+        }
+        self.tombstones: dict[tuple[str, str], int] = {}
+        self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
+        self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry): the index
         self.owned = 0  # entries this cluster owns (not edge rules): its route count
-        self._routes_metric = metrics.ROUTES.labels(self.name)
-        self.synced: dict[str, bool] = {p: False for p in KINDS}
-        self.ever_synced = False
-        self.state = "starting"  # starting | synced | resyncing | failing
-        self.last_sync: float | None = None
-        self.last_event: float | None = None
-        self.last_error: str | None = None
-        self.watch_restarts = 0
-        self.changed = asyncio.Event()
+        self.health = Health()
+        self._routes_metric = metrics.ROUTES.labels(name)
 
-    # -- applying state (event loop only) ---------------------------------------------------
+    # -- applying state --------------------------------------------------------------------
 
-    def _index(
-        self,
-        name: str,
-        new: dict[str, Any] | None,
-        decoded: dict[str, Entry] | None = None,
-    ) -> None:
-        """Bring the route index up to date with one shard's new state."""
-        old_entries = self.decoded.pop(name, {})
-        if new is not None and is_shard(new):
-            new_entries = decoded if decoded is not None else decode_entries(new)
-            self.decoded[name] = new_entries
+    def rv_of(self, plural: str, name: str) -> int:
+        held: ShardState | RootState | SupportState | None
+        if plural == "virtualservices":
+            held = self.shards.get(name) or self.roots.get(name)
         else:
-            new_entries = {}
-        for path in old_entries:
-            if path not in new_entries and self.entries.get(path, ("",))[0] == name:
-                self._set(path, None)
-        for path, entry in new_entries.items():
-            held = self.entries.get(path)
+            held = self.support[plural].get(name)
+        return int(held.rv) if held is not None else 0
+
+    def apply(self, plural: str, kind: str, obj: dict[str, Any],
+              decoded: dict[str, Entry] | None = None) -> None:
+        """Apply one watch event or one of our own write results, ignoring stale ones.
+
+        ``decoded``: the entries of a shard we just wrote, so they need not be parsed again.
+        """
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            return
+        rv = _rv(obj)
+        newest = max(self.rv_of(plural, name), self.tombstones.get((plural, name), 0))
+        if rv and rv <= newest:
+            return
+        if kind == "DELETED":
+            self.forget(plural, name, rv)
+            return
+        self.tombstones.pop((plural, name), None)
+        if plural != "virtualservices":
+            self.support[plural][name] = SupportState(name, str(rv), obj.get("spec") or {})
+            return
+        role = (meta.get("labels") or {}).get(LABEL_ROLE)
+        if role == "root":
+            host = (meta.get("annotations") or {}).get(ANN_HOST, "")
+            self.roots[name] = RootState(name, str(rv), host, tuple(root_delegates(obj)))
+        elif role == "shard":
+            key = shard_key_of(obj)
+            if key is not None:
+                split = is_split_marker(obj)
+                entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
+                self._put_shard(ShardState(name, str(rv), key, split, entries))
+
+    def forget(self, plural: str, name: str, rv: int = 0) -> None:
+        """A deletion (a watch event or our own delete)."""
+        self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
+        if plural != "virtualservices":
+            self.support[plural].pop(name, None)
+        elif self.roots.pop(name, None) is None and name in self.shards:
+            self._drop_shard(name)
+
+    def replace_all(self, plural: str, items: list[dict[str, Any]], list_rv: int) -> None:
+        """A fresh list: the new truth, except objects we know are newer than the list."""
+        fresh = {i["metadata"]["name"] for i in items}
+        for name in list(self._names(plural)):
+            if name not in fresh and self.rv_of(plural, name) <= list_rv:
+                self.forget(plural, name, list_rv)
+        self.tombstones = {
+            k: rv for k, rv in self.tombstones.items() if k[0] != plural or rv > list_rv
+        }
+        for obj in items:
+            self.apply(plural, "ADDED", obj)
+        health = self.health
+        health.synced[plural] = True
+        health.last_sync = health.last_event = time.time()
+        if all(health.synced.values()):
+            health.ever_synced = True
+            health.state = "synced"
+
+    def _names(self, plural: str) -> list[str]:
+        if plural == "virtualservices":
+            return list(self.shards) + list(self.roots)
+        return list(self.support[plural])
+
+    # -- the route index --------------------------------------------------------------------
+
+    def _put_shard(self, new: ShardState) -> None:
+        old = self.shards.get(new.name)
+        self.shards[new.name] = new
+        old_entries = old.entries if old is not None else {}
+        touched = [p for p in old_entries if p not in new.entries]
+        for path in touched:
+            self._unhold(path, new.name)
+        for path, entry in new.entries.items():
+            held = self.holders.setdefault(path, {})
             # Unchanged entries are the very same objects when we wrote the shard ourselves.
-            if held is None or held[1] is not entry or held[0] != name:
-                self._set(path, (name, entry))
+            if held.get(new.name) is not entry:
+                held[new.name] = entry
+                touched.append(path)
+        if old is None or old.split != new.split:
+            touched += self._child_paths(new.key)
+        for path in touched:
+            self._refresh(path)
         self._routes_metric.set(self.owned)
+
+    def _drop_shard(self, name: str) -> None:
+        old = self.shards.pop(name)
+        for path in old.entries:
+            self._unhold(path, name)
+            self._refresh(path)
+        for path in self._child_paths(old.key):
+            self._refresh(path)
+        self._routes_metric.set(self.owned)
+
+    def _unhold(self, path: str, shard: str) -> None:
+        held = self.holders.get(path)
+        if held is not None:
+            held.pop(shard, None)
+            if not held:
+                del self.holders[path]
+
+    def _child_paths(self, key: ShardKey) -> list[str]:
+        if key.legacy:
+            return []
+        paths: list[str] = []
+        for child in key.children():
+            state = self.shards.get(child.name(self.instance))
+            if state is not None:
+                paths += state.entries
+        return paths
+
+    def live(self, state: ShardState) -> bool:
+        """Whether a shard's entries count: not a marker, and not a child of a split in flight."""
+        if state.split:
+            return False
+        parent = state.key.parent()
+        if parent is None:
+            return True
+        held = self.shards.get(parent.name(self.instance))
+        return held is not None and held.split
+
+    def _refresh(self, path: str) -> None:
+        best: tuple[tuple[str, str, bool], str, Entry] | None = None
+        for shard, entry in (self.holders.get(path) or {}).items():
+            state = self.shards.get(shard)
+            if state is None or not self.live(state):
+                continue
+            rank = (entry.last_activity, entry.owner, not state.key.legacy)
+            if best is None or rank > best[0]:
+                best = (rank, shard, entry)
+        self._set(path, None if best is None else (best[1], best[2]))
 
     def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
         old = self.entries.pop(path, None)
@@ -186,203 +331,15 @@ class ClusterCache:
     def _is_owned(self, entry: Entry) -> bool:
         return entry.owner == self.name and not entry.edge
 
+    # -- queries ----------------------------------------------------------------------------
+
     def route_count(self) -> int:
         return self.owned
 
-    def apply(
-        self, plural: str, kind: str, obj: dict[str, Any], decoded: dict[str, Entry] | None = None
-    ) -> None:
-        """Apply one watch event or one of our own write results, ignoring stale ones.
+    def is_split(self, key: ShardKey) -> bool:
+        held = self.shards.get(key.name(self.instance))
+        return held is not None and held.split
 
-        ``decoded``: the entries of a shard we just wrote, so they need not be parsed again.
-        """
-        name = obj.get("metadata", {}).get("name")
-        if not name:
-            return
-        store = self.objects[plural]
-        current = store.get(name)
-        rv = _rv(obj)
-        newest = max(_rv(current), self.tombstones[plural].get(name, 0))
-        if rv and rv <= newest:
-            return
-        if kind == "DELETED":
-            if current is not None:
-                del store[name]
-                self.tombstones[plural][name] = rv
-                if plural == "virtualservices":
-                    self._index(name, None)
-            return
-        store[name] = obj
-        self.tombstones[plural].pop(name, None)
-        if plural == "virtualservices":
-            self._index(name, obj, decoded)
-        self.changed.set()
-
-    def forget(self, plural: str, name: str, rv: int = 0) -> None:
-        """Our own successful delete."""
-        current = self.objects[plural].pop(name, None)
-        self.tombstones[plural][name] = max(rv, _rv(current) + 1)
-        if current is not None and plural == "virtualservices":
-            self._index(name, None)
-
-    def replace_all(self, plural: str, items: list[dict[str, Any]], list_rv: int) -> None:
-        """A fresh list: the new truth, except objects we know are newer than the list."""
-        fresh = {i["metadata"]["name"]: i for i in items}
-        for name, obj in list(self.objects[plural].items()):
-            if name not in fresh and _rv(obj) <= list_rv:
-                self.forget(plural, name, list_rv)
-        self.tombstones[plural] = {
-            n: rv for n, rv in self.tombstones[plural].items() if rv > list_rv
-        }
-        for obj in items:
-            self.apply(plural, "ADDED", obj)
-        self.synced[plural] = True
-        self.last_sync = self.last_event = time.time()
-        if all(self.synced.values()):
-            self.ever_synced = True
-            self.state = "synced"
-
-    # -- queries -----------------------------------------------------------------------------
-
-    def shard_entries(self, shard: str) -> dict[str, Entry]:
-        return self.decoded.get(shard, {})
-
-    def entries_of(self, obj: dict[str, Any]) -> dict[str, Entry]:
-        """A shard object's entries, parsed once: the cached ones when it is the cached object."""
-        name = obj.get("metadata", {}).get("name", "")
-        if self.objects["virtualservices"].get(name) is obj and name in self.decoded:
-            return self.decoded[name]
-        return decode_entries(obj)
-
-
-
-class Watcher(threading.Thread):
-    """List-then-watch of one kind in one cluster, resuming from the last resourceVersion and
-    relisting on 410 Gone or any break it cannot resume from."""
-
-    def __init__(
-        self,
-        cache: ClusterCache,
-        plural: str,
-        loop: asyncio.AbstractEventLoop,
-        timeout: int,
-        on_restart: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(name=f"watch-{cache.name}-{plural}", daemon=True)
-        self.cache = cache
-        self.plural = plural
-        self.loop = loop
-        self.timeout = timeout
-        self.stopped = threading.Event()
-        self._response: Any = None
-        self.client = cache.client
-        self.selector = selector(cache.instance)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        resp = self._response
-        if resp is None:
-            return
-        # Closing the response from this thread would wait on the reader's lock; shutting the
-        # socket down wakes the reader at once.
-        conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(fn, *args)
-
-    def _set_state(self, state: str, error: str | None) -> None:
-        cache = self.cache
-        if error is not None:
-            cache.last_error = error
-        if state == "failing" or cache.state != "failing" or all(cache.synced.values()):
-            cache.state = state
-
-    def _restart(self, reason: str) -> None:
-        self.cache.watch_restarts += 1
-        metrics.WATCH_RESTARTS.labels(self.cache.name, self.plural, reason).inc()
-
-    def run(self) -> None:
-        rv: str | None = None
-        backoff = 0.2
-        api = self.client.custom
-        ns = self.client.namespace
-        connect = self.client.settings.kube_connect_timeout
-        while not self.stopped.is_set():
-            try:
-                if rv is None:
-                    self.client.circuit.before(self.client.name)
-                    listing: Any = api.list_namespaced_custom_object(
-                        GROUP, VERSION, ns, self.plural, label_selector=self.selector,
-                        _request_timeout=self.client.timeout,
-                    )
-                    self.client.circuit.success()
-                    rv = str(listing["metadata"]["resourceVersion"])
-                    self._post(self.cache.replace_all, self.plural, listing["items"], int(rv))
-                    self._post(self._set_state, "synced", None)
-                resp: Any = api.list_namespaced_custom_object(
-                    GROUP, VERSION, ns, self.plural, label_selector=self.selector, watch=True,
-                    resource_version=rv, timeout_seconds=self.timeout,
-                    allow_watch_bookmarks=True, _preload_content=False,
-                    _request_timeout=(connect, self.timeout + 30),
-                )
-                self._response = resp
-                backoff = 0.2
-                self._post(self._set_state, "synced", None)
-                try:
-                    for line in iter_resp_lines(resp):
-                        if self.stopped.is_set():
-                            return
-                        event = json.loads(line)
-                        kind = event.get("type")
-                        obj = event.get("object") or {}
-                        if kind == "ERROR":
-                            code = obj.get("code")
-                            self._restart("expired" if code == 410 else "error")
-                            rv = None  # 410 Gone (or anything else): relist
-                            self._post(self._set_state, "resyncing", f"watch: {obj.get('message', code)}")
-                            break
-                        new_rv = obj.get("metadata", {}).get("resourceVersion")
-                        if new_rv:
-                            rv = str(new_rv)
-                        if kind == "BOOKMARK":
-                            continue
-                        self._post(self._event, kind, obj)
-                    else:
-                        if not self.stopped.is_set():
-                            self._restart("closed")
-                finally:
-                    self._response = None
-                    resp.release_conn()
-            except ApiException as exc:
-                if self.stopped.is_set():
-                    return
-                err = translate(exc, self.client.name, "watch")
-                if exc.status == 410:
-                    rv = None
-                self._restart("error")
-                self._post(self._set_state, "failing", str(err))
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                if self.stopped.is_set():
-                    return
-                err = translate(exc, self.client.name, "watch")
-                self._restart("error")
-                self._post(self._set_state, "failing", str(err))
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # noqa: BLE001 - CircuitOpen and friends: keep the thread alive
-                if self.stopped.is_set():
-                    return
-                self._post(self._set_state, "failing", str(exc))
-                self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _event(self, kind: str, obj: dict[str, Any]) -> None:
-        self.cache.apply(self.plural, kind, obj)
-        self.cache.last_event = time.time()
+    def copies(self, path: str) -> dict[str, Entry]:
+        """Every shard holding an entry for ``path`` (live or not), by shard name."""
+        return dict(self.holders.get(path) or {})

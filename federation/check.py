@@ -6,13 +6,14 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from kubernetes import client as k8s
-
 from .config import Registry
 from .errors import ConfigError, KubeError
-from .kube import build_clients
+from .kube import Resource, build_clients
 from .objects import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, selector
 from .settings import Settings
+
+VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
+GATEWAYS = Resource("networking.istio.io", "v1", "gateways")
 
 
 @dataclass
@@ -37,15 +38,14 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         out.append(Finding(name, "reachable", False, str(exc)))
         return out
     try:
-        await client.list("virtualservices", selector(registry.instance))
+        await client.list(VIRTUAL_SERVICES, selector(registry.instance))
         out.append(Finding(name, "auth and list VirtualServices", True, f"namespace {cluster.namespace}"))
     except KubeError as exc:
         hint = " (namespace missing?)" if exc.status == 404 else ""
         out.append(Finding(name, "auth and list VirtualServices", False, f"{exc}{hint}"))
         return out
     try:
-        await client.call("get", lambda: k8s.CoreV1Api(client.api_client).read_namespace(
-            cluster.namespace, _request_timeout=client.timeout))
+        await client.read(f"/api/v1/namespaces/{cluster.namespace}")
         out.append(Finding(name, "namespace exists", True, cluster.namespace))
     except KubeError as exc:
         ok = False if exc.status == 404 else None
@@ -58,15 +58,14 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         "spec": {"http": []},
     }
     try:
-        await client.create("virtualservices", body)
-        await client.delete("virtualservices", probe)
+        await client.create(VIRTUAL_SERVICES, body)
+        await client.delete(VIRTUAL_SERVICES, probe)
         out.append(Finding(name, "create and delete VirtualServices", True, "allowed"))
     except KubeError as exc:
         out.append(Finding(name, "create and delete VirtualServices", False, str(exc)))
     gw_ns, gw_name = cluster.gateway.split("/", 1)
     try:
-        await client.call("get", lambda: k8s.CustomObjectsApi(client.api_client).get_namespaced_custom_object(
-            "networking.istio.io", "v1", gw_ns, "gateways", gw_name, _request_timeout=client.timeout))
+        await client.read(GATEWAYS.path(gw_ns, gw_name))
         out.append(Finding(name, "gateway exists", True, cluster.gateway))
     except KubeError as exc:
         ok = False if exc.status == 404 else None
@@ -91,6 +90,6 @@ async def run_check(registry: Registry, settings: Settings) -> int:
                 failed |= finding.ok is False
     finally:
         for client in clients.values():
-            client.close()
+            await client.close()
     print("some checks FAILED" if failed else "all checks passed")
     return 1 if failed else 0

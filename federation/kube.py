@@ -1,34 +1,27 @@
-"""Kubernetes access: one API client per kubeconfig context, with timeouts, bounded retries,
-a circuit breaker and metrics. Every call goes through :meth:`ClusterClient.call`, which turns
-the client's exceptions into :mod:`federation.errors` (cause chained).
+"""Kubernetes access: one async HTTP client per cluster, with timeouts, bounded retries, a
+circuit breaker and metrics. Every call, watches included, goes through :class:`ClusterClient`,
+which turns transport errors and error statuses into :mod:`federation.errors` (cause chained).
+
+Requests and responses are raw JSON (no generated model layer). The ``kubernetes`` package is
+used only to load credentials from a kubeconfig or the pod's service account: client
+certificates, CA, bearer tokens, and exec plugins or token files whose credentials it refreshes
+(the token is asked for on every request, so a refreshed one is used at once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
+import ssl
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
-from tenacity.wait import wait_base
+import httpx
 
 from . import metrics
 from .config import Cluster, Registry, kubeconfig_paths
@@ -41,11 +34,23 @@ from .errors import (
     NotFound,
     Rejected,
 )
-from .objects import GROUP, VERSION
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A namespaced custom resource kind: where its objects live in the API."""
+
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}/namespaces/{namespace}/{self.plural}"
+        return base if name is None else f"{base}/{name}"
 
 
 class Circuit:
@@ -75,79 +80,76 @@ class Circuit:
                 )
             self._trial = True  # half-open: this one call decides
 
-    def success(self) -> None:
+    def success(self) -> bool:
+        """Record a success; True when this closed an open circuit."""
         with self._lock:
+            was_open = self.opened_at is not None
             self.failures = 0
             self.opened_at = None
             self._trial = False
+            return was_open
 
-    def failure(self) -> None:
+    def failure(self) -> bool:
+        """Record a failure; True when this opened the circuit."""
         with self._lock:
             self.failures += 1
             self._trial = False
             if self.failures >= self.threshold:
+                opened = self.opened_at is None
                 self.opened_at = time.monotonic()
+                return opened
+            return False
 
 
-def _retry_after(exc: ApiException) -> float | None:
-    headers = exc.headers or {}
-    value = headers.get("Retry-After") or headers.get("retry-after")
+def _status_message(body: bytes, reason: str) -> str:
     try:
+        return str(json.loads(body).get("message") or reason)
+    except (ValueError, AttributeError):
+        return reason
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    try:
+        value = headers.get("retry-after")
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
-def _status_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-        return str(body.get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)
+def status_error(cluster: str, verb: str, status: int, body: bytes, headers: httpx.Headers,
+                 reason: str = "") -> KubeError:
+    """An error status of the API server, in our tree (message and status only: no credentials)."""
+    msg = f"{verb} on cluster {cluster!r}: {status} {_status_message(body, reason)}"
+    if status == 404:
+        return NotFound(msg, cluster=cluster, verb=verb, status=status)
+    if status == 409:
+        return Conflict(msg, cluster=cluster, verb=verb, status=status)
+    if status == 429 or status >= 500:
+        return ClusterUnavailable(msg, cluster=cluster, verb=verb, status=status,
+                                  retry_after=_retry_after(headers))
+    return Rejected(msg, cluster=cluster, verb=verb, status=status)
 
 
-def translate(exc: BaseException, cluster: str, verb: str) -> KubeError:
-    """Map a client exception to our tree; never includes credentials (only status and message)."""
+def transport_error(exc: BaseException, cluster: str, verb: str) -> KubeError:
     if isinstance(exc, KubeError):
         return exc
-    if isinstance(exc, ApiException):
-        status = exc.status or 0
-        msg = f"{verb} on cluster {cluster!r}: {status} {_status_message(exc)}"
-        if status == 404:
-            return NotFound(msg, cluster=cluster, verb=verb, status=status)
-        if status == 409:
-            return Conflict(msg, cluster=cluster, verb=verb, status=status)
-        if status == 429 or status >= 500 or status == 0:
-            return ClusterUnavailable(
-                msg, cluster=cluster, verb=verb, status=status, retry_after=_retry_after(exc)
-            )
-        return Rejected(msg, cluster=cluster, verb=verb, status=status)
-    name = type(exc).__name__
     return ClusterUnavailable(
-        f"{verb} on cluster {cluster!r}: cannot reach the API server ({name})",
+        f"{verb} on cluster {cluster!r}: cannot reach the API server ({type(exc).__name__})",
         cluster=cluster,
         verb=verb,
     )
 
 
-class _WaitRetryAfter(wait_base):
-    """Exponential backoff with jitter, but at least what a 429's Retry-After asks for."""
+class Backoff:
+    """Exponential backoff with full jitter, never shorter than a 429's Retry-After."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self.backoff = wait_exponential(multiplier=initial, max=maximum) + wait_random(0, initial)
         self.initial = initial
         self.maximum = maximum
 
-    def first(self, exc: BaseException) -> float:
-        """The wait before the first retry."""
-        wait = self.initial + random.uniform(0, self.initial)
-        if isinstance(exc, KubeError) and exc.retry_after:
-            wait = max(wait, min(exc.retry_after, self.maximum * 2))
-        return wait
-
-    def __call__(self, retry_state: Any) -> float:
-        wait = float(self.backoff(retry_state))
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
+    def delay(self, attempt: int, exc: BaseException | None = None) -> float:
+        base = min(self.maximum, self.initial * (2**attempt))
+        wait = base + random.uniform(0, self.initial)
         if isinstance(exc, KubeError) and exc.retry_after:
             wait = max(wait, min(exc.retry_after, self.maximum * 2))
         return wait
@@ -157,164 +159,227 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ClusterUnavailable) and not isinstance(exc, CircuitOpen)
 
 
-class ClusterClient:
-    """Access to one cluster's Istio objects in the service's namespace."""
+@dataclass(frozen=True)
+class Credentials:
+    """What a request to one API server needs, loaded from a kubeconfig or the service account."""
 
-    def __init__(self, cluster: Cluster, api_client: k8s.ApiClient, settings: Settings) -> None:
+    server: str
+    verify: ssl.SSLContext | bool
+    token: Callable[[], str | None]  # the Authorization header value, refreshed by the loader
+
+
+class ClusterClient:
+    """Access to one cluster's objects in the service's namespace."""
+
+    def __init__(self, cluster: Cluster, credentials: Credentials, settings: Settings) -> None:
         self.cluster = cluster
         self.name = cluster.name
         self.namespace = cluster.namespace
-        self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
         self.settings = settings
-        self.server_url = str(api_client.configuration.host)
+        self.server_url = credentials.server
         self.circuit = Circuit(settings.circuit_threshold, settings.circuit_reset)
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.kube_workers, thread_name_prefix=f"kube-{cluster.name}"
+        self.backoff = Backoff(settings.kube_backoff_initial, settings.kube_backoff_max)
+        self._token = credentials.token
+        self.http = httpx.AsyncClient(
+            base_url=credentials.server,
+            verify=credentials.verify,
+            timeout=httpx.Timeout(settings.kube_read_timeout, connect=settings.kube_connect_timeout),
+            limits=httpx.Limits(max_connections=settings.kube_workers + 4,
+                                max_keepalive_connections=settings.kube_workers + 4),
+            headers={"Accept": "application/json", "User-Agent": "jupyterhub-federation-proxy"},
         )
-        self.timeout = (settings.kube_connect_timeout, settings.kube_read_timeout)
-        self._wait = _WaitRetryAfter(settings.kube_backoff_initial, settings.kube_backoff_max)
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        try:
-            self.api_client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort at shutdown
-            pass
+    async def close(self) -> None:
+        await self.http.aclose()
 
-    def _timed(self, verb: str, fn: Callable[[], T]) -> T:
-        start = time.perf_counter()
-        outcome = "ok"
+    def _headers(self, body: bool = False) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"} if body else {}
+        token = self._token()
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    # -- one request, and the retry schedule around it ---------------------------------------
+
+    def _record(self, verb: str, outcome: str, started: float) -> None:
+        metrics.KUBE_CALLS.labels(self.name, verb, outcome).inc()
+        metrics.KUBE_LATENCY.labels(self.name, verb).observe(time.perf_counter() - started)
+
+    def _failed(self, err: KubeError) -> None:
+        """Count a failure towards the circuit; log when the circuit opens."""
+        if isinstance(err, ClusterUnavailable):
+            if self.circuit.failure():
+                log.error("cluster %s: circuit open after %d failures, calls fail fast for %gs: %s",
+                          self.name, self.circuit.failures, self.circuit.reset, err,
+                          extra={"cluster": self.name, "state": "circuit-open"})
+        else:
+            self._succeeded()
+
+    def _succeeded(self) -> None:
+        if self.circuit.success():
+            log.warning("cluster %s: reachable again, circuit closed", self.name,
+                        extra={"cluster": self.name, "state": "recovered"})
+
+    async def _once(self, verb: str, method: str, url: str, *, content: bytes | None = None,
+                    params: dict[str, str] | None = None) -> bytes:
+        started = time.perf_counter()
         try:
             self.circuit.before(self.name)
-            try:
-                result = fn()
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-                err = translate(exc, self.name, verb)
-                outcome = type(err).__name__
-                if isinstance(err, ClusterUnavailable):
-                    self.circuit.failure()
-                else:
-                    self.circuit.success()
-                raise err from exc
-            self.circuit.success()
-            return result
         except CircuitOpen:
-            outcome = "CircuitOpen"
+            self._record(verb, "CircuitOpen", started)
             raise
-        finally:
-            metrics.KUBE_CALLS.labels(self.name, verb, outcome).inc()
-            metrics.KUBE_LATENCY.labels(self.name, verb).observe(time.perf_counter() - start)
-
-    async def call(self, verb: str, fn: Callable[[], T], *, retry: bool = True) -> T:
-        """Run one blocking client call in this cluster's threads, with bounded retries."""
-        loop = asyncio.get_running_loop()
-        job = functools.partial(self._timed, verb, fn)
-        started = time.monotonic()
         try:
-            # The first try goes straight out: building a retry policy per call costs more CPU
-            # than the call itself, and nearly every call succeeds.
-            return await loop.run_in_executor(self.executor, job)
-        except ClusterUnavailable as exc:
-            if not retry or self.settings.kube_retries == 0 or not _retryable(exc):
-                raise
-            first_failure = exc
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.kube_retries)
-            | stop_after_delay(max(0.0, self.settings.kube_deadline - (time.monotonic() - started))),
-            wait=self._wait,
-            retry=retry_if_exception(_retryable),
-            reraise=True,
+            resp = await self.http.request(method, url, content=content, params=params,
+                                           headers=self._headers(content is not None))
+        except httpx.HTTPError as exc:
+            err = transport_error(exc, self.name, verb)
+            self._failed(err)
+            self._record(verb, type(err).__name__, started)
+            raise err from exc
+        if resp.status_code >= 400:
+            err = status_error(self.name, verb, resp.status_code, resp.content, resp.headers,
+                               resp.reason_phrase)
+            self._failed(err)
+            self._record(verb, type(err).__name__, started)
+            raise err
+        self._succeeded()
+        self._record(verb, "ok", started)
+        return resp.content
+
+    async def retrying(self, verb: str, attempt: Callable[[], Awaitable[T]],
+                       retry: bool = True) -> T:
+        """Run ``attempt`` with this cluster's one retry schedule: bounded in count and time."""
+        started = time.monotonic()
+        tries = 0
+        while True:
+            try:
+                return await attempt()
+            except KubeError as exc:
+                tries += 1
+                left = self.settings.kube_deadline - (time.monotonic() - started)
+                if not retry or not _retryable(exc) or tries > self.settings.kube_retries:
+                    raise
+                wait = self.backoff.delay(tries - 1, exc)
+                if wait >= left:
+                    raise
+                log.info("cluster %s: %s failed (attempt %d), retrying in %.2fs: %s",
+                         self.name, verb, tries, wait, exc,
+                         extra={"cluster": self.name, "verb": verb, "attempt": tries,
+                                "retry": True, "status": exc.status})
+                await asyncio.sleep(wait)
+
+    async def _json(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None,
+                    params: dict[str, str] | None = None, retry: bool = True) -> dict[str, Any]:
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        raw = await self.retrying(
+            verb, lambda: self._once(verb, method, url, content=content, params=params), retry
         )
-        await asyncio.sleep(self._wait.first(first_failure))
-        async for attempt in retrying:
-            with attempt:
-                return await loop.run_in_executor(self.executor, job)
-        raise AssertionError("unreachable")  # pragma: no cover
+        result: dict[str, Any] = json.loads(raw) if raw else {}
+        return result
 
     # -- the verbs the service uses ---------------------------------------------------------
 
-    async def _dict_call(self, verb: str, fn: Callable[[], object]) -> dict[str, Any]:
-        result = await self.call(verb, fn)
-        return cast(dict[str, Any], result)
+    async def list(self, res: Resource, label_selector: str) -> dict[str, Any]:
+        return await self._json("list", "GET", res.path(self.namespace),
+                                params={"labelSelector": label_selector})
 
-    async def list(self, plural: str, label_selector: str) -> dict[str, Any]:
-        return await self._dict_call(
-            "list",
-            lambda: self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural,
-                label_selector=label_selector, _request_timeout=self.timeout,
-            ),
-        )
+    async def get(self, res: Resource, name: str) -> dict[str, Any]:
+        return await self._json("get", "GET", res.path(self.namespace, name))
 
-    async def get(self, plural: str, name: str) -> dict[str, Any]:
-        return await self._dict_call(
-            "get",
-            lambda: self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name, _request_timeout=self.timeout
-            ),
-        )
+    async def create(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("create", "POST", res.path(self.namespace), body)
 
-    async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._dict_call(
-            "create",
-            lambda: self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, body, _request_timeout=self.timeout
-            ),
-        )
-
-    async def replace(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
-        return await self._dict_call(
-            "update",
-            lambda: self.custom.replace_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name, body, _request_timeout=self.timeout
-            ),
-        )
+        return await self._json("update", "PUT", res.path(self.namespace, name), body)
 
-    async def delete(self, plural: str, name: str, resource_version: str | None = None) -> None:
-        options = k8s.V1DeleteOptions(
-            preconditions=k8s.V1Preconditions(resource_version=resource_version)
-            if resource_version
-            else None
-        )
-        await self.call(
-            "delete",
-            lambda: self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name, body=options,
-                _request_timeout=self.timeout,
-            ),
-        )
+    async def delete(self, res: Resource, name: str, resource_version: str | None = None) -> None:
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if resource_version:
+            options["preconditions"] = {"resourceVersion": resource_version}
+        await self._json("delete", "DELETE", res.path(self.namespace, name), options)
+
+    async def read(self, path: str) -> dict[str, Any]:
+        """GET any API path (``federation check`` reads namespaces and gateways)."""
+        return await self._json("get", "GET", path, retry=False)
 
     async def version(self) -> str:
-        info = await self.call(
-            "version",
-            lambda: k8s.VersionApi(self.api_client).get_code(_request_timeout=self.timeout),
-            retry=False,
-        )
-        return str(info.git_version)
+        info = await self._json("version", "GET", "/version", retry=False)
+        return str(info.get("gitVersion", "unknown"))
+
+    async def watch(self, res: Resource, label_selector: str, resource_version: str,
+                    timeout: int) -> AsyncIterator[dict[str, Any]]:
+        """The events of one watch request, as parsed JSON. Opening the stream goes through
+        the circuit, metrics and error translation like any call; the caller owns retries."""
+        started = time.perf_counter()
+        self.circuit.before(self.name)
+        params = {"watch": "true", "labelSelector": label_selector, "allowWatchBookmarks": "true",
+                  "resourceVersion": resource_version, "timeoutSeconds": str(timeout)}
+        request_timeout = httpx.Timeout(timeout + 30, connect=self.settings.kube_connect_timeout)
+        try:
+            async with self.http.stream("GET", res.path(self.namespace), params=params,
+                                        headers=self._headers(), timeout=request_timeout) as resp:
+                if resp.status_code >= 400:
+                    err = status_error(self.name, "watch", resp.status_code, await resp.aread(),
+                                       resp.headers, resp.reason_phrase)
+                    self._failed(err)
+                    self._record("watch", type(err).__name__, started)
+                    raise err
+                self._succeeded()
+                self._record("watch", "ok", started)
+                async for line in resp.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            err = transport_error(exc, self.name, "watch")
+            self._failed(err)
+            raise err from exc
+        except ValueError as exc:
+            raise ClusterUnavailable(f"watch on cluster {self.name!r}: malformed event",
+                                     cluster=self.name, verb="watch") from exc
 
 
-def _api_client(registry: Registry, cluster: Cluster, settings: Settings) -> k8s.ApiClient:
-    configuration = k8s.Configuration()
+# -- credentials ------------------------------------------------------------------------------
+
+
+def _ssl_context(cfg: Any) -> ssl.SSLContext | bool:
+    if not cfg.verify_ssl:
+        return False
+    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    return ctx
+
+
+def _credentials(registry: Registry, cluster: Cluster) -> Credentials:
+    # Imported here: the loaders pull in the generated client, which the hot path never needs.
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    cfg = k8s.Configuration()
     if cluster.in_cluster:
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(client_configuration=cfg)
     else:
         paths = kubeconfig_paths(registry.kubeconfig)
         if not paths:
             raise ConfigError("no kubeconfig found ($KUBECONFIG, ~/.kube/config)")
-        loader_kwargs = {"context": cluster.context, "client_configuration": configuration}
+        kwargs = {"context": cluster.context, "client_configuration": cfg}
         if len(paths) == 1:
-            k8s_config.load_kube_config(config_file=str(paths[0]), **loader_kwargs)
+            k8s_config.load_kube_config(config_file=str(paths[0]), **kwargs)
         else:
-            merged = k8s_config.kube_config.KubeConfigMerger(
-                ":".join(str(p) for p in paths)
-            ).config
-            k8s_config.load_kube_config_from_dict(merged.value, **loader_kwargs)
-    # Our own retries (with backoff and a circuit) replace urllib3's silent ones.
-    configuration.retries = False
-    configuration.connection_pool_maxsize = settings.kube_workers + 4
-    return k8s.ApiClient(configuration)
+            merged = k8s_config.kube_config.KubeConfigMerger(":".join(str(p) for p in paths)).config
+            k8s_config.load_kube_config_from_dict(merged.value, **kwargs)
+
+    def token() -> str | None:
+        # Calls the loader's refresh hook (exec plugins, rotated service-account tokens).
+        value = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+        if value:
+            return str(value)
+        if cfg.username and cfg.password:
+            return str(cfg.get_basic_auth_token())
+        return None
+
+    return Credentials(server=str(cfg.host).rstrip("/"), verify=_ssl_context(cfg), token=token)
 
 
 def build_clients(
@@ -326,7 +391,7 @@ def build_clients(
         if names is not None and cluster.name not in names:
             continue
         try:
-            api = _api_client(registry, cluster, settings)
+            creds = _credentials(registry, cluster)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - the loader raises many types
@@ -334,5 +399,5 @@ def build_clients(
             raise ConfigError(
                 f"cluster {cluster.name!r}: cannot load {where}: {type(exc).__name__}"
             ) from None
-        clients[cluster.name] = ClusterClient(cluster, api, settings)
+        clients[cluster.name] = ClusterClient(cluster, creds, settings)
     return clients

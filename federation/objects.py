@@ -19,7 +19,6 @@ annotation: the exact target, the POSTed data, when it was written, and which cl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from .config import Cluster, Registry
 from .errors import InvalidRoute
+from .layout import ShardKey, parse_key, root_order, short_hash
 from .placement import Destination, destination_in, edge_destination
 from .routespec import RouteKey, wire_forms
 
@@ -39,7 +39,8 @@ LABEL_INSTANCE = "federation.jupyter.org/instance"
 LABEL_ROLE = "federation.jupyter.org/role"
 ANN_ROUTES = "federation.jupyter.org/routes"
 ANN_HOST = "federation.jupyter.org/host"
-ANN_USED_BY = "federation.jupyter.org/used-by"
+ANN_SHARD = "federation.jupyter.org/shard"
+ANN_SPLIT = "federation.jupyter.org/split"
 ROUTE_HEADER = "x-federation-route"
 
 KINDS = {
@@ -47,12 +48,6 @@ KINDS = {
     "serviceentries": "ServiceEntry",
     "destinationrules": "DestinationRule",
 }
-
-_NAME_TAIL = re.compile(r"-(?:h([0-9a-f]{8})-)?r(\d+)-(\d{3})$")
-
-
-def short_hash(text: str, length: int = 8) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def dns_label(*parts: str) -> str:
@@ -84,26 +79,6 @@ def _metadata(name: str, cluster: Cluster, instance: str, role: str) -> dict[str
 # Shards and roots
 
 
-@dataclass(frozen=True, order=True)
-class ShardKey:
-    host: str  # "" for routes without a host segment
-    depth: int
-    bucket: int
-
-    def name(self, instance: str) -> str:
-        host = f"h{short_hash(self.host)}-" if self.host else ""
-        return f"{instance}-{host}r{self.depth}-{self.bucket:03d}"
-
-    def sort_key(self) -> tuple[int, int, int]:
-        """Root order: deepest first; at equal depth a host route before a plain one."""
-        return (-self.depth, 0 if self.host else 1, self.bucket)
-
-
-def shard_key(key: RouteKey, shards: int) -> ShardKey:
-    bucket = int(short_hash(key.path, 8), 16) % shards
-    return ShardKey(host=key.host or "", depth=key.depth, bucket=bucket)
-
-
 def root_host_key(cluster: Cluster, host: str) -> str:
     """The root a shard of ``host`` belongs to: "" is the cluster's default root."""
     return "" if not host or host in cluster.hosts else host
@@ -118,23 +93,12 @@ def shard_key_of(obj: dict[str, Any]) -> ShardKey | None:
     meta = obj.get("metadata") or {}
     if (meta.get("labels") or {}).get(LABEL_ROLE) != "shard":
         return None
-    m = _NAME_TAIL.search(meta.get("name", ""))
-    if not m:
-        return None
-    host = (meta.get("annotations") or {}).get(ANN_HOST, "")
-    return ShardKey(host=host, depth=int(m.group(2)), bucket=int(m.group(3)))
+    ann = meta.get("annotations") or {}
+    return parse_key(meta.get("name", ""), ann.get(ANN_HOST, ""), ann.get(ANN_SHARD))
 
 
-def sort_key_of_shard_name(name: str) -> tuple[int, int, int]:
-    m = _NAME_TAIL.search(name)
-    if not m:
-        return (0, 1, 0)
-    return (-int(m.group(2)), 0 if m.group(1) else 1, int(m.group(3)))
-
-
-def depth_of_shard_name(name: str) -> int | None:
-    m = _NAME_TAIL.search(name)
-    return int(m.group(2)) if m else None
+def is_split_marker(obj: dict[str, Any]) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPLIT) == "true"
 
 
 def route_id(path: str) -> str:
@@ -230,8 +194,10 @@ class ShardMemo:
         self.fragments: dict[str, tuple[Entry, str]] = {}
 
     def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, Any]:
+        # The rule depends on the data only through the names placement reads; any JSON may
+        # stand there, so the key holds their text, never the (maybe unhashable) values.
         key = (entry.path, entry.target, entry.owner, entry.edge,
-               entry.data.get("user"), entry.data.get("server_name"))
+               repr(entry.data.get("user")), repr(entry.data.get("server_name")))
         rule = self.rules.get(key)
         if rule is None:
             if len(self.rules) > 200_000:
@@ -258,11 +224,7 @@ def build_shard(
     memo: ShardMemo | None = None,
 ) -> dict[str, Any]:
     memo = memo if memo is not None else ShardMemo()
-    name = key.name(registry.instance)
-    meta = _metadata(name, cluster, registry.instance, "shard")
-    meta["labels"]["federation.jupyter.org/depth"] = str(key.depth)
-    if key.host:
-        meta["annotations"][ANN_HOST] = key.host
+    meta = _shard_metadata(registry, cluster, key)
     ordered = sorted(entries)
     meta["annotations"][ANN_ROUTES] = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
     rules = []
@@ -279,6 +241,26 @@ def build_shard(
         "metadata": meta,
         "spec": {"http": rules},
     }
+
+
+def _shard_metadata(registry: Registry, cluster: Cluster, key: ShardKey) -> dict[str, Any]:
+    meta = _metadata(key.name(registry.instance), cluster, registry.instance, "shard")
+    meta["labels"]["federation.jupyter.org/depth"] = str(key.depth)
+    if key.host:
+        meta["annotations"][ANN_HOST] = key.host
+    if not key.legacy:
+        meta["annotations"][ANN_SHARD] = key.label
+    return meta
+
+
+def build_split_marker(registry: Registry, cluster: Cluster, key: ShardKey) -> dict[str, Any]:
+    """What a shard becomes once its routes live in its two children: no rules, and a mark
+    that tells every replica to look one level down. Never delegated to by a root."""
+    meta = _shard_metadata(registry, cluster, key)
+    meta["annotations"][ANN_SPLIT] = "true"
+    meta["annotations"][ANN_ROUTES] = "{}"
+    return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta,
+            "spec": {"http": []}}
 
 
 def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
@@ -323,7 +305,7 @@ def build_root(
         meta["annotations"][ANN_HOST] = host_key
     rules = [
         {"name": shard, "delegate": {"name": shard, "namespace": cluster.namespace}}
-        for shard in sorted(set(shard_names), key=lambda s: (sort_key_of_shard_name(s), s))
+        for shard in sorted(set(shard_names), key=root_order)
     ]
     return {
         "apiVersion": API_VERSION,

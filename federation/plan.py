@@ -9,16 +9,16 @@ from typing import Any
 
 from .config import Cluster, Registry
 from .errors import InvalidRoute
+from .layout import DEFAULT_CAPACITY, grow
 from .objects import (
     Entry,
-    ShardKey,
     build_root,
     build_shard,
+    build_split_marker,
     entry_destination,
     plural_of,
     root_host_key,
     roots_for_shard,
-    shard_key,
     support_objects,
 )
 from .placement import destination_in, place
@@ -54,24 +54,25 @@ def plan_route(registry: Registry, raw_path: str, body: Mapping[str, Any], now: 
     return RoutePlan(key, owner, writes)
 
 
-def render_cluster(registry: Registry, cluster: Cluster, entries: Iterable[Entry]) -> list[dict[str, Any]]:
-    """Every object one cluster should hold for these entries (docs, tests, drift checks)."""
-    shards: dict[ShardKey, dict[str, Entry]] = {}
-    for entry in entries:
-        key = shard_key(RouteKey.parse(entry.path), cluster.shards)
-        shards.setdefault(key, {})[entry.path] = entry
-    objects = [build_shard(registry, cluster, k, shards[k]) for k in sorted(shards)]
-    host_roots = {root_host_key(cluster, k.host) for k in shards} - {""}
+def render_cluster(
+    registry: Registry, cluster: Cluster, entries: Iterable[Entry], capacity: int = DEFAULT_CAPACITY
+) -> list[dict[str, Any]]:
+    """Every object one cluster should hold for these entries (docs, tests, preloading), in
+    the layout the service reaches by splitting shards of ``capacity`` routes."""
+    entries = list(entries)
+    leaves, markers = grow(((RouteKey.parse(e.path), e) for e in entries), capacity)
+    objects = [build_shard(registry, cluster, k, leaves[k]) for k in sorted(leaves)]
+    objects += [build_split_marker(registry, cluster, k) for k in markers]
+    host_roots = {root_host_key(cluster, k.host) for k in leaves} - {""}
     roots: dict[str, list[str]] = {}
-    for k in shards:
+    for k in leaves:
         for host_key in roots_for_shard(cluster, k.host, k.depth, host_roots):
             roots.setdefault(host_key, []).append(k.name(registry.instance))
     objects += [build_root(registry, cluster, hk, names) for hk, names in sorted(roots.items())]
     support: dict[tuple[str, str], dict[str, Any]] = {}
-    for by_path in shards.values():
-        for entry in by_path.values():
-            for obj in support_objects(registry, cluster, entry_destination(registry, cluster, entry)):
-                support[(plural_of(obj), obj["metadata"]["name"])] = obj
+    for entry in entries:
+        for obj in support_objects(registry, cluster, entry_destination(registry, cluster, entry)):
+            support[(plural_of(obj), obj["metadata"]["name"])] = obj
     return objects + [support[k] for k in sorted(support)]
 
 

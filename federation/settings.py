@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     probe_interval: float = Field(5.0, gt=0)
     reconcile_interval: float = Field(15.0, gt=0)
     gc_grace: float = Field(30.0, ge=0, description="seconds an unused object lives before removal")
+    shard_routes: int = Field(
+        48, ge=4, le=1000,
+        description="routes a shard holds before it splits in two (advanced; the default keeps "
+                    "each route write near 20 KiB)",
+    )
     reload_interval: float = Field(5.0, gt=0, description="how often the config file is checked")
 
     # Optional warm-up wait after a write

@@ -257,7 +257,7 @@ def test_broken_watches_and_410_relist(replicas, clusters) -> None:
 
     run_storm(hub, ops, during=break_everything)
     assert_objects_match(clusters, replicas, expected_table(ops))
-    restarts = sum(rt.cache.watch_restarts for rt in replicas[1].federation.clusters.values())
+    restarts = sum(s.health.watch_restarts for s in replicas[1].federation.stores.values())
     assert restarts > 0
 
 
@@ -290,10 +290,10 @@ def test_broken_config_reload_keeps_the_old_config(service, clusters, config_pat
         config_path.write_text("home: [broken\n")
         service.app.state.reload_trigger.set()
         deadline = time.monotonic() + 5
-        while service.app.state.last_reload_error is None:
+        while service.federation.last_reload_error is None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert "not valid YAML" in service.app.state.last_reload_error
+        assert "not valid YAML" in service.federation.last_reload_error
         assert set(client.get(service.url + "/api/routes").json()) == {"/user/a"}
         assert client.post(service.url + "/api/routes/user/b", json={
             "target": TARGETS["west"], "user": "b"}).status_code == 201
@@ -303,7 +303,7 @@ def test_broken_config_reload_keeps_the_old_config(service, clusters, config_pat
         config_path.write_text(yaml.safe_dump(doc))
         service.app.state.reload_trigger.set()
         deadline = time.monotonic() + 5
-        while "west" in service.federation.clusters:
+        while "west" in service.federation.stores:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert set(client.get(service.url + "/api/routes").json()) == {"/user/a"}

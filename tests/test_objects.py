@@ -8,14 +8,13 @@ from federation.config import parse_registry
 from federation.objects import (
     ANN_ROUTES,
     Entry,
-    ShardKey,
     build_root,
     build_shard,
     decode_entries,
     dns_label,
-    shard_key,
     support_objects,
 )
+from federation.layout import ShardKey, top
 from federation.placement import destination_in, edge_destination
 from federation.routespec import RouteKey, normalize_path
 
@@ -58,7 +57,7 @@ def test_route_keys(raw, path, host, rest, depth) -> None:
 def test_shard_rules_are_segment_exact_and_carry_the_route(registry) -> None:
     hub = registry.clusters["hub"]
     e = entry("/user/alice", "http://10.1.2.3:8888", "hub", user="alice", server_name="", jupyterhub=True)
-    key = shard_key(RouteKey.parse(e.path), hub.shards)
+    key = top(RouteKey.parse(e.path))
     obj = build_shard(registry, hub, key, {e.path: e})
     rule = obj["spec"]["http"][0]
     assert rule["match"] == [{"uri": {"exact": "/user/alice"}}, {"uri": {"prefix": "/user/alice/"}}]
@@ -74,10 +73,14 @@ def test_shard_rules_are_segment_exact_and_carry_the_route(registry) -> None:
 
 def test_root_orders_delegates_deepest_first(registry) -> None:
     hub = registry.clusters["hub"]
-    names = [ShardKey("", d, b).name("jupyterhub") for d, b in [(0, 5), (2, 1), (3, 0), (1, 7), (2, 0)]]
-    root = build_root(registry, hub, "", names)
+    legacy = [ShardKey("", d, 0, b, legacy=True).name("jupyterhub")
+              for d, b in [(0, 5), (2, 1), (3, 0), (1, 7), (2, 0)]]
+    tree = [ShardKey("", d, lv, b).name("jupyterhub") for d, lv, b in [(2, 1, 1), (2, 0, 0), (3, 2, 3)]]
+    root = build_root(registry, hub, "", legacy + tree)
     order = [r["delegate"]["name"] for r in root["spec"]["http"]]
-    assert order == ["jupyterhub-r3-000", "jupyterhub-r2-000", "jupyterhub-r2-001",
+    # Deepest first; within a depth a parent before its children, the legacy layout last.
+    assert order == ["jupyterhub-d3s2-3", "jupyterhub-r3-000", "jupyterhub-d2s0-0",
+                     "jupyterhub-d2s1-1", "jupyterhub-r2-000", "jupyterhub-r2-001",
                      "jupyterhub-r1-007", "jupyterhub-r0-005"]
     assert root["spec"]["gateways"] == ["istio-system/jupyterhub-gateway"]
     assert root["spec"]["hosts"] == ["hub.example.org"]
@@ -93,7 +96,7 @@ def test_remote_root_accepts_its_ingress_host(registry) -> None:
 def test_http_options_apply_with_prefix_placeholder(registry) -> None:
     east = registry.clusters["east"]
     e = entry("/user/bob/gpu", "https://east.hub.example.org", "east", user="bob", server_name="gpu")
-    obj = build_shard(registry, east, shard_key(RouteKey.parse(e.path), 64), {e.path: e})
+    obj = build_shard(registry, east, top(RouteKey.parse(e.path)), {e.path: e})
     rule = obj["spec"]["http"][0]
     assert rule["rewrite"] == {"uri": "/"}
     assert rule["timeout"] == "300s"
@@ -107,7 +110,8 @@ def test_names_are_dns_labels() -> None:
     long = dns_label("x" * 40, "edge", "y" * 40)
     assert len(long) <= 63
     assert long != dns_label("x" * 40, "edge", "y" * 39 + "z")
-    assert len(ShardKey("a" * 60 + ".org", 12, 1023).name("i" * 40)) <= 63
+    assert len(ShardKey("a" * 60 + ".org", 512, 16, 0xFFFF).name("i" * 40)) <= 63
+    assert len(ShardKey("a" * 60 + ".org", 12, 0, 1023, legacy=True).name("i" * 40)) <= 63
 
 
 def all_objects(registry):
@@ -123,8 +127,8 @@ def all_objects(registry):
     edge = Entry(remote.path, remote.target, "east", {}, remote.last_activity, edge=True)
     objs = []
     for e in entries + [edge]:
-        objs.append(build_shard(registry, hub, shard_key(RouteKey.parse(e.path), 64), {e.path: e}))
-    objs.append(build_shard(registry, east, shard_key(RouteKey.parse(remote.path), 64), {remote.path: remote}))
+        objs.append(build_shard(registry, hub, top(RouteKey.parse(e.path)), {e.path: e}))
+    objs.append(build_shard(registry, east, top(RouteKey.parse(remote.path)), {remote.path: remote}))
     objs.append(build_root(registry, hub, "", [o["metadata"]["name"] for o in objs]))
     objs.append(build_root(registry, hub, "alice.hub.example.org", ["x-r2-001"]))
     objs += support_objects(registry, hub, destination_in(hub, "http://10.12.3.4:8888", {}, "jupyterhub"))

@@ -127,9 +127,8 @@ def test_storm_over_replicas_ends_with_exactly_the_expected_objects(replicas, cl
 
 def test_delete_through_a_replica_that_has_not_seen_the_write(replicas, clusters) -> None:
     a, b, _ = replicas
-    for rt in b.federation.clusters.values():  # b's caches stop hearing from the clusters
-        for watcher in rt.watchers:
-            watcher.stop()
+    for store in b.federation.stores.values():  # b's caches stop hearing from the clusters
+        b.run(store.stop_watching())
     for target in ("http://10.0.0.9:80", "https://east.hub.example.org"):
         assert httpx.post(a.url + "/api/routes/user/late", headers=HEADERS,
                           json={"target": target, "user": "late"}).status_code == 201

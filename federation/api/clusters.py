@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..service import ClusterRuntime
+from ..store import ClusterStore
 from .deps import Authorized, FederationDep
 
 router = APIRouter(prefix="/clusters", dependencies=[Authorized], tags=["clusters"])
@@ -19,10 +19,10 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def describe(rt: ClusterRuntime, home: str) -> dict[str, Any]:
-    cache = rt.cache
+def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
+    health = rt.health
     circuit = rt.client.circuit
-    last_error = cache.last_error if rt.reachable is not False else (rt.probe_error or cache.last_error)
+    last_error = health.last_error if rt.reachable is not False else (rt.probe_error or health.last_error)
     return {
         "name": rt.cluster.name,
         "home": rt.cluster.name == home,
@@ -32,12 +32,12 @@ def describe(rt: ClusterRuntime, home: str) -> dict[str, Any]:
         "reachable": rt.reachable,
         "latency_ms": None if rt.latency is None else round(rt.latency * 1000, 1),
         "kubernetes_version": rt.version,
-        "routes": cache.route_count(),
-        "last_sync": _iso(cache.last_sync),
+        "routes": rt.route_count(),
+        "last_sync": _iso(health.last_sync),
         "last_probe": _iso(rt.last_probe),
-        "watch": cache.state,
-        "watch_restarts": cache.watch_restarts,
-        "cache_age_s": None if cache.last_event is None else round(time.time() - cache.last_event, 1),
+        "watch": health.state,
+        "watch_restarts": health.watch_restarts,
+        "cache_age_s": None if health.last_event is None else round(time.time() - health.last_event, 1),
         "last_error": None if last_error is None else last_error.splitlines()[0][:300],
         "circuit_open": circuit.is_open,
     }
@@ -59,7 +59,7 @@ def _wants_text(request: Request) -> bool:
 
 @router.get("", summary="Health of every cluster")
 async def list_clusters(request: Request, federation: FederationDep) -> Response:
-    rows = [describe(rt, federation.registry.home) for rt in federation.clusters.values()]
+    rows = [describe(rt, federation.registry.home) for rt in federation.stores.values()]
     if _wants_text(request):
         return PlainTextResponse(_text(rows))
     return JSONResponse({"clusters": rows})
@@ -67,7 +67,7 @@ async def list_clusters(request: Request, federation: FederationDep) -> Response
 
 @router.get("/{name}", summary="Health of one cluster")
 async def get_cluster(name: str, request: Request, federation: FederationDep) -> Response:
-    rt = federation.clusters.get(name)
+    rt = federation.stores.get(name)
     if rt is None:
         raise HTTPException(404, detail=f"no cluster named {name!r}")
     row = describe(rt, federation.registry.home)

@@ -22,7 +22,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(federation: FederationDep) -> Response:
     if federation.ready():
         return JSONResponse({"status": "ready"})
-    waiting = [n for n, rt in federation.clusters.items() if not rt.cache.ever_synced]
+    waiting = [n for n, s in federation.stores.items() if not s.synced]
     return JSONResponse({"status": "syncing", "waiting_for": waiting}, status_code=503)
 
 

@@ -1,0 +1,126 @@
+"""Optimistic-concurrency writes of one object, batched.
+
+Many routes share one shard, so concurrent changes to it are coalesced: while one write of an
+object is in flight, further changes queue and go out together in the next write. Between
+replicas, Kubernetes' resourceVersion check (409 Conflict) serialises writers; the loser
+re-reads and re-applies its changes. A change that raises fails its own caller only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import Conflict, NotFound
+
+MAX_CONFLICT_RETRIES = 20
+S = TypeVar("S")
+
+# A mutation takes the object's current state (None: absent) and returns the new state;
+# returning the state unchanged means "nothing to do", and no write is made for it.
+Mutation = Callable[[Any], Any]
+
+
+class Redirect(Exception):  # noqa: N818 - a signal, not a failure
+    """The object may no longer take this change (a shard that split): place it again."""
+
+
+@dataclass
+class _Change:
+    apply: Mutation
+    future: asyncio.Future[None]
+
+
+@dataclass
+class Codec(Generic[S]):
+    """How one object's state is read from the cache, rendered, stored and re-read."""
+
+    cached: Callable[[], tuple[S | None, str | None]]  # (state, resourceVersion) from the cache
+    render: Callable[[S | None], dict[str, Any] | None]  # None: nothing to write
+    store: Callable[[S | None, dict[str, Any], bool], Awaitable[None]]  # (state, body, exists)
+    reread: Callable[[], Awaitable[tuple[S | None, str | None]]]  # a fresh GET, into the cache
+    copy: Callable[[S | None], S | None]
+
+
+class ObjectWriter(Generic[S]):
+    """Serialises and batches the changes to one object."""
+
+    def __init__(self, cluster: str, name: str, codec: Codec[S]) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.codec = codec
+        self.pending: list[_Change] = []
+        self.running = False
+
+    async def submit(self, mutation: Mutation) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self.pending.append(_Change(mutation, future))
+        if not self.running:
+            self.running = True
+            loop.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    await self._write(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+                    _settle(batch, exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                else:
+                    _settle(batch, None)
+        finally:
+            self.running = False
+
+    def _apply(self, state: S | None, batch: list[_Change]) -> tuple[S | None, list[_Change]]:
+        """Apply every change that takes; a change that raises is settled with its error."""
+        live: list[_Change] = []
+        for change in batch:
+            if change.future.done():
+                continue
+            try:
+                state = change.apply(state)
+            except Exception as exc:  # noqa: BLE001 - the caller's own problem, not the batch's
+                change.future.set_exception(exc)
+                continue
+            live.append(change)
+        return state, live
+
+    async def _write(self, batch: list[_Change]) -> None:
+        state, rv = self.codec.cached()
+        for _ in range(MAX_CONFLICT_RETRIES):
+            before = self.codec.copy(state)
+            after, batch = self._apply(self.codec.copy(state), batch)
+            if not batch or after == before:
+                return  # nothing to change: no write at all
+            body = self.codec.render(after)
+            if body is None:
+                return
+            if rv is not None:
+                body["metadata"]["resourceVersion"] = rv
+            try:
+                await self.codec.store(after, body, rv is not None)
+                return
+            except (Conflict, NotFound):
+                # Someone else wrote (or removed) it: read the truth and apply our changes again.
+                state, rv = await self.codec.reread()
+        raise Conflict(f"update of {self.name} on cluster {self.cluster!r} kept conflicting",
+                       cluster=self.cluster, verb="update", status=409)
+
+
+def _settle(batch: list[_Change], exc: BaseException | None) -> None:
+    for change in batch:
+        if change.future.done():
+            continue
+        if exc is None:
+            change.future.set_result(None)
+        else:
+            change.future.set_exception(exc)
+
+

@@ -1,0 +1,108 @@
+"""Housekeeping across clusters, every ``FEDERATION_RECONCILE_INTERVAL`` seconds on each replica.
+
+It uses only the stores' public surface: a route owned twice keeps its newest copy, the home
+cluster's edge rules follow the table, and each store tidies its own objects. Every pass yields
+to the event loop as it goes, so requests never wait behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .errors import KubeError
+from .objects import Entry
+from .store import ClusterStore, Pacer
+
+if TYPE_CHECKING:
+    from .service import Federation
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(fed: Federation, grace: float) -> None:
+    pace = Pacer()
+    await _resolve_duplicates(fed, pace)
+    await _repair_edges(fed, grace, pace)
+    results = await asyncio.gather(
+        *(s.tidy(grace) for s in list(fed.stores.values()) if s.synced), return_exceptions=True
+    )
+    for store, result in zip([s for s in fed.stores.values() if s.synced], results, strict=False):
+        if isinstance(result, Exception):
+            log.warning("cluster %s: housekeeping stopped early: %s", store.name, result,
+                        extra={"cluster": store.name})
+
+
+async def _resolve_duplicates(fed: Federation, pace: Pacer) -> None:
+    """A route owned by two clusters (a move whose old side was unreachable): the newest wins."""
+    for path, entries in fed.table.duplicates():
+        await pace()
+        winner = fed.table.get(path)
+        if winner is None:
+            continue
+        for entry in entries:
+            store = fed.stores.get(entry.owner)
+            if entry is winner or store is None or store.client.circuit.is_open:
+                continue
+            try:
+                await store.remove_entry(path, (winner.last_activity, winner.owner))
+            except KubeError as exc:
+                log.info("cluster %s: cannot remove stale %s yet: %s", store.name, path, exc,
+                         extra={"cluster": store.name})
+
+
+def _edge_of(fed: Federation, winner: Entry) -> Entry | None:
+    owner = fed.registry.clusters.get(winner.owner)
+    if owner is None or not owner.edge or winner.owner == fed.registry.home:
+        return None
+    return Entry(winner.path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
+
+
+async def _repair_edges(fed: Federation, grace: float, pace: Pacer) -> None:
+    """The home cluster's edge rules follow the table: right owner, no orphans, none missing."""
+    home = fed.stores.get(fed.registry.home)
+    if home is None or not home.synced or home.client.circuit.is_open:
+        return
+    for path in home.paths():
+        await pace()
+        try:
+            await _repair_edge(fed, home, path, grace)
+        except KubeError as exc:
+            log.info("cluster %s: cannot repair the edge rule of %s yet: %s", home.name, path,
+                     exc, extra={"cluster": home.name})
+    for path in list(fed.table.owned):
+        await pace()
+        winner = fed.table.get(path)
+        edge = None if winner is None or home.holds(path) else _edge_of(fed, winner)
+        if edge is not None:
+            try:
+                await fed.write_entry(home, edge)
+            except KubeError as exc:
+                log.info("cluster %s: cannot restore the edge rule of %s yet: %s", home.name,
+                         path, exc, extra={"cluster": home.name})
+
+
+async def _repair_edge(fed: Federation, home: ClusterStore, path: str, grace: float) -> None:
+    held = home.entry(path)
+    if held is None:
+        return
+    winner = fed.table.get(path)
+    orphans = fed.orphans
+    if winner is None and held.edge:
+        # An edge rule with no route behind it: removed once it has stayed orphaned for the
+        # grace period (another replica's owner write may be in flight).
+        owner = fed.stores.get(held.owner)
+        first = orphans.setdefault(path, time.monotonic())
+        if owner is not None and owner.synced and time.monotonic() - first >= grace:
+            await home.remove_entry(path)
+            orphans.pop(path, None)
+        return
+    orphans.pop(path, None)
+    if winner is None or winner.owner == home.name:
+        return
+    if not held.edge or held.owner != winner.owner or held.target != winner.target:
+        edge = _edge_of(fed, winner)
+        if edge is not None:
+            await fed.write_entry(home, edge)

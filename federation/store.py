@@ -1,0 +1,661 @@
+"""One cluster's store: the only owner of that cluster's cache and the only writer to it.
+
+Everything the service does to a cluster goes through :class:`ClusterStore`'s public surface:
+
+* ``put_entry`` / ``remove_entry``: a route's entry into (out of) its shard, and the shard into
+  its roots; shards split as they grow (see :mod:`federation.layout`);
+* ``ensure_object``: a support object (ServiceEntry, DestinationRule) as built;
+* ``entry``, ``paths``, ``route_count``, ``health``: what it holds;
+* ``tidy``: its own housekeeping (roots follow shards, unused objects go, interrupted splits
+  finish, legacy shards migrate).
+
+The cache is fed by a list-then-watch per kind, through the same Kubernetes access layer as
+every write (:mod:`federation.kube`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._batch import Codec, ObjectWriter, Redirect
+from .cache import ClusterCache, RouteTable, ShardState
+from .config import Cluster, Registry
+from .errors import Conflict, InvalidRoute, KubeError, NotFound
+from .kube import ClusterClient, Resource
+from .layout import MAX_LEVEL, ShardKey, locate, partition
+from .objects import (
+    GROUP,
+    KINDS,
+    VERSION,
+    Entry,
+    ShardMemo,
+    build_root,
+    build_shard,
+    build_split_marker,
+    decode_entries,
+    entry_destination,
+    is_split_marker,
+    plural_of,
+    root_name,
+    roots_for_shard,
+    selector,
+    support_objects,
+)
+from .routespec import RouteKey
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+RESOURCES = {plural: Resource(GROUP, VERSION, plural) for plural in KINDS}
+VS = "virtualservices"
+Rank = tuple[str, str]  # (written at, owner): the table's order between two writes of a route
+
+
+def _rank(entry: Entry) -> Rank:
+    return (entry.last_activity, entry.owner)
+
+
+class Pacer:
+    """Lets other work run on the event loop at least every ``budget`` seconds of a long pass."""
+
+    def __init__(self, budget: float = 0.005) -> None:
+        self.budget = budget
+        self.mark = time.perf_counter()
+
+    async def __call__(self) -> None:
+        if time.perf_counter() - self.mark >= self.budget:
+            await asyncio.sleep(0)
+            self.mark = time.perf_counter()
+
+
+class ClusterStore:
+    def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
+                 table: RouteTable, settings: Settings) -> None:
+        self.registry = registry
+        self.cluster = cluster
+        self.client = client
+        self.settings = settings
+        self.cache = ClusterCache(cluster.name, registry.instance, table)
+        self.capacity = settings.shard_routes
+        self._writers: dict[str, ObjectWriter[Any]] = {}
+        self._memos: dict[ShardKey, ShardMemo] = {}
+        self._splitting: set[ShardKey] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watches: list[asyncio.Task[None]] = []
+        self._unused_since: dict[tuple[str, str], float] = {}
+        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        # Filled by the federation's probe.
+        self.reachable: bool | None = None
+        self.latency: float | None = None
+        self.version: str | None = None
+        self.last_probe: float | None = None
+        self.probe_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cluster.name
+
+    @property
+    def health(self) -> Any:
+        return self.cache.health
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._watches = [self._spawn(self._watch(plural)) for plural in KINDS]
+
+    async def stop_watching(self) -> None:
+        """Stop hearing from the cluster (tests of a replica whose cache lags)."""
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
+
+    def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
+        self.registry = registry
+        self.cluster = cluster
+        self._memos.clear()  # rendered rules depend on the configuration
+        self._support_memo.clear()
+
+    def adopt_table(self, table: RouteTable) -> None:
+        """Publish this store's routes into ``table`` (a reload swapping a new store in)."""
+        self.cache.table = table
+        for path, (_, entry) in self.cache.entries.items():
+            if entry.owner == self.name and not entry.edge:
+                table.update(self.name, path, entry)
+
+    def withdraw(self) -> None:
+        """Take this store's routes out of the table (a reload retiring it)."""
+        for path in list(self.cache.entries):
+            self.cache.table.update(self.name, path, None)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def _watch(self, plural: str) -> None:
+        """List, then watch from the list's version; resume after a break, relist after 410."""
+        res, sel = RESOURCES[plural], selector(self.registry.instance)
+        rv: str | None = None
+        failures = 0
+        while True:
+            try:
+                if rv is None:
+                    listing = await self.client.list(res, sel)
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    self.cache.replace_all(plural, listing.get("items") or [], int(rv))
+                self._watch_state("synced", None, plural)
+                failures = 0
+                rv = await self._follow(res, sel, plural, rv)
+            except asyncio.CancelledError:
+                raise
+            except KubeError as exc:
+                if exc.status == 410:
+                    rv = None
+                self._restart(plural, "error", str(exc))
+                await asyncio.sleep(self.client.backoff.delay(min(failures, 5), exc))
+                failures += 1
+
+    async def _follow(self, res: Resource, sel: str, plural: str, rv: str) -> str | None:
+        """One watch request; returns where to resume (None: relist)."""
+        async for event in self.client.watch(res, sel, rv, self.settings.watch_timeout):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                code = obj.get("code")
+                self._restart(plural, "expired" if code == 410 else "error",
+                              f"watch: {obj.get('message', code)}")
+                return None
+            new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if new_rv:
+                rv = str(new_rv)
+            if kind != "BOOKMARK":
+                self.cache.apply(plural, str(kind), obj)
+                self.cache.health.last_event = time.time()
+        from . import metrics
+
+        metrics.WATCH_RESTARTS.labels(self.name, plural, "closed").inc()
+        return rv
+
+    def _watch_state(self, state: str, error: str | None, plural: str) -> None:
+        health = self.cache.health
+        if error is not None:
+            health.last_error = error
+        before = health.state
+        if state == "failing" or before != "failing" or all(health.synced.values()):
+            health.state = state
+        if before == "failing" and health.state == "synced":
+            log.warning("cluster %s: watch of %s resumed", self.name, plural,
+                        extra={"cluster": self.name, "kind": plural, "state": "recovered"})
+
+    def _restart(self, plural: str, reason: str, error: str) -> None:
+        from . import metrics
+
+        self.cache.health.watch_restarts += 1
+        metrics.WATCH_RESTARTS.labels(self.name, plural, reason).inc()
+        state = "resyncing" if reason == "expired" else "failing"
+        if self.cache.health.state != state:
+            log.warning("cluster %s: watch of %s %s: %s", self.name, plural,
+                        "expired, relisting" if reason == "expired" else "failed", error,
+                        extra={"cluster": self.name, "kind": plural, "state": state})
+        self._watch_state(state, error, plural)
+
+    # -- what it holds ---------------------------------------------------------------------
+
+    def entry(self, path: str) -> Entry | None:
+        held = self.cache.entries.get(path)
+        return None if held is None else held[1]
+
+    def holds(self, path: str) -> bool:
+        return path in self.cache.entries
+
+    def paths(self) -> list[str]:
+        return list(self.cache.entries)
+
+    def route_count(self) -> int:
+        return self.cache.route_count()
+
+    @property
+    def synced(self) -> bool:
+        return self.cache.health.ever_synced
+
+    # -- route entries ----------------------------------------------------------------------
+
+    async def put_entry(self, entry: Entry) -> None:
+        """Store a route's entry in its shard (unless a newer write of it is there) and make
+        the shard reachable from its roots; then drop older copies from other shards."""
+        key = RouteKey.parse(entry.path)
+
+        def put(entries: dict[str, Entry] | None) -> dict[str, Entry]:
+            entries = {} if entries is None else entries
+            held = entries.get(entry.path)
+            if held is None or _rank(held) <= _rank(entry):
+                entries[entry.path] = entry
+            return entries
+
+        shard = await self._submit(key, put)
+        await self.ensure_in_roots(shard)
+        self._maybe_split(shard)
+        others = [s for s in self._live_copies(entry.path) if s != shard]
+        await asyncio.gather(*(self._drop(s, entry.path, _rank(entry), inclusive=True)
+                               for s in others))
+
+    async def remove_entry(self, path: str, older_than: Rank | None = None) -> None:
+        """Remove a route's entry; with ``older_than`` only a copy that loses to that write, so
+        two racing moves never remove each other."""
+        shards = self._live_copies(path) or [locate(RouteKey.parse(path), self.cache.is_split)]
+        await asyncio.gather(*(self._drop(s, path, older_than, inclusive=False) for s in shards))
+
+    async def refresh(self, path: str) -> None:
+        """Read the shard a route would be in (a write through another replica that this
+        cache has not heard of yet); absent or unreachable: nothing to learn."""
+        key = RouteKey.parse(path)
+        for _ in range(MAX_LEVEL + 1):
+            shard = locate(key, self.cache.is_split)
+            try:
+                self.cache.apply(VS, "MODIFIED",
+                                 await self.client.get(RESOURCES[VS], shard.name(self._inst)))
+            except KubeError:
+                return
+            if not self.cache.is_split(shard):
+                return
+
+    @property
+    def _inst(self) -> str:
+        return self.registry.instance
+
+    def _live_copies(self, path: str) -> list[ShardKey]:
+        out = []
+        for name in self.cache.copies(path):
+            state = self.cache.shards.get(name)
+            if state is not None and self.cache.live(state):
+                out.append(state.key)
+        return out
+
+    async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
+        """Apply a mutation to the shard the route belongs in, following splits."""
+        for _ in range(MAX_LEVEL + 2):
+            shard = locate(key, self.cache.is_split)
+            try:
+                await self._shard_writer(shard).submit(mutation)
+                return shard
+            except Redirect:
+                continue
+        raise Conflict(f"no stable shard for {key.path} on cluster {self.name!r}",
+                       cluster=self.name, verb="update", status=409)
+
+    async def _drop(self, shard: ShardKey, path: str, rank: Rank | None, inclusive: bool) -> None:
+        def drop(entries: dict[str, Entry] | None) -> dict[str, Entry] | None:
+            held = None if entries is None else entries.get(path)
+            if held is None:
+                return entries
+            if rank is not None and (_rank(held) > rank if inclusive else _rank(held) >= rank):
+                return entries
+            assert entries is not None
+            del entries[path]
+            return entries
+
+        try:
+            await self._shard_writer(shard).submit(drop)
+        except Redirect:
+            # The shard split meanwhile: the route is in one of its children now.
+            await self._submit(RouteKey.parse(path), drop)
+
+    # -- object writers ----------------------------------------------------------------------
+
+    def _memo(self, key: ShardKey) -> ShardMemo:
+        memo = self._memos.get(key)
+        if memo is None:
+            memo = self._memos[key] = ShardMemo()
+        return memo
+
+    def _shard_writer(self, key: ShardKey) -> ObjectWriter[Any]:
+        name = key.name(self._inst)
+        writer = self._writers.get(name)
+        if writer is not None:
+            return writer
+
+        def cached() -> tuple[dict[str, Entry] | None, str | None]:
+            state = self.cache.shards.get(name)
+            if state is None:
+                return None, None
+            if state.split:
+                raise Redirect(name)
+            return state.entries, state.rv
+
+        async def store(entries: dict[str, Entry] | None, body: dict[str, Any],
+                        exists: bool) -> None:
+            res = RESOURCES[VS]
+            stored = await (self.client.replace(res, body) if exists else self.client.create(res, body))
+            self.cache.apply(VS, "MODIFIED", stored, entries)
+
+        codec: Codec[dict[str, Entry]] = Codec(
+            cached=cached,
+            render=lambda entries: build_shard(self.registry, self.cluster, key, entries or {},
+                                               self._memo(key)),
+            store=store,
+            reread=lambda: self._reread(name, cached),
+            copy=lambda entries: None if entries is None else dict(entries),
+        )
+        writer = self._writers[name] = ObjectWriter(self.name, name, codec)
+        return writer
+
+    async def _reread(self, name: str, cached: Callable[[], Any]) -> Any:
+        try:
+            self.cache.apply(VS, "MODIFIED", await self.client.get(RESOURCES[VS], name))
+        except NotFound:
+            self.cache.forget(VS, name)
+        return cached()
+
+    def _root_writer(self, host_key: str) -> ObjectWriter[Any]:
+        name = root_name(self._inst, host_key)
+        writer = self._writers.get(name)
+        if writer is not None:
+            return writer
+
+        def cached() -> tuple[set[str] | None, str | None]:
+            state = self.cache.roots.get(name)
+            return (None, None) if state is None else (set(state.delegates), state.rv)
+
+        async def store(_: set[str] | None, body: dict[str, Any], exists: bool) -> None:
+            res = RESOURCES[VS]
+            stored = await (self.client.replace(res, body) if exists else self.client.create(res, body))
+            self.cache.apply(VS, "MODIFIED", stored)
+
+        codec: Codec[set[str]] = Codec(
+            cached=cached,
+            render=lambda shards: build_root(self.registry, self.cluster, host_key,
+                                             sorted(shards or ())),
+            store=store,
+            reread=lambda: self._reread(name, cached),
+            copy=lambda shards: None if shards is None else set(shards),
+        )
+        writer = self._writers[name] = ObjectWriter(self.name, name, codec)
+        return writer
+
+    # -- roots ------------------------------------------------------------------------------
+
+    def host_roots(self) -> set[str]:
+        """Host keys of the host roots this cluster has or needs."""
+        hosts = {r.host_key for r in self.cache.roots.values() if r.host_key}
+        hosts |= {s.key.host for s in self.cache.shards.values() if s.key.host and not s.split}
+        return hosts - set(self.cluster.hosts)
+
+    def plain_top_shards(self) -> set[str]:
+        """Plain (no host) depth-0 shards: the "/" route, which every host root delegates to."""
+        return {n for n, s in self.cache.shards.items()
+                if s.key.depth == 0 and not s.key.host and not s.split}
+
+    async def ensure_in_roots(self, key: ShardKey) -> None:
+        """Make every root that must delegate to this shard do so (idempotent, cached)."""
+        shard = key.name(self._inst)
+        for host_key in roots_for_shard(self.cluster, key.host, key.depth, self.host_roots()):
+            root = self.cache.roots.get(root_name(self._inst, host_key))
+            wanted = {shard} | (self.plain_top_shards() if host_key else set())
+            if root is not None and wanted <= set(root.delegates):
+                continue
+
+            def add(shards: set[str] | None, wanted: set[str] = wanted) -> set[str]:
+                return (shards or set()) | wanted
+
+            await self._root_writer(host_key).submit(add)
+
+    async def remove_from_roots(self, key: ShardKey) -> None:
+        shard = key.name(self._inst)
+        for host_key in roots_for_shard(self.cluster, key.host, key.depth, self.host_roots()):
+            await self._remove_delegate(host_key, shard)
+
+    async def _remove_delegate(self, host_key: str, shard: str) -> None:
+        def drop(shards: set[str] | None) -> set[str] | None:
+            if shards is not None:
+                shards.discard(shard)
+            return shards
+
+        await self._root_writer(host_key).submit(drop)
+
+    # -- splitting ---------------------------------------------------------------------------
+
+    def _maybe_split(self, key: ShardKey) -> None:
+        state = self.cache.shards.get(key.name(self._inst))
+        if (state is not None and not state.split and not key.legacy
+                and len(state.entries) > self.capacity and key.level < MAX_LEVEL
+                and key not in self._splitting):
+            self._splitting.add(key)
+            self._spawn(self._split(key))
+
+    async def _split(self, key: ShardKey) -> None:
+        """Move a shard's routes into its two children, then mark it split.
+
+        Order matters for routing and for other replicas: the children are written with the
+        parent's exact content and added to the roots (after the parent, which stays the
+        authoritative copy until marked); then the parent becomes a marker in one write guarded
+        by the resourceVersion its content was read at. A write to the parent in between fails
+        that guard, and the split starts over from the parent's new content.
+        """
+        self._splitting.add(key)
+        try:
+            for _ in range(8):
+                if await self._split_once(key):
+                    return
+        except KubeError as exc:
+            log.warning("cluster %s: split of shard %s failed, will retry in housekeeping: %s",
+                        self.name, key.name(self._inst), exc,
+                        extra={"cluster": self.name, "name": key.name(self._inst)})
+        finally:
+            self._splitting.discard(key)
+
+    async def _fresh(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(RESOURCES[VS], name)
+        except NotFound:
+            self.cache.forget(VS, name)
+            return None
+        self.cache.apply(VS, "MODIFIED", obj)
+        return obj
+
+    async def _split_once(self, key: ShardKey) -> bool:
+        """One attempt; True when done (or nothing to do), False to start over."""
+        name = key.name(self._inst)
+        children = key.children()
+        # The children are read before the parent: a replica that already finished this split
+        # and took new writes into a child makes our guarded child write fail, not clobber it.
+        child_objs = [await self._fresh(c.name(self._inst)) for c in children]
+        parent = await self._fresh(name)
+        if parent is None or is_split_marker(parent):
+            return True
+        parts = partition(key, decode_entries(parent))
+        res = RESOURCES[VS]
+        try:
+            for child, obj in zip(children, child_objs, strict=True):
+                body = build_shard(self.registry, self.cluster, child, parts[child], self._memo(child))
+                if obj is None:
+                    stored = await self.client.create(res, body)
+                else:
+                    body["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+                    stored = await self.client.replace(res, body)
+                self.cache.apply(VS, "MODIFIED", stored, parts[child])
+            for child in children:
+                await self.ensure_in_roots(child)
+            marker = build_split_marker(self.registry, self.cluster, key)
+            marker["metadata"]["resourceVersion"] = parent["metadata"]["resourceVersion"]
+            self.cache.apply(VS, "MODIFIED", await self.client.replace(res, marker))
+        except (Conflict, NotFound):
+            return False
+        await self.remove_from_roots(key)
+        log.info("cluster %s: shard %s split in two (%d routes)", self.name, name,
+                 sum(len(p) for p in parts.values()),
+                 extra={"cluster": self.name, "name": name})
+        return True
+
+    # -- support objects -------------------------------------------------------------------
+
+    async def ensure_object(self, obj: dict[str, Any]) -> None:
+        """Create or update a support object as built (a concurrent create by another replica
+        is as good as ours)."""
+        plural = plural_of(obj)
+        name = obj["metadata"]["name"]
+        held = self.cache.support[plural].get(name)
+        if held is not None and held.spec == obj["spec"]:
+            return
+        res = RESOURCES[plural]
+        try:
+            if held is None:
+                stored = await self.client.create(res, obj)
+            else:
+                meta = {**obj["metadata"], "resourceVersion": held.rv}
+                stored = await self.client.replace(res, {**obj, "metadata": meta})
+        except Conflict:
+            stored = await self.client.get(res, name)
+        self.cache.apply(plural, "MODIFIED", stored)
+
+    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
+        """The support objects an entry needs here (memoised: housekeeping asks for all)."""
+        held = self._support_memo.get(entry.path)
+        if held is not None and held[0] is entry:
+            return held[1]
+        try:
+            objs = support_objects(self.registry, self.cluster,
+                                   entry_destination(self.registry, self.cluster, entry))
+        except (KeyError, InvalidRoute, ValueError):
+            objs = []  # its cluster left the registry: nothing to route to
+        self._support_memo[entry.path] = (entry, objs)
+        return objs
+
+    # -- housekeeping of its own objects ----------------------------------------------------
+
+    def _unused_for(self, kind: str, name: str, now: float) -> float:
+        return now - self._unused_since.setdefault((kind, name), now)
+
+    def _used(self, kind: str, name: str) -> None:
+        self._unused_since.pop((kind, name), None)
+
+    async def _delete(self, plural: str, name: str, rv: str) -> bool:
+        """Delete if unchanged since ``rv``; False when it was written meanwhile."""
+        try:
+            await self.client.delete(RESOURCES[plural], name, rv)
+        except NotFound:
+            pass
+        except KubeError:
+            return False
+        self.cache.forget(plural, name)
+        return True
+
+    async def tidy(self, grace: float) -> None:
+        """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
+        pace = Pacer()
+        await self._tidy_shards(grace, pace)
+        await self._tidy_roots(grace, pace)
+        await self._tidy_support(grace, pace)
+
+    async def _tidy_shards(self, grace: float, pace: Pacer) -> None:
+        now = time.monotonic()
+        for name, state in list(self.cache.shards.items()):
+            await pace()
+            if state.split:
+                continue  # markers stay: every replica finds routes through them
+            if not self.cache.live(state):
+                await self._resume_split(state)
+            elif state.key.legacy and state.entries:
+                await self._migrate(state, pace)
+            elif state.entries:
+                self._used("shard", name)
+                await self.ensure_in_roots(state.key)
+                self._maybe_split(state.key)
+            elif self._unused_for("shard", name, now) >= grace:
+                self._used("shard", name)
+                await self.remove_from_roots(state.key)
+                if not await self._delete(VS, name, state.rv):
+                    await self.ensure_in_roots(state.key)  # written meanwhile: it stays
+
+    async def _resume_split(self, state: ShardState) -> None:
+        """A child whose parent is not a marker: a split that stopped half-way (finish it), or
+        a marker deleted by hand (put it back)."""
+        parent = state.key.parent()
+        if parent is None or parent in self._splitting:
+            return
+        if parent.name(self._inst) in self.cache.shards:
+            await self._split(parent)
+            return
+        try:
+            stored = await self.client.create(
+                RESOURCES[VS], build_split_marker(self.registry, self.cluster, parent))
+            self.cache.apply(VS, "MODIFIED", stored)
+        except KubeError as exc:
+            log.info("cluster %s: cannot restore split marker %s: %s", self.name,
+                     parent.name(self._inst), exc, extra={"cluster": self.name})
+
+    async def _migrate(self, state: ShardState, pace: Pacer) -> None:
+        """Move a legacy shard's routes into the shard tree, a slice at a time: each is written
+        to its new shard (and root) before it leaves the old one, so it always answers."""
+        current = [e for p, e in state.entries.items()
+                   if self.cache.entries.get(p, ("",))[0] == state.name]
+        for i in range(0, len(current), 200):
+            await asyncio.gather(*(self.put_entry(e) for e in current[i:i + 200]))
+            await pace()
+        log.info("cluster %s: moved %d routes out of legacy shard %s", self.name, len(current),
+                 state.name, extra={"cluster": self.name, "name": state.name})
+
+    async def _tidy_roots(self, grace: float, pace: Pacer) -> None:
+        now = time.monotonic()
+        default = root_name(self._inst, "")
+        for name, root in list(self.cache.roots.items()):
+            await pace()
+            for shard in root.delegates:
+                state = self.cache.shards.get(shard)
+                if state is not None and not state.split:
+                    self._used("delegate", shard)
+                elif self._unused_for("delegate", shard, now) >= grace:
+                    self._used("delegate", shard)
+                    await self._remove_delegate(root.host_key, shard)
+            root = self.cache.roots.get(name) or root
+            if not root.delegates and name != default:
+                if self._unused_for("root", name, now) >= grace:
+                    self._used("root", name)
+                    await self._delete(VS, name, root.rv)
+            else:
+                self._used("root", name)
+
+    async def needed_support(self, pace: Pacer) -> dict[tuple[str, str], dict[str, Any]]:
+        needed: dict[tuple[str, str], dict[str, Any]] = {}
+        for _, entry in list(self.cache.entries.values()):
+            await pace()
+            for obj in self.support_for(entry):
+                needed[(plural_of(obj), obj["metadata"]["name"])] = obj
+        return needed
+
+    async def _tidy_support(self, grace: float, pace: Pacer) -> None:
+        needed = await self.needed_support(pace)
+        for obj in needed.values():
+            try:
+                await self.ensure_object(obj)
+            except KubeError as exc:
+                log.warning("cluster %s: cannot restore %s %s: %s", self.name, obj["kind"],
+                            obj["metadata"]["name"], exc,
+                            extra={"cluster": self.name, "kind": obj["kind"],
+                                   "name": obj["metadata"]["name"], "status": exc.status})
+        now = time.monotonic()
+        for plural, held in self.cache.support.items():
+            for name, state in list(held.items()):
+                await pace()
+                if (plural, name) in needed:
+                    self._used(plural, name)
+                elif self._unused_for(plural, name, now) >= grace:
+                    self._used(plural, name)
+                    await self._delete(plural, name, state.rv)
+
+    # -- for tests and docs ----------------------------------------------------------------
+
+    def shard_sizes(self) -> Iterable[int]:
+        return (len(s.entries) for s in self.cache.shards.values() if not s.split)
