@@ -53,6 +53,8 @@ class ObjectWriter(Generic[S]):
         self.codec = codec
         self.pending: list[_Change] = []
         self.running = False
+        # Held by each write, and by a split of this shard: a replica does not race itself.
+        self.lock = asyncio.Lock()
 
     async def submit(self, mutation: Mutation) -> None:
         loop = asyncio.get_running_loop()
@@ -68,7 +70,8 @@ class ObjectWriter(Generic[S]):
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    await self._write(batch)
+                    async with self.lock:
+                        await self._write(batch)
                 except BaseException as exc:  # noqa: BLE001 - handed to every waiter
                     _settle(batch, exc)
                     if isinstance(exc, asyncio.CancelledError):

@@ -77,7 +77,10 @@ def render_cluster(
 
 
 def render_table(
-    registry: Registry, table: Mapping[str, Mapping[str, Any]], now: str = "2026-01-01T00:00:00.000Z"
+    registry: Registry,
+    table: Mapping[str, Mapping[str, Any]],
+    now: str = "2026-01-01T00:00:00.000Z",
+    capacity: int = DEFAULT_CAPACITY,
 ) -> dict[str, list[dict[str, Any]]]:
     """The objects of every cluster for a whole route table (as if POSTed in one go)."""
     per_cluster: dict[str, list[Entry]] = {name: [] for name in registry.clusters}
@@ -85,6 +88,6 @@ def render_table(
         for cluster, entry in plan_route(registry, path, body, now).writes:
             per_cluster[cluster].append(entry)
     return {
-        name: render_cluster(registry, registry.clusters[name], entries)
+        name: render_cluster(registry, registry.clusters[name], entries, capacity)
         for name, entries in per_cluster.items()
     }

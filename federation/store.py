@@ -82,7 +82,7 @@ class ClusterStore:
         self.capacity = settings.shard_routes
         self._writers: dict[str, ObjectWriter[Any]] = {}
         self._memos: dict[ShardKey, ShardMemo] = {}
-        self._splitting: set[ShardKey] = set()
+        self._splits: dict[ShardKey, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: list[asyncio.Task[None]] = []
         self._unused_since: dict[tuple[str, str], float] = {}
@@ -427,13 +427,27 @@ class ClusterStore:
 
     # -- splitting ---------------------------------------------------------------------------
 
-    def _maybe_split(self, key: ShardKey) -> None:
+    def _maybe_split(self, key: ShardKey) -> asyncio.Task[None] | None:
+        """Start splitting a shard that holds more than its capacity (once at a time)."""
+        running = self._splits.get(key)
+        if running is not None:
+            return running
         state = self.cache.shards.get(key.name(self._inst))
-        if (state is not None and not state.split and not key.legacy
-                and len(state.entries) > self.capacity and key.level < MAX_LEVEL
-                and key not in self._splitting):
-            self._splitting.add(key)
-            self._spawn(self._split(key))
+        if (state is None or state.split or key.legacy or key.level >= MAX_LEVEL
+                or len(state.entries) <= self.capacity):
+            return None
+        task = self._splits[key] = self._spawn(self._split(key))
+        task.add_done_callback(lambda _: self._splits.pop(key, None))
+        return task
+
+    async def settle_splits(self) -> None:
+        """Split until no shard holds more than its capacity (housekeeping, tests)."""
+        for _ in range(MAX_LEVEL + 1):
+            tasks = [t for s in list(self.cache.shards.values()) if self.cache.live(s)
+                     for t in [self._maybe_split(s.key)] if t is not None]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _split(self, key: ShardKey) -> None:
         """Move a shard's routes into its two children, then mark it split.
@@ -442,19 +456,24 @@ class ClusterStore:
         parent's exact content and added to the roots (after the parent, which stays the
         authoritative copy until marked); then the parent becomes a marker in one write guarded
         by the resourceVersion its content was read at. A write to the parent in between fails
-        that guard, and the split starts over from the parent's new content.
+        that guard, and the split starts over from the parent's new content. This replica's
+        own writes to the parent wait meanwhile, then follow the marker to the children.
         """
-        self._splitting.add(key)
+        name = key.name(self._inst)
         try:
-            for _ in range(8):
-                if await self._split_once(key):
-                    return
+            for attempt in range(20):
+                async with self._shard_writer(key).lock:
+                    if await self._split_once(key):
+                        break
+                await asyncio.sleep(self.client.backoff.delay(min(attempt, 4)))
+            else:
+                return
         except KubeError as exc:
             log.warning("cluster %s: split of shard %s failed, will retry in housekeeping: %s",
-                        self.name, key.name(self._inst), exc,
-                        extra={"cluster": self.name, "name": key.name(self._inst)})
-        finally:
-            self._splitting.discard(key)
+                        self.name, name, exc, extra={"cluster": self.name, "name": name})
+            return
+        for child in key.children():
+            self._maybe_split(child)  # a big parent can leave a child over capacity too
 
     async def _fresh(self, name: str) -> dict[str, Any] | None:
         try:
@@ -556,6 +575,7 @@ class ClusterStore:
         """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
         pace = Pacer()
         await self._tidy_shards(grace, pace)
+        await self.settle_splits()
         await self._tidy_roots(grace, pace)
         await self._tidy_support(grace, pace)
 
@@ -572,7 +592,6 @@ class ClusterStore:
             elif state.entries:
                 self._used("shard", name)
                 await self.ensure_in_roots(state.key)
-                self._maybe_split(state.key)
             elif self._unused_for("shard", name, now) >= grace:
                 self._used("shard", name)
                 await self.remove_from_roots(state.key)
@@ -583,10 +602,14 @@ class ClusterStore:
         """A child whose parent is not a marker: a split that stopped half-way (finish it), or
         a marker deleted by hand (put it back)."""
         parent = state.key.parent()
-        if parent is None or parent in self._splitting:
+        if parent is None:
             return
         if parent.name(self._inst) in self.cache.shards:
-            await self._split(parent)
+            running = self._splits.get(parent)
+            if running is None:
+                running = self._splits[parent] = self._spawn(self._split(parent))
+                running.add_done_callback(lambda _: self._splits.pop(parent, None))
+            await asyncio.gather(running, return_exceptions=True)
             return
         try:
             stored = await self.client.create(

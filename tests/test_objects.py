@@ -5,6 +5,7 @@ import json
 import pytest
 
 from federation.config import parse_registry
+from federation.layout import ShardKey, top
 from federation.objects import (
     ANN_ROUTES,
     Entry,
@@ -14,7 +15,6 @@ from federation.objects import (
     dns_label,
     support_objects,
 )
-from federation.layout import ShardKey, top
 from federation.placement import destination_in, edge_destination
 from federation.routespec import RouteKey, normalize_path
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from federation.config import Registry, parse_registry
+from federation.layout import DEFAULT_CAPACITY
 from federation.placement import destination_in, dns_safe, edge_destination
 from federation.plan import render_table
 from federation.routespec import RouteKey
@@ -107,8 +108,8 @@ def vs_of(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def check_table(registry: Registry, table: dict[str, Any], host_mode: bool, rng: random.Random,
-                orders: int = 5) -> int:
-    rendered = render_table(registry, table)
+                orders: int = 5, capacity: int = DEFAULT_CAPACITY) -> int:
+    rendered = render_table(registry, table, capacity=capacity)
     home = vs_of(rendered[registry.home])
     checked = 0
     for host, path in probes(table, rng):
@@ -139,8 +140,21 @@ def test_random_tables_route_like_chp_in_any_order(chunk: int) -> None:
     for seed in range(chunk * 50, chunk * 50 + 50):  # 500 tables in all
         rng = random.Random(seed)
         table, mode = random_table(rng)
-        total += check_table(registry, table, mode == "host", rng)
+        # Every other table in split shards (two routes each: trees several levels deep).
+        total += check_table(registry, table, mode == "host", rng, capacity=2 if seed % 2 else 48)
     assert total > 500
+
+
+def test_split_layouts_really_split() -> None:
+    """The check above covers split trees: a table of a few routes per depth, at capacity 2,
+    has markers and shards below level 0."""
+    registry = make_registry()
+    table, _ = random_table(random.Random(3))
+    table.update({f"/user/extra{i}": {"target": "http://10.0.0.9:80"} for i in range(12)})
+    objects = vs_of(render_table(registry, table, capacity=2)["hub"])
+    levels = {o["metadata"]["annotations"].get("federation.jupyter.org/shard") for o in objects}
+    assert any(level and level.split("/")[1] != "0" for level in levels)
+    assert any(o["metadata"]["annotations"].get("federation.jupyter.org/split") for o in objects)
 
 
 def test_http_options_keep_routing_right() -> None:
