@@ -94,6 +94,8 @@ class ClusterSettings(_Strict):
     gateway: str | None = None
     hosts: list[str] | None = None
     clusterDomain: str | None = None
+    # The first release's fixed shard count: still accepted so that its files load, but
+    # ignored (shards now split as they grow; FEDERATION_SHARD_ROUTES sizes them).
     shards: int | None = Field(None, ge=1, le=1024)
     http: HttpOptions | None = None
 
@@ -188,7 +190,6 @@ class Cluster:
     gateway: str
     hosts: tuple[str, ...]
     cluster_domain: str
-    shards: int
     http: HttpOptions
     ingress_public_url: str | None
     ingress_origin: tuple[str, str, int] | None
@@ -356,7 +357,6 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
             gateway=gateway,
             hosts=tuple(hosts),
             cluster_domain=pick("clusterDomain", "cluster.local"),
-            shards=pick("shards", 64),
             http=pick("http", HttpOptions()),
             ingress_public_url=entry.ingressPublicUrl,
             ingress_origin=origin_of(entry.ingressPublicUrl) if entry.ingressPublicUrl else None,

@@ -3,9 +3,10 @@
 The object model, per cluster (see docs/design.md for why):
 
 * **Shard VirtualServices** hold the route rules. A shard holds routes of one host key and one
-  path depth, split into ``shards`` buckets by a hash of the path. Two different routes of the
-  same depth can never both serve one request (matches are segment-exact), so rule order inside a
-  shard does not matter. Shards have no ``hosts``: they are Istio *delegates*.
+  path depth; shards split in two as they grow (:mod:`federation.layout`), leaving a rule-less
+  *split marker*. Two different routes of the same depth can never both serve one request
+  (matches are segment-exact), so rule order inside a shard does not matter. Shards have no
+  ``hosts``: they are Istio *delegates*.
 * **Root VirtualServices**, one per host (the cluster's hosts, and one per host-routed host),
   bound to the gateway, list their shards as ordered ``delegate`` rules: deepest first. That
   order is the whole of configurable-http-proxy's longest-prefix rule, and it lives inside one
