@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,6 +174,10 @@ class ClusterCache:
         self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
         self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry): the index
         self.owned = 0  # entries this cluster owns (not edge rules): its route count
+        # Kept as shards and roots come and go, so that a write never scans them all.
+        self.shard_hosts: Counter[str] = Counter()  # host keys of shards that hold routes
+        self.root_hosts: set[str] = set()  # host keys of host roots
+        self.plain_tops: set[str] = set()  # plain depth-0 shards: "/" serves every host
         self.health = Health()
         self._routes_metric = metrics.ROUTES.labels(name)
 
@@ -211,6 +216,8 @@ class ClusterCache:
         if role == "root":
             host = (meta.get("annotations") or {}).get(ANN_HOST, "")
             self.roots[name] = RootState(name, str(rv), host, tuple(root_delegates(obj)))
+            if host:
+                self.root_hosts.add(host)
         elif role == "shard":
             key = shard_key_of(obj)
             if key is not None:
@@ -223,8 +230,12 @@ class ClusterCache:
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
         if plural != "virtualservices":
             self.support[plural].pop(name, None)
-        elif self.roots.pop(name, None) is None and name in self.shards:
-            self._drop_shard(name)
+        else:
+            root = self.roots.pop(name, None)
+            if root is not None:
+                self.root_hosts.discard(root.host_key)
+            elif name in self.shards:
+                self._drop_shard(name)
 
     def replace_all(self, plural: str, items: list[dict[str, Any]], list_rv: int) -> None:
         """A fresh list: the new truth, except objects we know are newer than the list."""
@@ -251,8 +262,21 @@ class ClusterCache:
 
     # -- the route index --------------------------------------------------------------------
 
+    def _count(self, state: ShardState, sign: int) -> None:
+        if state.split:
+            return
+        if state.key.host:
+            self.shard_hosts[state.key.host] += sign
+            if self.shard_hosts[state.key.host] <= 0:
+                del self.shard_hosts[state.key.host]
+        elif state.key.depth == 0:
+            (self.plain_tops.add if sign > 0 else self.plain_tops.discard)(state.name)
+
     def _put_shard(self, new: ShardState) -> None:
         old = self.shards.get(new.name)
+        if old is not None:
+            self._count(old, -1)
+        self._count(new, +1)
         self.shards[new.name] = new
         old_entries = old.entries if old is not None else {}
         touched = [p for p in old_entries if p not in new.entries]
@@ -272,6 +296,7 @@ class ClusterCache:
 
     def _drop_shard(self, name: str) -> None:
         old = self.shards.pop(name)
+        self._count(old, -1)
         for path in old.entries:
             self._unhold(path, name)
             self._refresh(path)

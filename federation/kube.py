@@ -11,7 +11,6 @@ certificates, CA, bearer tokens, and exec plugins or token files whose credentia
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import ssl
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import metrics
+from . import _json, metrics
 from .config import Cluster, Registry, kubeconfig_paths
 from .errors import (
     CircuitOpen,
@@ -38,6 +37,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_WATCHED = ("virtualservices", "serviceentries", "destinationrules")  # one watch each
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Circuit:
 
 def _status_message(body: bytes, reason: str) -> str:
     try:
-        return str(json.loads(body).get("message") or reason)
+        return str(_json.loads(body).get("message") or reason)
     except (ValueError, AttributeError):
         return reason
 
@@ -180,17 +180,30 @@ class ClusterClient:
         self.circuit = Circuit(settings.circuit_threshold, settings.circuit_reset)
         self.backoff = Backoff(settings.kube_backoff_initial, settings.kube_backoff_max)
         self._token = credentials.token
-        self.http = httpx.AsyncClient(
+        self._timeout = httpx.Timeout(settings.kube_read_timeout,
+                                      connect=settings.kube_connect_timeout)
+        self.http = self._http_client(credentials, settings.kube_workers)
+        # Watches hold their connection for minutes: a pool of their own keeps them from
+        # taking the request pool's connections.
+        self.watch_http = self._http_client(credentials, len(_WATCHED) + 1)
+        # At most one request per pooled connection in flight: httpcore scans its whole queue
+        # for every request, which costs more than the request itself when thousands wait.
+        self._slots = asyncio.Semaphore(settings.kube_workers)
+
+    @staticmethod
+    def _http_client(credentials: Credentials, connections: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             base_url=credentials.server,
             verify=credentials.verify,
-            timeout=httpx.Timeout(settings.kube_read_timeout, connect=settings.kube_connect_timeout),
-            limits=httpx.Limits(max_connections=settings.kube_workers + 4,
-                                max_keepalive_connections=settings.kube_workers + 4),
+            timeout=httpx.Timeout(30.0),  # each call passes its own timeouts
+            limits=httpx.Limits(max_connections=connections,
+                                max_keepalive_connections=connections),
             headers={"Accept": "application/json", "User-Agent": "jupyterhub-federation-proxy"},
         )
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.watch_http.aclose()
 
     def _headers(self, body: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json"} if body else {}
@@ -229,8 +242,10 @@ class ClusterClient:
             self._record(verb, "CircuitOpen", started)
             raise
         try:
-            resp = await self.http.request(method, url, content=content, params=params,
-                                           headers=self._headers(content is not None))
+            async with self._slots:
+                resp = await self.http.request(method, url, content=content, params=params,
+                                               headers=self._headers(content is not None),
+                                               timeout=self._timeout)
         except httpx.HTTPError as exc:
             err = transport_error(exc, self.name, verb)
             self._failed(err)
@@ -270,11 +285,11 @@ class ClusterClient:
 
     async def _json(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None,
                     params: dict[str, str] | None = None, retry: bool = True) -> dict[str, Any]:
-        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        content = None if body is None else _json.dumps(body)
         raw = await self.retrying(
             verb, lambda: self._once(verb, method, url, content=content, params=params), retry
         )
-        result: dict[str, Any] = json.loads(raw) if raw else {}
+        result: dict[str, Any] = _json.loads(raw) if raw else {}
         return result
 
     # -- the verbs the service uses ---------------------------------------------------------
@@ -317,7 +332,7 @@ class ClusterClient:
                   "resourceVersion": resource_version, "timeoutSeconds": str(timeout)}
         request_timeout = httpx.Timeout(timeout + 30, connect=self.settings.kube_connect_timeout)
         try:
-            async with self.http.stream("GET", res.path(self.namespace), params=params,
+            async with self.watch_http.stream("GET", res.path(self.namespace), params=params,
                                         headers=self._headers(), timeout=request_timeout) as resp:
                 if resp.status_code >= 400:
                     err = status_error(self.name, "watch", resp.status_code, await resp.aread(),
@@ -329,7 +344,7 @@ class ClusterClient:
                 self._record("watch", "ok", started)
                 async for line in resp.aiter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        yield _json.loads(line)
         except httpx.HTTPError as exc:
             err = transport_error(exc, self.name, "watch")
             self._failed(err)

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import _json
 from .config import Cluster, Registry
 from .errors import InvalidRoute
 from .layout import ShardKey, parse_key, root_order, short_hash
@@ -208,7 +209,9 @@ class ShardMemo:
 
     def fragment(self, entry: Entry) -> str:
         held = self.fragments.get(entry.path)
-        if held is not None and held[0] is entry:
+        # Identity is the common case; an equal entry arrives when a watch event of our own
+        # write was applied before the write's response.
+        if held is not None and (held[0] is entry or held[0] == entry):
             return held[1]
         text = json.dumps(entry.path, ensure_ascii=False) + ":" + json.dumps(
             entry.to_json(), separators=(",", ":"), ensure_ascii=False
@@ -270,7 +273,7 @@ def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = _json.loads(raw)
     except ValueError:
         return {}
     out: dict[str, Entry] = {}

@@ -389,14 +389,11 @@ class ClusterStore:
 
     def host_roots(self) -> set[str]:
         """Host keys of the host roots this cluster has or needs."""
-        hosts = {r.host_key for r in self.cache.roots.values() if r.host_key}
-        hosts |= {s.key.host for s in self.cache.shards.values() if s.key.host and not s.split}
-        return hosts - set(self.cluster.hosts)
+        return (self.cache.root_hosts | set(self.cache.shard_hosts)) - set(self.cluster.hosts)
 
     def plain_top_shards(self) -> set[str]:
         """Plain (no host) depth-0 shards: the "/" route, which every host root delegates to."""
-        return {n for n, s in self.cache.shards.items()
-                if s.key.depth == 0 and not s.key.host and not s.split}
+        return set(self.cache.plain_tops)
 
     async def ensure_in_roots(self, key: ShardKey) -> None:
         """Make every root that must delegate to this shard do so (idempotent, cached)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from .. import _json
 from ..errors import InvalidRoute
 from .deps import Authorized, FederationDep
 
@@ -56,7 +57,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
         if len(raw) > limit:
             raise InvalidRoute(f"request body is larger than {limit} bytes", status_code=413)
     try:
-        body = json.loads(raw) if raw else None
+        body = _json.loads(bytes(raw)) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRoute("request body is not valid JSON") from None
     if body is None:

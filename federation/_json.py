@@ -1,0 +1,27 @@
+"""JSON for the hot path: orjson (compiled) when installed, else the standard library.
+
+Every Kubernetes response and watch event is parsed here, and every object body serialised;
+orjson does both several times faster. Output is compact and keeps non-ASCII as UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; kept working without it
+    orjson = None  # type: ignore[assignment]
+
+
+def loads(data: bytes | str) -> Any:
+    if orjson is not None:
+        return orjson.loads(data)
+    return json.loads(data)
+
+
+def dumps(value: Any) -> bytes:
+    if orjson is not None:
+        return orjson.dumps(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
