@@ -38,8 +38,9 @@ class Codec(Generic[S]):
     """How one object's state is read from the cache, rendered, stored and re-read."""
 
     cached: Callable[[], tuple[S | None, str | None]]  # (state, resourceVersion) from the cache
-    render: Callable[[S | None], dict[str, Any] | None]  # None: nothing to write
-    store: Callable[[S | None, dict[str, Any], bool], Awaitable[None]]  # (state, body, exists)
+    # The body to send (JSON text), with the resourceVersion it replaces (None: a create).
+    render: Callable[[S | None, str | None], bytes]
+    store: Callable[[S | None, bytes, bool], Awaitable[None]]  # (state, body, exists)
     reread: Callable[[], Awaitable[tuple[S | None, str | None]]]  # a fresh GET, into the cache
     copy: Callable[[S | None], S | None]
 
@@ -102,11 +103,7 @@ class ObjectWriter(Generic[S]):
             after, batch = self._apply(self.codec.copy(state), batch)
             if not batch or after == before:
                 return  # nothing to change: no write at all
-            body = self.codec.render(after)
-            if body is None:
-                return
-            if rv is not None:
-                body["metadata"]["resourceVersion"] = rv
+            body = self.codec.render(after, rv)
             try:
                 await self.codec.store(after, body, rv is not None)
                 return

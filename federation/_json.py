@@ -25,3 +25,10 @@ def dumps(value: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def dumps_sorted(value: Any) -> bytes:
+    """Canonical JSON: keys sorted, so equal values give equal bytes."""
+    if orjson is not None:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()

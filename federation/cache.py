@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics
+from . import _json, metrics
 from .layout import ShardKey
 from .objects import (
     ANN_HOST,
@@ -137,7 +137,11 @@ class RootState:
 class SupportState:
     name: str
     rv: str
-    spec: dict[str, Any]
+    spec: bytes  # canonical JSON (sorted keys): compared, never read, and small to keep
+
+
+def canonical(spec: dict[str, Any]) -> bytes:
+    return _json.dumps_sorted(spec)
 
 
 @dataclass
@@ -210,7 +214,7 @@ class ClusterCache:
             return
         self.tombstones.pop((plural, name), None)
         if plural != "virtualservices":
-            self.support[plural][name] = SupportState(name, str(rv), obj.get("spec") or {})
+            self.support[plural][name] = SupportState(name, str(rv), canonical(obj.get("spec") or {}))
             return
         role = (meta.get("labels") or {}).get(LABEL_ROLE)
         if role == "root":
@@ -238,16 +242,23 @@ class ClusterCache:
                 self._drop_shard(name)
 
     def replace_all(self, plural: str, items: list[dict[str, Any]], list_rv: int) -> None:
-        """A fresh list: the new truth, except objects we know are newer than the list."""
-        fresh = {i["metadata"]["name"] for i in items}
-        for name in list(self._names(plural)):
-            if name not in fresh and self.rv_of(plural, name) <= list_rv:
+        """A fresh list in one piece (see :meth:`apply_page` and :meth:`end_relist`)."""
+        self.apply_page(plural, items)
+        self.end_relist(plural, {i["metadata"]["name"] for i in items}, list_rv)
+
+    def apply_page(self, plural: str, items: list[dict[str, Any]]) -> None:
+        """One page of a list: applied as it arrives, so a big list is never held whole."""
+        for obj in items:
+            self.apply(plural, "ADDED", obj)
+
+    def end_relist(self, plural: str, listed: set[str], list_rv: int) -> None:
+        """The list is the new truth, except objects we know are newer than it."""
+        for name in self._names(plural):
+            if name not in listed and self.rv_of(plural, name) <= list_rv:
                 self.forget(plural, name, list_rv)
         self.tombstones = {
             k: rv for k, rv in self.tombstones.items() if k[0] != plural or rv > list_rv
         }
-        for obj in items:
-            self.apply(plural, "ADDED", obj)
         health = self.health
         health.synced[plural] = True
         health.last_sync = health.last_event = time.time()

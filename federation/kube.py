@@ -283,29 +283,37 @@ class ClusterClient:
                                 "retry": True, "status": exc.status})
                 await asyncio.sleep(wait)
 
-    async def _json(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None,
+    async def _json(self, verb: str, method: str, url: str,
+                    body: dict[str, Any] | bytes | None = None,
                     params: dict[str, str] | None = None, retry: bool = True) -> dict[str, Any]:
-        content = None if body is None else _json.dumps(body)
+        content = body if body is None or isinstance(body, bytes) else _json.dumps(body)
         raw = await self.retrying(
             verb, lambda: self._once(verb, method, url, content=content, params=params), retry
         )
         result: dict[str, Any] = _json.loads(raw) if raw else {}
         return result
 
-    # -- the verbs the service uses ---------------------------------------------------------
-
-    async def list(self, res: Resource, label_selector: str) -> dict[str, Any]:
-        return await self._json("list", "GET", res.path(self.namespace),
-                                params={"labelSelector": label_selector})
+    async def list(self, res: Resource, label_selector: str, limit: int | None = None,
+                   continue_token: str | None = None) -> dict[str, Any]:
+        params = {"labelSelector": label_selector}
+        if limit:
+            params["limit"] = str(limit)
+        if continue_token:
+            params["continue"] = continue_token
+        return await self._json("list", "GET", res.path(self.namespace), params=params)
 
     async def get(self, res: Resource, name: str) -> dict[str, Any]:
         return await self._json("get", "GET", res.path(self.namespace, name))
 
-    async def create(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, res: Resource, body: dict[str, Any] | bytes) -> dict[str, Any]:
         return await self._json("create", "POST", res.path(self.namespace), body)
 
-    async def replace(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
+    async def replace(self, res: Resource, body: dict[str, Any] | bytes,
+                      name: str | None = None) -> dict[str, Any]:
+        """Replace an object; ``name`` is required with a body already serialised."""
+        if name is None:
+            assert isinstance(body, dict)
+            name = body["metadata"]["name"]
         return await self._json("update", "PUT", res.path(self.namespace, name), body)
 
     async def delete(self, res: Resource, name: str, resource_version: str | None = None) -> None:

@@ -185,39 +185,72 @@ def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, 
 
 
 class ShardMemo:
-    """Rules and annotation fragments of unchanged entries, kept between writes of a shard.
+    """The JSON text of unchanged entries' rules and annotation fragments, kept between writes
+    of one shard.
 
-    A write re-renders the whole shard; with this, only the entries that changed cost anything.
+    A write sends the whole shard; with this, only the entries that changed cost anything: the
+    body is joined from kept text (:func:`shard_body`). Text is also what costs least to keep.
     Valid for one (registry, cluster) pair: make a new one when the configuration changes.
     """
 
     def __init__(self) -> None:
-        self.rules: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.rules: dict[str, tuple[Entry, bytes | None]] = {}
         self.fragments: dict[str, tuple[Entry, str]] = {}
 
-    def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, Any]:
-        # The rule depends on the data only through the names placement reads; any JSON may
-        # stand there, so the key holds their text, never the (maybe unhashable) values.
-        key = (entry.path, entry.target, entry.owner, entry.edge,
-               repr(entry.data.get("user")), repr(entry.data.get("server_name")))
-        rule = self.rules.get(key)
-        if rule is None:
-            if len(self.rules) > 200_000:
-                self.rules.clear()
-            rule = self.rules[key] = route_rule(registry, cluster, entry)
-        return rule
+    @staticmethod
+    def _same(held: Entry, entry: Entry) -> bool:
+        # Identity is the common case; an equal entry arrives when a watch event of our own
+        # write was applied before the write's response.
+        return held is entry or held == entry
+
+    def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> bytes | None:
+        """The rule's JSON, or None for an entry this configuration cannot route (its cluster
+        left the registry): it stays stored, so the table stays whole, with no rule."""
+        held = self.rules.get(entry.path)
+        if held is not None and self._same(held[0], entry):
+            return held[1]
+        try:
+            text: bytes | None = _json.dumps(route_rule(registry, cluster, entry))
+        except (KeyError, InvalidRoute, ValueError):
+            text = None
+        self.rules[entry.path] = (entry, text)
+        return text
 
     def fragment(self, entry: Entry) -> str:
         held = self.fragments.get(entry.path)
-        # Identity is the common case; an equal entry arrives when a watch event of our own
-        # write was applied before the write's response.
-        if held is not None and (held[0] is entry or held[0] == entry):
+        if held is not None and self._same(held[0], entry):
             return held[1]
         text = json.dumps(entry.path, ensure_ascii=False) + ":" + json.dumps(
             entry.to_json(), separators=(",", ":"), ensure_ascii=False
         )
         self.fragments[entry.path] = (entry, text)
         return text
+
+    def forget_others(self, paths: dict[str, Entry]) -> None:
+        """Drop what routes that left the shard left behind (called now and then)."""
+        if len(self.fragments) > 2 * len(paths) + 16:
+            self.fragments = {p: v for p, v in self.fragments.items() if p in paths}
+            self.rules = {p: v for p, v in self.rules.items() if p in paths}
+
+
+def shard_body(
+    registry: Registry,
+    cluster: Cluster,
+    key: ShardKey,
+    entries: dict[str, Entry],
+    memo: ShardMemo,
+    resource_version: str | None = None,
+) -> bytes:
+    """A shard object as the JSON the API server receives, joined from the memo's text."""
+    meta = _shard_metadata(registry, cluster, key)
+    ordered = sorted(entries)
+    meta["annotations"][ANN_ROUTES] = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]
+    memo.forget_others(entries)
+    head = _json.dumps({"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta})
+    return head[:-1] + b',"spec":{"http":[' + b",".join(rules) + b"]}}"
 
 
 def build_shard(
@@ -227,24 +260,10 @@ def build_shard(
     entries: dict[str, Entry],
     memo: ShardMemo | None = None,
 ) -> dict[str, Any]:
-    memo = memo if memo is not None else ShardMemo()
-    meta = _shard_metadata(registry, cluster, key)
-    ordered = sorted(entries)
-    meta["annotations"][ANN_ROUTES] = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
-    rules = []
-    for p in ordered:
-        try:
-            rules.append(memo.rule(registry, cluster, entries[p]))
-        except (KeyError, InvalidRoute, ValueError):
-            # An entry this configuration cannot route (its cluster was removed from the
-            # registry): keep it stored, so the table stays whole, but write no rule for it.
-            continue
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "VirtualService",
-        "metadata": meta,
-        "spec": {"http": rules},
-    }
+    """A shard object (the same as :func:`shard_body`, as a dict: docs, tests, splits)."""
+    body: dict[str, Any] = _json.loads(
+        shard_body(registry, cluster, key, entries, memo if memo is not None else ShardMemo()))
+    return body
 
 
 def _shard_metadata(registry: Registry, cluster: Cluster, key: ShardKey) -> dict[str, Any]:

@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _json
 from ._batch import Codec, ObjectWriter, Redirect
-from .cache import ClusterCache, RouteTable, ShardState
+from .cache import ClusterCache, RouteTable, ShardState, canonical
 from .config import Cluster, Registry
 from .errors import Conflict, InvalidRoute, KubeError, NotFound
 from .kube import ClusterClient, Resource
@@ -43,6 +44,7 @@ from .objects import (
     root_name,
     roots_for_shard,
     selector,
+    shard_body,
     support_objects,
 )
 from .routespec import RouteKey
@@ -51,6 +53,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 RESOURCES = {plural: Resource(GROUP, VERSION, plural) for plural in KINDS}
 VS = "virtualservices"
+LIST_PAGE = 100  # objects per list page: a page of shards is ~2 MB of JSON
 Rank = tuple[str, str]  # (written at, owner): the table's order between two writes of a route
 
 
@@ -154,9 +157,7 @@ class ClusterStore:
         while True:
             try:
                 if rv is None:
-                    listing = await self.client.list(res, sel)
-                    rv = str(listing["metadata"]["resourceVersion"])
-                    self.cache.replace_all(plural, listing.get("items") or [], int(rv))
+                    rv = await self._relist(res, sel, plural)
                 self._watch_state("synced", None, plural)
                 failures = 0
                 rv = await self._follow(res, sel, plural, rv)
@@ -168,6 +169,25 @@ class ClusterStore:
                 self._restart(plural, "error", str(exc))
                 await asyncio.sleep(self.client.backoff.delay(min(failures, 5), exc))
                 failures += 1
+
+    async def _relist(self, res: Resource, sel: str, plural: str) -> str:
+        """List in pages (memory stays flat with the table's size); returns the list's version."""
+        listed: set[str] = set()
+        token: str | None = None
+        list_rv: str | None = None
+        while True:
+            page = await self.client.list(res, sel, limit=LIST_PAGE, continue_token=token)
+            meta = page.get("metadata") or {}
+            list_rv = list_rv or str(meta["resourceVersion"])
+            items = page.get("items") or []
+            listed.update(i["metadata"]["name"] for i in items)
+            self.cache.apply_page(plural, items)
+            token = meta.get("continue")
+            if not token:
+                break
+            await asyncio.sleep(0)  # let requests in between pages
+        self.cache.end_relist(plural, listed, int(list_rv))
+        return list_rv
 
     async def _follow(self, res: Resource, sel: str, plural: str, rv: str) -> str | None:
         """One watch request; returns where to resume (None: relist)."""
@@ -335,16 +355,16 @@ class ClusterStore:
                 raise Redirect(name)
             return state.entries, state.rv
 
-        async def store(entries: dict[str, Entry] | None, body: dict[str, Any],
-                        exists: bool) -> None:
+        async def store(entries: dict[str, Entry] | None, body: bytes, exists: bool) -> None:
             res = RESOURCES[VS]
-            stored = await (self.client.replace(res, body) if exists else self.client.create(res, body))
+            stored = await (self.client.replace(res, body, name) if exists
+                            else self.client.create(res, body))
             self.cache.apply(VS, "MODIFIED", stored, entries)
 
         codec: Codec[dict[str, Entry]] = Codec(
             cached=cached,
-            render=lambda entries: build_shard(self.registry, self.cluster, key, entries or {},
-                                               self._memo(key)),
+            render=lambda entries, rv: shard_body(self.registry, self.cluster, key, entries or {},
+                                                  self._memo(key), rv),
             store=store,
             reread=lambda: self._reread(name, cached),
             copy=lambda entries: None if entries is None else dict(entries),
@@ -369,15 +389,21 @@ class ClusterStore:
             state = self.cache.roots.get(name)
             return (None, None) if state is None else (set(state.delegates), state.rv)
 
-        async def store(_: set[str] | None, body: dict[str, Any], exists: bool) -> None:
+        async def store(_: set[str] | None, body: bytes, exists: bool) -> None:
             res = RESOURCES[VS]
-            stored = await (self.client.replace(res, body) if exists else self.client.create(res, body))
+            stored = await (self.client.replace(res, body, name) if exists
+                            else self.client.create(res, body))
             self.cache.apply(VS, "MODIFIED", stored)
+
+        def render(shards: set[str] | None, rv: str | None) -> bytes:
+            body = build_root(self.registry, self.cluster, host_key, sorted(shards or ()))
+            if rv is not None:
+                body["metadata"]["resourceVersion"] = rv
+            return _json.dumps(body)
 
         codec: Codec[set[str]] = Codec(
             cached=cached,
-            render=lambda shards: build_root(self.registry, self.cluster, host_key,
-                                             sorted(shards or ())),
+            render=render,
             store=store,
             reread=lambda: self._reread(name, cached),
             copy=lambda shards: None if shards is None else set(shards),
@@ -523,7 +549,7 @@ class ClusterStore:
         plural = plural_of(obj)
         name = obj["metadata"]["name"]
         held = self.cache.support[plural].get(name)
-        if held is not None and held.spec == obj["spec"]:
+        if held is not None and held.spec == canonical(obj["spec"]):
             return
         res = RESOURCES[plural]
         try:
