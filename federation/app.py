@@ -87,30 +87,73 @@ async def _watch_config(app: FastAPI, settings: Settings) -> None:
 
 async def reload_config(app: FastAPI) -> bool:
     settings: Settings = app.state.settings
+    federation: Federation = app.state.federation
+    before = list(federation.registry.clusters)
     try:
         registry = await asyncio.to_thread(load_registry, settings.config)
-    except ConfigError as exc:
-        log.error("config reload refused, keeping the running config: %s", exc)
-        app.state.last_reload_error = str(exc)
-        return False
-    federation: Federation = app.state.federation
-    try:
         await federation.reload(registry)
     except ConfigError as exc:
-        log.error("config reload refused, keeping the running config: %s", exc)
-        app.state.last_reload_error = str(exc)
+        _reload_refused(app, settings, exc)
         return False
     app.state.last_reload_error = None
-    log.info("config reloaded: clusters %s", ", ".join(registry.clusters))
+    added = [n for n in registry.clusters if n not in before]
+    removed = [n for n in before if n not in registry.clusters]
+    log.info("config %s reloaded: clusters %s (added: %s; removed: %s)", settings.config,
+             ", ".join(registry.clusters), ", ".join(added) or "none", ", ".join(removed) or "none",
+             extra={"event": "reload-accepted", "clusters": list(registry.clusters),
+                    "added": added, "removed": removed})
     return True
+
+
+def _reload_refused(app: FastAPI, settings: Settings, exc: ConfigError) -> None:
+    # The message names the key and the file, never a credential (load_registry's contract).
+    log.error("config %s reload refused, keeping the running config: %s", settings.config, exc,
+              extra={"event": "reload-refused"})
+    app.state.last_reload_error = str(exc)
+
+
+def _startup_line(settings: Settings, registry: Registry) -> None:
+    clusters = {
+        name: c.context or "in-cluster" for name, c in registry.clusters.items()
+    }
+    log.info(
+        "federation proxy %s starting: instance %s, home %s, clusters %s; auth %s",
+        __version__, registry.instance, registry.home,
+        ", ".join(f"{n} (context {ctx})" for n, ctx in clusters.items()),
+        "off (--no-auth)" if settings.no_auth else "on",
+        extra={"event": "start", "version": __version__, "instance": registry.instance,
+               "home": registry.home, "clusters": list(clusters), "config": str(settings.config)},
+    )
+
+
+# Probes and scrapes arrive every few seconds from every kubelet and Prometheus: their lines
+# would drown the hub's own requests, so they are logged at DEBUG only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+access_log = logging.getLogger("federation.access")
+
+
+def _log_access(scope: Any, template: str, status: int, seconds: float) -> None:
+    path = scope.get("path", "")
+    level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    method = scope.get("method", "")
+    client = scope.get("client")
+    millis = round(seconds * 1000, 1)
+    # The path only: never the query string, the headers (Authorization) or the body.
+    access_log.log(level, "%s %s %s %.1fms", method, path, status, millis, extra={
+        "method": method, "path": path, "route": template, "status": status,
+        "duration_ms": millis, "client": client[0] if client else None,
+    })
 
 
 class _Measure:
     """Request count and latency per route template (a plain ASGI middleware: Starlette's
     BaseHTTPMiddleware costs a task and a stream per request)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, access: bool = True) -> None:
         self.app = app
+        self.access = access
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -131,7 +174,10 @@ class _Measure:
             template = getattr(route, "path", "unmatched")
             method = scope.get("method", "")
             metrics.API_REQUESTS.labels(template, method, str(status[0])).inc()
-            metrics.API_LATENCY.labels(template, method).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.API_LATENCY.labels(template, method).observe(elapsed)
+            if self.access:
+                _log_access(scope, template, status[0], elapsed)
 
 
 def create_app(
@@ -148,6 +194,7 @@ def create_app(
             reg = registry if registry is not None else load_registry(settings.config)
             fed = Federation(reg, settings)
         app.state.federation = fed
+        _startup_line(settings, fed.registry)
         app.state.loop = asyncio.get_running_loop()
         app.state.reload_trigger = asyncio.Event()
         await fed.start()
@@ -181,7 +228,7 @@ def create_app(
     app.state.last_reload_error = None
     _install_error_handlers(app)
 
-    app.add_middleware(_Measure)
+    app.add_middleware(_Measure, access=settings.access_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -11,34 +11,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .config import load_registry
+from . import logs
+from .config import kubeconfig_paths, load_registry
 from .errors import ConfigError
 from .settings import Settings
-
-
-class _RedactingFormatter(logging.Formatter):
-    """Belt and braces: never let the API token reach a log line."""
-
-    def __init__(self, fmt: str, secrets: list[str]) -> None:
-        super().__init__(fmt)
-        self.secrets = [s for s in secrets if s]
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-
-def setup_logging(level: str, secrets: list[str]) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The kubernetes client logs request bodies and headers at DEBUG: keep it quiet.
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def fail(message: str) -> int:
@@ -73,13 +49,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    token = settings.token()
-    setup_logging(settings.log_level, [token] if token else [])
+    logs.register_secret(settings.token())
+    logs.register_kubeconfig_secrets(kubeconfig_paths(registry.kubeconfig))
+    logs.setup_logging(settings.log_level, settings.log_format)
     if settings.no_auth:
         logging.getLogger("federation").warning("running WITHOUT authentication (--no-auth)")
     app = create_app(settings, registry=registry)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                access_log=False)
+    # log_config=None: uvicorn's lines go through our handler (format, redaction); our
+    # middleware writes the access log, so uvicorn's own is off.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level,
+                access_log=False, log_config=None)
     return 0
 
 
