@@ -16,7 +16,7 @@ import yaml
 
 from federation.config import kubeconfig_contexts, parse_registry
 
-from .charts.conftest import _find_helm
+from .charts.conftest import require_helm
 from .conftest import ISTIO_CRDS, REPO, shared_file
 from .istio_schema import validate
 
@@ -65,9 +65,7 @@ def test_every_guide_command_is_accounted_for() -> None:
 
 
 def test_guide_helm_commands_run() -> None:
-    helm, reason = _find_helm()
-    if helm is None:
-        pytest.skip(reason)
+    helm = require_helm()
     for cmd in guide_commands():
         if cmd.startswith(("helm lint", "helm template")):
             args = shlex.split(cmd)
@@ -113,9 +111,7 @@ def test_example_gateway_validates() -> None:
 
 
 def test_remote_rbac_matches_the_chart_role() -> None:
-    helm, reason = _find_helm()
-    if helm is None:
-        pytest.skip(reason)
+    helm = require_helm()
     rendered = subprocess.run(
         [helm, "template", "f", "charts/federation-proxy", "--namespace", "jupyterhub"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
@@ -125,3 +121,12 @@ def test_remote_rbac_matches_the_chart_role() -> None:
     docs = list(yaml.safe_load_all((DOCS / "examples" / "remote-rbac.yaml").read_text()))
     (role,) = [d for d in docs if d["kind"] == "Role"]
     assert role["rules"] == chart_rules
+
+
+def test_readme_hub_snippet_uses_the_charts_service() -> None:
+    """The README's api_url must reach this chart's Service, never z2jh's own proxy-api."""
+    values = yaml.safe_load((REPO / "charts" / "federation-proxy" / "values.yaml").read_text())
+    name = values["service"]["name"]
+    assert name != "proxy-api"
+    (url,) = re.findall(r'api_url = "([^"]+)"', (REPO / "README.md").read_text())
+    assert url == f"http://{name}.jupyterhub.svc:{values['service']['port']}"
