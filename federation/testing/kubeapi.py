@@ -24,6 +24,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -38,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .tls import ServerTLS, make_tls
 
 __all__ = ["EmulatedClusters", "KubeAPIServer", "write_kubeconfig"]
 
@@ -905,6 +908,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # The TLS handshake runs here, in the connection's own thread, not in accept():
+            # a slow or failing client then holds up only itself.
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.server.api._track(self.connection, True)
 
@@ -996,8 +1005,10 @@ class KubeAPIServer:
         crd_files: Iterable[str | Path] = (),
         history_limit: int = 5000,
         git_version: str = "v1.30.0",
+        tls: ServerTLS | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls  # HTTPS with this certificate; plain HTTP when None
         self.token = token
         self.host = host
         self.port = port
@@ -1082,8 +1093,11 @@ class KubeAPIServer:
 
     def _open_listener(self) -> None:
         httpd = _HTTPServer((self.host, self.port), self)
+        if self.tls is not None:
+            httpd.socket = self.tls.server_context().wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.port = httpd.server_address[1]
-        self.url = f"http://{self.host}:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
         thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.05},  # shutdown() waits for one poll
@@ -2238,11 +2252,14 @@ def _spec_changed(old: Mapping[str, Any], new: Mapping[str, Any], status_separat
 # Kubeconfig and several clusters
 
 
-def write_kubeconfig(path: str | Path, contexts: Mapping[str, tuple[str, str, str]]) -> Path:
+def write_kubeconfig(
+    path: str | Path, contexts: Mapping[str, tuple[str, str, str]], *, ca_pem: bytes | None = None
+) -> Path:
     """Write a kubeconfig: context name -> (server url, bearer token, default namespace).
 
     One cluster and one user entry per context, named like the context; current-context is the
-    first. Written as JSON, which every kubeconfig reader accepts as YAML, with mode 0600.
+    first; ``ca_pem`` becomes every cluster's certificate-authority-data. Written as JSON, which
+    every kubeconfig reader accepts as YAML, with mode 0600.
     """
     if not contexts:
         raise ValueError("at least one context is needed")
@@ -2250,7 +2267,10 @@ def write_kubeconfig(path: str | Path, contexts: Mapping[str, tuple[str, str, st
     users: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     for name, (server, token, namespace) in contexts.items():
-        clusters.append({"name": name, "cluster": {"server": server}})
+        cluster: dict[str, str] = {"server": server}
+        if ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+        clusters.append({"name": name, "cluster": cluster})
         users.append({"name": name, "user": {"token": token}})
         entries.append(
             {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}
@@ -2284,15 +2304,18 @@ class EmulatedClusters:
         token_prefix: str = "token-",
         crd_files: Iterable[str | Path] = (),
         default_namespace: str | None = None,
+        tls: bool = False,
         **server_kwargs: Any,
     ) -> None:
         names = list(names)
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate cluster names: {names}")
         crds = list(crd_files)
+        # One CA per run, in the kubeconfig; every server shares the loopback certificate.
+        self.tls = make_tls() if tls else None
         self.servers: dict[str, KubeAPIServer] = {
             name: KubeAPIServer(
-                name, token=f"{token_prefix}{name}", crd_files=crds, **server_kwargs
+                name, token=f"{token_prefix}{name}", crd_files=crds, tls=self.tls, **server_kwargs
             )
             for name in names
         }
@@ -2316,6 +2339,7 @@ class EmulatedClusters:
                 name: (server.url, server.token, self.default_namespace)
                 for name, server in self.servers.items()
             },
+            ca_pem=self.tls.ca_pem if self.tls else None,
         )
         return self
 
