@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     kube_retries: int = Field(3, ge=0, description="retries after the first try (0 turns them off)")
     kube_backoff_initial: float = Field(0.1, ge=0, description="first retry delay, in seconds (doubles per retry)")
     kube_backoff_max: float = Field(2.0, ge=0, description="longest retry delay, in seconds")
-    kube_deadline: float = Field(8.0, gt=0, description="give up on one write after this long")
+    kube_deadline: float = Field(8.0, gt=0, description="seconds after which one write is given up")
     kube_workers: int = Field(16, ge=1, description="threads per cluster for Kubernetes calls")
     circuit_threshold: int = Field(5, ge=1, description="consecutive failures that open a cluster's circuit (its writes then fail fast with 503)")
     circuit_reset: float = Field(10.0, gt=0, description="seconds before an open circuit lets one call through again")
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     probe_interval: float = Field(5.0, gt=0, description="seconds between health probes of each cluster")
     reconcile_interval: float = Field(15.0, gt=0, description="seconds between passes that repair objects changed or deleted by hand")
     gc_grace: float = Field(30.0, ge=0, description="seconds an unused object lives before removal")
-    reload_interval: float = Field(5.0, gt=0, description="how often the config file is checked")
+    reload_interval: float = Field(5.0, gt=0, description="seconds between checks of clusters.yaml for changes (SIGHUP reloads at once)")
 
     # Optional warm-up wait after a write
     warmup: bool = Field(False, description="after a write, poll the gateway until the new rule answers")
