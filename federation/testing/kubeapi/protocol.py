@@ -10,6 +10,7 @@ import ssl
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .common import MAX_REQUEST_BYTES, _APIError, _dumps, _status
 from .discovery import DiscoveryMixin
 from .messages import _Request, _Response
+from .resources import _Resource
 from .tls import ServerTLS
 from .watch import WatchMixin
 
@@ -67,6 +69,21 @@ class _HTTPServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], OSError):
             return  # dropped connections are routine here (outages, stop, client timeouts)
         super().handle_error(request, client_address)
+
+
+_NOT_ALLOWED = "the server does not allow this method on the requested resource"
+
+
+@dataclass(slots=True)
+class _Target:
+    """The resource (and object, subresource) a request path names."""
+
+    res: _Resource
+    version: str
+    namespace: str | None
+    name: str | None
+    sub: str | None
+    watch_path: bool
 
 
 class ProtocolMixin(WatchMixin, DiscoveryMixin):
@@ -205,41 +222,52 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             h.close_connection = True
 
     def _route(self, h: _Handler, req: _Request, segs: list[str]) -> _Response | None:
+        """The answer to one request (None: a watch, which wrote its own stream)."""
+        answer = self._discovery(segs)
+        if answer is not None:
+            return answer
+        target = self._target(*self._api_prefix(segs))
+        if target.name is None:
+            return self._collection_verb(h, req, target)
+        return self._object_verb(req, target)
+
+    def _discovery(self, segs: list[str]) -> _Response | None:
+        """The answer for a discovery or health path; None for a resource path."""
         if not segs:
             return self._json(200, {"paths": ["/api", "/api/v1", "/apis", "/version"]})
-        head = segs[0]
-        if len(segs) == 1 and head in ("healthz", "readyz", "livez"):
+        if len(segs) == 1 and segs[0] in ("healthz", "readyz", "livez"):
             return _Response(200, b"ok", content_type="text/plain; charset=utf-8")
         if segs == ["version"]:
             return self._json(200, self._version())
-        if head == "api":
-            if len(segs) == 1:
-                return self._json(
-                    200,
-                    {
-                        "kind": "APIVersions",
-                        "versions": ["v1"],
-                        "serverAddressByClientCIDRs": [
-                            {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.host}:{self.port}"}
-                        ],
-                    },
-                )
-            if segs[1] != "v1":
-                raise self._page_not_found()
-            if len(segs) == 2:
-                return self._json(200, self._resource_list("", "v1"))
-            group, version, rest = "", "v1", segs[2:]
-        elif head == "apis":
-            if len(segs) == 1:
-                return self._json(200, self._group_list())
-            if len(segs) == 2:
-                return self._json(200, self._group(segs[1]))
-            if len(segs) == 3:
-                return self._json(200, self._resource_list(segs[1], segs[2]))
-            group, version, rest = segs[1], segs[2], segs[3:]
-        else:
-            raise self._page_not_found()
+        if segs[0] == "api" and len(segs) <= 2:
+            return self._json(200, self._core_discovery(segs))
+        if segs[0] == "apis" and len(segs) == 1:
+            return self._json(200, self._group_list())
+        if segs[0] == "apis" and len(segs) == 2:
+            return self._json(200, self._group(segs[1]))
+        if segs[0] == "apis" and len(segs) == 3:
+            return self._json(200, self._resource_list(segs[1], segs[2]))
+        return None
 
+    def _core_discovery(self, segs: list[str]) -> dict[str, Any]:
+        if len(segs) == 1:
+            address = f"{self.host}:{self.port}"
+            return {"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}]}
+        if segs[1] != "v1":
+            raise self._page_not_found()
+        return self._resource_list("", "v1")
+
+    def _api_prefix(self, segs: list[str]) -> tuple[str, str, list[str]]:
+        """(group, version, the rest) of a resource path: /api/v1/... or /apis/<g>/<v>/..."""
+        if segs[0] == "api" and segs[1] == "v1":
+            return "", "v1", segs[2:]
+        if segs[0] == "apis":
+            return segs[1], segs[2], segs[3:]
+        raise self._page_not_found()
+
+    def _target(self, group: str, version: str, rest: list[str]) -> _Target:
+        """What [watch/][namespaces/<ns>/]<plural>[/<name>[/<sub>]] names; 404 for the rest."""
         watch_path = rest[0] == "watch"  # the deprecated /watch/ prefix
         if watch_path:
             rest = rest[1:]
@@ -248,52 +276,57 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             namespace, rest = rest[1], rest[2:]
         if not rest or len(rest) > 3:
             raise self._page_not_found()
-        plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        res = self._resource(group, version, plural)
+        res = self._resource(group, version, rest[0])
         if sub is not None and sub != "status":
             raise self._page_not_found()
         if res.namespaced and namespace is None and name is not None:
             raise self._page_not_found()
         if not res.namespaced and namespace is not None:
             raise self._page_not_found()
+        return _Target(res, version, namespace, name, sub, watch_path)
 
-        method = req.method
-        if name is None:
-            if method == "GET":
-                watching = watch_path or req.flag("watch")
-                self._admit("watch" if watching else "list")
-                if watching:
-                    self._watch(h, req, res, version, namespace)
-                    return None
-                return self._list(req, res, version, namespace)
-            if method == "POST" and (namespace is not None or not res.namespaced):
-                self._admit("create")
-                return self._create(req, res, version, namespace or "")
-            if method == "DELETE" and (namespace is not None or not res.namespaced):
-                self._admit("deletecollection")
-                return self._delete_collection(req, res, version, namespace)
-            raise _APIError(405, "the server does not allow this method on the requested resource")
-        key = (namespace or "", name)
-        if method == "GET":
+    def _collection_verb(self, h: _Handler, req: _Request, t: _Target) -> _Response | None:
+        res, version, namespace = t.res, t.version, t.namespace
+        scoped = namespace is not None or not res.namespaced
+        if req.method == "GET":
+            watching = t.watch_path or req.flag("watch")
+            self._admit("watch" if watching else "list")
+            if watching:
+                self._watch(h, req, res, version, namespace)
+                return None
+            return self._list(req, res, version, namespace)
+        if req.method == "POST" and scoped:
+            self._admit("create")
+            return self._create(req, res, version, namespace or "")
+        if req.method == "DELETE" and scoped:
+            self._admit("deletecollection")
+            return self._delete_collection(req, res, version, namespace)
+        raise _APIError(405, _NOT_ALLOWED)
+
+    def _object_verb(self, req: _Request, t: _Target) -> _Response:
+        res, version, sub = t.res, t.version, t.sub
+        assert t.name is not None
+        key = (t.namespace or "", t.name)
+        if req.method == "GET":
             self._admit("get")
             stored = res.objects.get(key)
             if stored is None:
-                raise res.not_found(name)
+                raise res.not_found(t.name)
             return _Response(200, res.render(stored, version))
-        if method == "PUT":
+        if req.method == "PUT":
             self._admit("update")
             return self._replace(req, res, version, key, sub)
-        if method == "PATCH":
+        if req.method == "PATCH":
             self._admit("patch")
             return self._patch(req, res, version, key, sub)
-        if method == "DELETE" and sub is None:
+        if req.method == "DELETE" and sub is None:
             if res.plural == "namespaces" and not res.group:
                 raise _APIError(405, "deleting namespaces is not supported by this emulator")
             self._admit("delete")
             return self._delete(req, res, version, key)
-        raise _APIError(405, "the server does not allow this method on the requested resource")
+        raise _APIError(405, _NOT_ALLOWED)
 
     @staticmethod
     def _json(code: int, value: Any) -> _Response:

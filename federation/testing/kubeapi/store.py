@@ -53,6 +53,84 @@ def _spec_changed(old: Mapping[str, Any], new: Mapping[str, Any], status_separat
     }
 
 
+def _name_new_object(res: _Resource, meta: dict[str, Any]) -> str | None:
+    """Fill in a generated name; returns the generateName prefix when the name was generated."""
+    if meta.get("name"):
+        return None
+    generate = meta.get("generateName")
+    if not generate:
+        raise res.invalid(
+            "", [("metadata.name", "Required value: name or generateName is required")]
+        )
+    meta["name"] = generate + "".join(random.choices(_GENERATE_ALPHABET, k=5))
+    return str(generate)
+
+
+def _stamp_new(res: _Resource, meta: dict[str, Any]) -> None:
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = _now()
+    if res.has_generation:
+        meta["generation"] = 1
+
+
+# Fields only the server sets: an update keeps the stored ones, whatever the client sent.
+_SERVER_FIELDS = (
+    "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds",
+)
+
+
+def _updated(
+    res: _Resource, old: dict[str, Any], candidate: dict[str, Any], sub: str | None
+) -> dict[str, Any]:
+    """The object an update would store: the status only for /status, else everything but the
+    server's fields (and the status, when it has its own subresource)."""
+    old_meta = old["metadata"]
+    if sub == "status":
+        new = {**old, "apiVersion": candidate["apiVersion"], "metadata": dict(old_meta)}
+        _copy_key(candidate, new, "status")
+        return new
+    meta = candidate["metadata"]
+    for k in _SERVER_FIELDS:
+        _copy_key(old_meta, meta, k)
+    for k in ("managedFields", "selfLink"):
+        meta.pop(k, None)
+    if res.status_subresource:
+        _copy_key(old, candidate, "status")
+    return candidate
+
+
+def _copy_key(source: dict[str, Any], target: dict[str, Any], key: str) -> None:
+    if key in source:
+        target[key] = source[key]
+    else:
+        target.pop(key, None)
+
+
+def _bump_generation(
+    res: _Resource, old: dict[str, Any], new: dict[str, Any], sub: str | None
+) -> None:
+    if res.has_generation and sub != "status" and _spec_changed(old, new, res.status_subresource):
+        new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
+
+
+def _check_preconditions(
+    res: _Resource, name: str, meta: dict[str, Any], pre: dict[str, Any]
+) -> None:
+    if pre.get("uid") and pre["uid"] != meta.get("uid"):
+        raise res.conflict(
+            name,
+            f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
+            f"{meta.get('uid')}",
+        )
+    if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
+        raise res.conflict(
+            name,
+            f"the ResourceVersion in the precondition ({pre['resourceVersion']}) does not "
+            f"match the ResourceVersion in record ({meta['resourceVersion']}). The object "
+            "might have been modified",
+        )
+
+
 class StoreMixin(ValidationMixin):
     """The objects of every resource type, their resourceVersions and the event history."""
 
@@ -241,21 +319,27 @@ class StoreMixin(ValidationMixin):
 
     def _create(self, req: _Request, res: _Resource, version: str, namespace: str) -> _Response:
         body = self._check_body(res, version, req.json(), namespace)
-        meta = body["metadata"]
         if res.namespaced and ("", namespace) not in self._resources[("", "namespaces")].objects:
             raise _APIError(
                 404,
                 f'namespaces "{namespace}" not found',
                 details={"name": namespace, "kind": "namespaces"},
             )
-        generate = meta.get("generateName")
-        generated = not meta.get("name")
-        if generated:
-            if not generate:
-                raise res.invalid(
-                    "", [("metadata.name", "Required value: name or generateName is required")]
-                )
-            meta["name"] = generate + "".join(random.choices(_GENERATE_ALPHABET, k=5))
+        generate = _name_new_object(res, body["metadata"])
+        self._prepare_new(res, body)
+        obj, warnings = self._validate(req, res, version, body)
+        self._check_size(res, obj)
+        with self._lock:
+            key = self._free_key_locked(res, namespace, obj["metadata"], generate)
+            _stamp_new(res, obj["metadata"])
+            if req.query.get("dryRun"):
+                return _Response(201, res.render(_Stored(obj, _dumps(obj)), version), warnings)
+            stored = self._commit_locked(res, "ADDED", key, obj, None)
+        return _Response(201, res.render(stored, version), warnings)
+
+    def _prepare_new(self, res: _Resource, body: dict[str, Any]) -> None:
+        """What the apiserver sets or clears on an object to be created, before validation."""
+        meta = body["metadata"]
         if meta.get("resourceVersion"):
             raise _APIError(
                 500,
@@ -272,33 +356,26 @@ class StoreMixin(ValidationMixin):
             meta.pop(k, None)
         if res.status_subresource:
             body.pop("status", None)  # reset before validation; status is written via /status
-        obj, warnings = self._validate(req, res, version, body)
-        meta = obj["metadata"]
-        self._check_size(res, obj)
-        dry_run = bool(req.query.get("dryRun"))
-        with self._lock:
-            key = (namespace if res.namespaced else "", meta["name"])
-            if generated and key in res.objects:
-                for _ in range(16):  # retry generated names like the apiserver
-                    meta["name"] = generate + "".join(random.choices(_GENERATE_ALPHABET, k=5))
-                    key = (key[0], meta["name"])
-                    if key not in res.objects:
-                        break
-            if key in res.objects:
-                raise _APIError(
-                    409,
-                    f'{res.qualified} "{meta["name"]}" already exists',
-                    reason="AlreadyExists",
-                    details=res.details(meta["name"]),
-                )
-            meta["uid"] = str(uuid.uuid4())
-            meta["creationTimestamp"] = _now()
-            if res.has_generation:
-                meta["generation"] = 1
-            if dry_run:
-                return _Response(201, res.render(_Stored(obj, _dumps(obj)), version), warnings)
-            stored = self._commit_locked(res, "ADDED", key, obj, None)
-        return _Response(201, res.render(stored, version), warnings)
+
+    def _free_key_locked(
+        self, res: _Resource, namespace: str, meta: dict[str, Any], generate: str | None
+    ) -> tuple[str, str]:
+        """The new object's key; a generated name is drawn again while taken. Lock held."""
+        key = (namespace if res.namespaced else "", meta["name"])
+        if generate is not None and key in res.objects:
+            for _ in range(16):  # retry generated names like the apiserver
+                meta["name"] = generate + "".join(random.choices(_GENERATE_ALPHABET, k=5))
+                key = (key[0], meta["name"])
+                if key not in res.objects:
+                    break
+        if key in res.objects:
+            raise _APIError(
+                409,
+                f'{res.qualified} "{meta["name"]}" already exists',
+                reason="AlreadyExists",
+                details=res.details(meta["name"]),
+            )
+        return key
 
     def _replace(
         self,
@@ -369,76 +446,52 @@ class StoreMixin(ValidationMixin):
         wanted_rv: str | None,
     ) -> _Response:
         """Optimistic read-modify-write, retried when the object moved, like GuaranteedUpdate."""
-        name = key[1]
         while True:
             cur = res.objects.get(key)
             if cur is None:
-                raise res.not_found(name)
-            old = cur.obj
-            old_meta = old["metadata"]
-            candidate = candidate_of(cur)
-            if not isinstance(candidate.get("metadata"), dict):
-                candidate["metadata"] = {}
-            rv = (
-                wanted_rv if wanted_rv is not None else candidate["metadata"].get("resourceVersion")
-            )
-            if rv and rv != old_meta["resourceVersion"]:
-                raise res.conflict(
-                    name,
-                    "the object has been modified; please apply your changes to the latest "
-                    "version and try again",
-                )
-            candidate = self._check_body(res, version, candidate, key[0])
-            meta = candidate["metadata"]
-            if meta.get("name") != name:
-                raise res.invalid(name, [("metadata.name", "Invalid value: field is immutable")])
-            if sub == "status":
-                new = {**old, "apiVersion": candidate["apiVersion"], "metadata": dict(old_meta)}
-                if "status" in candidate:
-                    new["status"] = candidate["status"]
-                else:
-                    new.pop("status", None)
-            else:
-                new = candidate
-                for k in (
-                    "uid",
-                    "creationTimestamp",
-                    "generation",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                ):
-                    if k in old_meta:
-                        meta[k] = old_meta[k]
-                    else:
-                        meta.pop(k, None)
-                for k in ("managedFields", "selfLink"):
-                    meta.pop(k, None)
-                if res.status_subresource:
-                    if "status" in old:
-                        new["status"] = old["status"]
-                    else:
-                        new.pop("status", None)
-            new, warnings = self._validate(req, res, version, new)
-            if _same_content(old, new):
+                raise res.not_found(key[1])
+            candidate = self._checked_candidate(res, version, key, cur, candidate_of(cur), wanted_rv)
+            new, warnings = self._validate(req, res, version, _updated(res, cur.obj, candidate, sub))
+            if _same_content(cur.obj, new):
                 return _Response(200, res.render(cur, version), warnings)  # no write, no event
-            if (
-                res.has_generation
-                and sub != "status"
-                and _spec_changed(old, new, res.status_subresource)
-            ):
-                new["metadata"]["generation"] = int(old_meta.get("generation") or 0) + 1
-            finished = bool(old_meta.get("deletionTimestamp")) and not new["metadata"].get(
-                "finalizers"
-            )
+            _bump_generation(res, cur.obj, new, sub)
             self._check_size(res, new)
             with self._lock:
                 if res.objects.get(key) is not cur:
                     continue  # lost a race: recompute from the new state
                 if req.query.get("dryRun"):
                     return _Response(200, res.render(_Stored(new, _dumps(new)), version), warnings)
+                finished = bool(cur.obj["metadata"].get("deletionTimestamp")) and not new[
+                    "metadata"
+                ].get("finalizers")
                 event = "DELETED" if finished else "MODIFIED"
-                stored = self._commit_locked(res, event, key, new, old)
+                stored = self._commit_locked(res, event, key, new, cur.obj)
             return _Response(200, res.render(stored, version), warnings)
+
+    def _checked_candidate(
+        self,
+        res: _Resource,
+        version: str,
+        key: tuple[str, str],
+        cur: _Stored,
+        candidate: dict[str, Any],
+        wanted_rv: str | None,
+    ) -> dict[str, Any]:
+        """The client's new object, checked: resourceVersion precondition, body, same name."""
+        name = key[1]
+        if not isinstance(candidate.get("metadata"), dict):
+            candidate["metadata"] = {}
+        rv = wanted_rv if wanted_rv is not None else candidate["metadata"].get("resourceVersion")
+        if rv and rv != cur.obj["metadata"]["resourceVersion"]:
+            raise res.conflict(
+                name,
+                "the object has been modified; please apply your changes to the latest "
+                "version and try again",
+            )
+        candidate = self._check_body(res, version, candidate, key[0])
+        if candidate["metadata"].get("name") != name:
+            raise res.invalid(name, [("metadata.name", "Invalid value: field is immutable")])
+        return candidate
 
     def _delete(
         self, req: _Request, res: _Resource, version: str, key: tuple[str, str]
@@ -446,32 +499,17 @@ class StoreMixin(ValidationMixin):
         options = req.json(allow_empty=True) or {}
         if not isinstance(options, dict):
             raise _APIError(400, "DeleteOptions must be a JSON object")
-        pre = options.get("preconditions") or {}
         dry_run = bool(req.query.get("dryRun") or options.get("dryRun"))
-        name = key[1]
         with self._lock:
             cur = res.objects.get(key)
             if cur is None:
-                raise res.not_found(name)
+                raise res.not_found(key[1])
             meta = cur.obj["metadata"]
-            if pre.get("uid") and pre["uid"] != meta.get("uid"):
-                raise res.conflict(
-                    name,
-                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
-                    f"{meta.get('uid')}",
-                )
-            if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-                raise res.conflict(
-                    name,
-                    f"the ResourceVersion in the precondition ({pre['resourceVersion']}) does not "
-                    f"match the ResourceVersion in record ({meta['resourceVersion']}). The object "
-                    "might have been modified",
-                )
-            if dry_run:
+            _check_preconditions(res, key[1], meta, options.get("preconditions") or {})
+            if dry_run or (meta.get("finalizers") and meta.get("deletionTimestamp")):
                 return _Response(200, res.render(cur, version))
             if meta.get("finalizers"):
-                if meta.get("deletionTimestamp"):
-                    return _Response(200, res.render(cur, version))
+                # Finalizers hold the object: deleting only marks it.
                 new = json.loads(cur.raw)
                 new["metadata"]["deletionTimestamp"] = _now()
                 new["metadata"]["deletionGracePeriodSeconds"] = 0

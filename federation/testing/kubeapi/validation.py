@@ -10,7 +10,7 @@ from typing import Any
 from .common import MAX_ANNOTATIONS_BYTES, MAX_OBJECT_BYTES, _api_version, _APIError, _dumps, _short
 from .messages import _Request
 from .resources import _OBJECT_META_FIELDS, _Resource
-from .schema import _error_path, _prune
+from .schema import _error_path, _prune, _Schema
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -84,9 +84,126 @@ def _label_value_errors(value: str) -> list[str]:
     return []
 
 
+Causes = list[tuple[str, str]]  # (field, message), as in a 422 Status's details.causes
+
+
+def _check_type(res: _Resource, version: str, body: dict[str, Any]) -> None:
+    """The decoder's checks: kind and apiVersion present and matching the URL."""
+    kind = body.get("kind")
+    api_version = body.get("apiVersion")
+    if not kind:
+        raise _APIError(400, f"Object 'Kind' is missing in '{_short(body, 200)}'")
+    if not api_version:
+        raise _APIError(400, f"Object 'apiVersion' is missing in '{_short(body, 200)}'")
+    expected = _api_version(res.group, version)
+    if api_version != expected:
+        raise _APIError(
+            400,
+            f"the API version in the data ({api_version}) does not match the expected API "
+            f"version ({expected})",
+        )
+    if res.kind_known and kind != res.kind:
+        raise _APIError(
+            400, f"the kind in the data ({kind}) does not match the expected kind ({res.kind})"
+        )
+
+
+def _set_namespace(res: _Resource, meta: dict[str, Any], namespace: str) -> None:
+    body_ns = meta.get("namespace")
+    if not res.namespaced:
+        meta.pop("namespace", None)
+        return
+    if body_ns and body_ns != namespace:
+        raise _APIError(
+            400,
+            "the namespace of the provided object does not match the namespace sent on "
+            "the request",
+        )
+    meta["namespace"] = namespace
+
+
+def _field_validation(req: _Request) -> str:
+    mode = req.query.get("fieldValidation") or "Warn"
+    if mode not in ("Ignore", "Warn", "Strict"):
+        raise _APIError(
+            400,
+            f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", '
+            '"Strict", "Warn"',
+        )
+    return mode
+
+
+def _clean_metadata(meta: dict[str, Any], unknown: list[str]) -> None:
+    """Drop unknown metadata fields (noting them); refuse labels, annotations or finalizers of
+    the wrong shape (the decoder's 400, before any 422)."""
+    for key in [k for k in meta if k not in _OBJECT_META_FIELDS]:
+        unknown.append(f"metadata.{key}")
+        del meta[key]
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is None:
+            meta.pop(key, None)
+        elif not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise _APIError(400, f"metadata.{key} must be a map of strings")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (
+        not isinstance(finalizers, list) or not all(isinstance(v, str) for v in finalizers)
+    ):
+        raise _APIError(400, "metadata.finalizers must be a list of strings")
+
+
+def _metadata_causes(res: _Resource, meta: dict[str, Any]) -> Causes:
+    name = meta.get("name") or ""
+    is_namespace = res.plural == "namespaces" and not res.group
+    name_errors = _label_errors(name) if is_namespace else _subdomain_errors(name)
+    causes = [("metadata.name", f'Invalid value: "{name}": {e}') for e in name_errors]
+    for key, value in (meta.get("labels") or {}).items():
+        causes += [("metadata.labels", f'Invalid value: "{key}": {e}')
+                   for e in _qualified_name_errors(key)]
+        causes += [("metadata.labels", f'Invalid value: "{value}": {e}')
+                   for e in _label_value_errors(value)]
+    annotations = meta.get("annotations") or {}
+    for key in annotations:
+        causes += [("metadata.annotations", f'Invalid value: "{key}": {e}')
+                   for e in _qualified_name_errors(key.lower())]
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        causes.append(
+            ("metadata.annotations", f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes")
+        )
+    return causes
+
+
+def _apply_schema(
+    schema: _Schema, obj: dict[str, Any], unknown: list[str], causes: Causes
+) -> dict[str, Any]:
+    """Prune and default by the CRD schema; validate only when metadata was valid (the
+    apiserver reports metadata first). Adds to ``unknown`` and ``causes``."""
+    content = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    pruned = _prune(content, schema.structural, "", unknown)
+    obj = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": obj["metadata"],
+           **pruned}
+    if schema.validator is None or causes or (schema.quick is not None and schema.quick(pruned)):
+        return obj
+    errors = sorted(schema.validator.iter_errors(pruned),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    for error in errors[:20]:
+        where = _error_path(error.absolute_path)
+        causes.append((where, f"Invalid value: {_short(error.instance)}: {error.message}"))
+    return obj
+
+
+def _unknown_field_warnings(mode: str, unknown: list[str]) -> list[tuple[str, str]]:
+    if unknown and mode == "Strict":
+        text = ", ".join(f'unknown field "{u}"' for u in unknown)
+        raise _APIError(400, f"strict decoding error: {text}")
+    if unknown and mode == "Warn":
+        return [("Warning", f'299 - "unknown field \\"{u}\\""') for u in unknown]
+    return []
+
+
 class ValidationMixin:
     """Checks of a request body and of the object it would store, as the apiserver makes them."""
-
 
     def _check_body(
         self, res: _Resource, version: str, body: Any, namespace: str
@@ -94,128 +211,33 @@ class ValidationMixin:
         """Checks that the apiserver's decoder and BeforeCreate/BeforeUpdate make."""
         if not isinstance(body, dict):
             raise _APIError(400, "the body of the request must be a JSON object")
-        kind = body.get("kind")
-        api_version = body.get("apiVersion")
-        if not kind:
-            raise _APIError(400, f"Object 'Kind' is missing in '{_short(body, 200)}'")
-        if not api_version:
-            raise _APIError(400, f"Object 'apiVersion' is missing in '{_short(body, 200)}'")
-        expected = _api_version(res.group, version)
-        if api_version != expected:
-            raise _APIError(
-                400,
-                f"the API version in the data ({api_version}) does not match the expected API "
-                f"version ({expected})",
-            )
-        if res.kind_known and kind != res.kind:
-            raise _APIError(
-                400, f"the kind in the data ({kind}) does not match the expected kind ({res.kind})"
-            )
+        _check_type(res, version, body)
         meta = body.get("metadata")
         if meta is None:
             meta = body["metadata"] = {}
         if not isinstance(meta, dict):
             raise _APIError(400, "metadata must be an object")
-        body_ns = meta.get("namespace")
-        if res.namespaced:
-            if body_ns and body_ns != namespace:
-                raise _APIError(
-                    400,
-                    "the namespace of the provided object does not match the namespace sent on "
-                    "the request",
-                )
-            meta["namespace"] = namespace
-        else:
-            meta.pop("namespace", None)
+        _set_namespace(res, meta, namespace)
         return body
 
     def _validate(
         self, req: _Request, res: _Resource, version: str, obj: dict[str, Any]
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """Prune, default and validate a candidate object. Returns it and Warning headers."""
-        mode = req.query.get("fieldValidation") or "Warn"
-        if mode not in ("Ignore", "Warn", "Strict"):
-            raise _APIError(
-                400,
-                f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", '
-                '"Strict", "Warn"',
-            )
+        mode = _field_validation(req)
         unknown: list[str] = []
         meta = obj["metadata"]
-        for key in [k for k in meta if k not in _OBJECT_META_FIELDS]:
-            unknown.append(f"metadata.{key}")
-            del meta[key]
-        for key in ("labels", "annotations"):
-            value = meta.get(key)
-            if value is None:
-                meta.pop(key, None)
-            elif not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise _APIError(400, f"metadata.{key} must be a map of strings")
-        for key in ("finalizers",):
-            value = meta.get(key)
-            if value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-            ):
-                raise _APIError(400, f"metadata.{key} must be a list of strings")
-
-        name = meta.get("name") or ""
-        causes: list[tuple[str, str]] = []
-        name_errors = (
-            _label_errors(name)
-            if res.plural == "namespaces" and not res.group
-            else (_subdomain_errors(name))
-        )
-        causes += [("metadata.name", f'Invalid value: "{name}": {e}') for e in name_errors]
-        for key, value in (meta.get("labels") or {}).items():
-            for e in _qualified_name_errors(key):
-                causes.append(("metadata.labels", f'Invalid value: "{key}": {e}'))
-            for e in _label_value_errors(value):
-                causes.append(("metadata.labels", f'Invalid value: "{value}": {e}'))
-        annotations = meta.get("annotations") or {}
-        for key in annotations:
-            for e in _qualified_name_errors(key.lower()):
-                causes.append(("metadata.annotations", f'Invalid value: "{key}": {e}'))
-        size = sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
-        if size > MAX_ANNOTATIONS_BYTES:
-            causes.append(
-                (
-                    "metadata.annotations",
-                    f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes",
-                )
-            )
-
+        _clean_metadata(meta, unknown)
+        causes = _metadata_causes(res, meta)
         schema = res.schemas.get(version)
         if schema is not None:
-            content = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-            pruned = _prune(content, schema.structural, "", unknown)
-            obj = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": meta, **pruned}
-            if (
-                schema.validator is not None
-                and not causes
-                and (schema.quick is None or not schema.quick(pruned))
-            ):
-                errors = sorted(
-                    schema.validator.iter_errors(pruned),
-                    key=lambda e: list(map(str, e.absolute_path)),
-                )
-                for error in errors[:20]:
-                    where = _error_path(error.absolute_path)
-                    causes.append(
-                        (where, f"Invalid value: {_short(error.instance)}: {error.message}")
-                    )
-
-        warnings: list[tuple[str, str]] = []
-        if unknown and mode == "Strict":
-            text = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise _APIError(400, f"strict decoding error: {text}")
-        if unknown and mode == "Warn":
-            warnings = [("Warning", f'299 - "unknown field \\"{u}\\""') for u in unknown]
+            obj = _apply_schema(schema, obj, unknown, causes)
+        warnings = _unknown_field_warnings(mode, unknown)
         if causes:
-            raise res.invalid(name, causes)
+            raise res.invalid(meta.get("name") or "", causes)
         return obj, warnings
 
     def _check_size(self, res: _Resource, stored_obj: dict[str, Any]) -> None:
         if len(_dumps(stored_obj)) > MAX_OBJECT_BYTES:
             # etcd refuses values over 1.5 MiB; surfaced as RequestEntityTooLarge.
             raise _APIError(413, "etcdserver: request is too large")
-
