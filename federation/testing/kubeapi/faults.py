@@ -38,6 +38,15 @@ class FaultsMixin:
     latency: float
 
 
+    def _init_faults(self) -> None:
+        self._state = threading.Condition()
+        self._down = None
+        self._faults = deque()
+        self._started = False
+        self._stopping = False
+        self.latency = 0.0
+        self.request_counts = dict.fromkeys(VERBS, 0)
+
     def inject_errors(
         self,
         count: int,

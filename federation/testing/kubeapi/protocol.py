@@ -101,6 +101,20 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
     _conns: set[socket.socket]
 
 
+    def _init_listener(
+        self, name: str, token: str, host: str, port: int, tls: ServerTLS | None
+    ) -> None:
+        self.name = name
+        self.token = token
+        self.host = host
+        self.port = port
+        self.url = ""
+        self.tls = tls  # HTTPS with this certificate; plain HTTP when None
+        self._httpd = None
+        self._thread = None
+        self._conn_lock = threading.Lock()
+        self._conns = set()
+
     def _open_listener(self) -> None:
         httpd = _HTTPServer((self.host, self.port), self)
         if self.tls is not None:

@@ -131,44 +131,69 @@ def _always(v: Any) -> bool:
 
 
 def _compile_keyword(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check:
+    for family in (_compile_shape, _compile_objects, _compile_logic, _compile_bounds):
+        check = family(key, arg, schema)
+        if check is not None:
+            return check
+    if key == "pattern":
+        pattern = re.compile(arg)
+        return lambda v: not isinstance(v, str) or pattern.search(v) is not None
+    if key in ("title", "$schema", "id"):
+        return _always
+    raise _Uncompilable(key)
+
+
+def _compile_shape(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check | None:
     if key == "type":
         tests = [_TYPE_TESTS[t] for t in ([arg] if isinstance(arg, str) else arg)]
         return lambda v: any(t(v) for t in tests)
     if key == "enum":
         return lambda v: any(_json_equal(v, e) for e in arg)
+    if key == "items":
+        if not isinstance(arg, dict):
+            raise _Uncompilable("items as a list")
+        item = _compile(arg)
+        return lambda v: not isinstance(v, list) or all(item(x) for x in v)
+    return None
+
+
+def _compile_objects(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check | None:
     if key == "required":
         names = list(arg)
         return lambda v: not isinstance(v, dict) or all(n in v for n in names)
     if key == "properties":
         props = {name: _compile(sub) for name, sub in arg.items()}
         return lambda v: not isinstance(v, dict) or all(c(v[n]) for n, c in props.items() if n in v)
-    if key == "additionalProperties":
-        if "patternProperties" in schema:
-            raise _Uncompilable(key)
-        known = set(schema.get("properties") or ())
-        extra = _compile(arg) if isinstance(arg, dict) else None
-        if arg is True:
-            return _always
-        if extra is None:  # false: no keys beyond properties
-            return lambda v: not isinstance(v, dict) or all(k in known for k in v)
-        return lambda v: (
-            not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
-        )
-    if key == "items":
-        if not isinstance(arg, dict):
-            raise _Uncompilable("items as a list")
-        item = _compile(arg)
-        return lambda v: not isinstance(v, list) or all(item(x) for x in v)
-    if key in ("allOf", "anyOf", "oneOf"):
-        subs = [_compile(sub) for sub in arg]
-        if key == "allOf":
-            return lambda v: all(c(v) for c in subs)
-        if key == "anyOf":
-            return lambda v: any(c(v) for c in subs)
-        return lambda v: sum(1 for c in subs if c(v)) == 1
+    if key != "additionalProperties":
+        return None
+    if "patternProperties" in schema:
+        raise _Uncompilable(key)
+    known = set(schema.get("properties") or ())
+    extra = _compile(arg) if isinstance(arg, dict) else None
+    if arg is True:
+        return _always
+    if extra is None:  # false: no keys beyond properties
+        return lambda v: not isinstance(v, dict) or all(k in known for k in v)
+    return lambda v: (
+        not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
+    )
+
+
+def _compile_logic(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check | None:
     if key == "not":
         negated = _compile(arg)
         return lambda v: not negated(v)
+    if key not in ("allOf", "anyOf", "oneOf"):
+        return None
+    subs = [_compile(sub) for sub in arg]
+    if key == "allOf":
+        return lambda v: all(c(v) for c in subs)
+    if key == "anyOf":
+        return lambda v: any(c(v) for c in subs)
+    return lambda v: sum(1 for c in subs if c(v)) == 1
+
+
+def _compile_bounds(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check | None:
     if key in ("maxLength", "minLength"):
         bound, longest = int(arg), key == "maxLength"
         return lambda v: not isinstance(v, str) or (len(v) <= bound if longest else len(v) >= bound)
@@ -184,12 +209,7 @@ def _compile_keyword(key: str, arg: Any, schema: Mapping[str, Any]) -> _Check:
         return lambda v: not is_number(v) or (v < arg if exclusive else v <= arg)
     if key in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(arg, bool):
         return _always  # handled with minimum/maximum (draft 4)
-    if key == "pattern":
-        pattern = re.compile(arg)
-        return lambda v: not isinstance(v, str) or pattern.search(v) is not None
-    if key in ("title", "$schema", "id"):
-        return _always
-    raise _Uncompilable(key)
+    return None
 
 
 def _make_quick(schema: dict[str, Any]) -> _Check | None:

@@ -4,18 +4,12 @@ faults and protocol layers; its life cycle (start, stop, outages of the listener
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from .common import VERBS
-from .events import _BREAK, _Event, _Watcher
-from .faults import _Fault
-from .protocol import ProtocolMixin, _HTTPServer
-from .resources import _Resource
+from .events import _BREAK
+from .protocol import ProtocolMixin
 from .tls import ServerTLS
 
 
@@ -34,50 +28,12 @@ class KubeAPIServer(ProtocolMixin):
         git_version: str = "v1.30.0",
         tls: ServerTLS | None = None,
     ) -> None:
-        self.name = name
-        self.tls = tls  # HTTPS with this certificate; plain HTTP when None
-        self.token = token
-        self.host = host
-        self.port = port
-        self.url = ""
+        self._init_listener(name, token, host, port, tls)
+        self._init_faults()
+        self._init_store(history_limit, crd_files)
         self.git_version = git_version
-        self.history_limit = max(1, history_limit)
-        self.crd_files = [Path(p) for p in crd_files]
-        self.latency: float = 0.0
         # Seconds between BOOKMARK events on watches that allow them (the apiserver uses ~1 min).
         self.bookmark_interval: float = 60.0
-        self.request_counts: dict[str, int] = dict.fromkeys(VERBS, 0)
-
-        self._lock = threading.Lock()  # the store: resources, objects, history, watchers, rv
-        self._rv = 0
-        self._resources: dict[tuple[str, str], _Resource] = {}
-        self._history: deque[_Event] = deque()
-        self._floor = 0  # every event after this resourceVersion is still in the history
-        self._watchers: set[_Watcher] = set()
-        self._crds_loaded = False
-
-        self._state = threading.Condition()  # outage mode, faults, lifecycle
-        self._down: str | None = None
-        self._faults: deque[_Fault] = deque()
-        self._started = False
-        self._stopping = False
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._conn_lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-
-        ns_res = _Resource(
-            "",
-            "namespaces",
-            "Namespace",
-            kind_known=True,
-            namespaced=False,
-            declared=True,
-            has_generation=False,
-            schemas={"v1": None},
-            versions={"v1"},
-        )
-        self._resources[("", "namespaces")] = ns_res
         for ns in namespaces:
             self.add_namespace(ns)
 

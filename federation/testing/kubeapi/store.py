@@ -11,7 +11,7 @@ import random
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,27 @@ def _check_preconditions(
         )
 
 
+def _selected(obj: dict[str, Any], labels: tuple[_Requirement, ...],
+              fields: tuple[_FieldReq, ...]) -> bool:
+    if labels and not _labels_match(labels, obj["metadata"].get("labels") or {}):
+        return False
+    return not fields or _fields_match(fields, obj)
+
+
+def _page(
+    chosen: list[tuple[tuple[str, str], _Stored]], limit: int | None, rv: int, meta: dict[str, Any]
+) -> list[tuple[tuple[str, str], _Stored]]:
+    """The first ``limit`` items; the list metadata gets the continue token and the count left."""
+    if limit is None or limit <= 0 or len(chosen) <= limit:
+        return chosen
+    remaining = len(chosen) - limit
+    chosen = chosen[:limit]
+    token = json.dumps({"start": list(chosen[-1][0]), "rv": rv})
+    meta["continue"] = base64.urlsafe_b64encode(token.encode()).decode()
+    meta["remainingItemCount"] = remaining
+    return chosen
+
+
 class StoreMixin(ValidationMixin):
     """The objects of every resource type, their resourceVersions and the event history."""
 
@@ -145,6 +166,22 @@ class StoreMixin(ValidationMixin):
     crd_files: list[Path]
     history_limit: int
 
+
+    def _init_store(self, history_limit: int, crd_files: Iterable[str | Path]) -> None:
+        self.history_limit = max(1, history_limit)
+        self.crd_files = [Path(p) for p in crd_files]
+        self._lock = threading.Lock()
+        self._rv = 0
+        self._history = deque()
+        self._floor = 0
+        self._watchers = set()
+        self._crds_loaded = False
+        # Namespaces are built in; every other resource type is declared by a CRD file or
+        # comes into being at its first request.
+        self._resources = {("", "namespaces"): _Resource(
+            "", "namespaces", "Namespace", kind_known=True, namespaced=False, declared=True,
+            has_generation=False, schemas={"v1": None}, versions={"v1"},
+        )}
 
     def _load_crds(self) -> None:
         if self._crds_loaded:
@@ -244,42 +281,18 @@ class StoreMixin(ValidationMixin):
             rv = self._rv
             items = sorted(res.objects.items())
         start = self._continue_from(req)
-        chosen: list[tuple[tuple[str, str], _Stored]] = []
-        for key, stored in items:
-            if namespace is not None and key[0] != namespace:
-                continue
-            if start is not None and key <= start:
-                continue
-            obj = stored.obj
-            if labels and not _labels_match(labels, obj["metadata"].get("labels") or {}):
-                continue
-            if fields and not _fields_match(fields, obj):
-                continue
-            chosen.append((key, stored))
+        chosen = [(key, stored) for key, stored in items
+                  if (namespace is None or key[0] == namespace)
+                  and (start is None or key > start)
+                  and _selected(stored.obj, labels, fields)]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = req.int_param("limit")
-        if limit is not None and limit > 0 and len(chosen) > limit:
-            remaining = len(chosen) - limit
-            chosen = chosen[:limit]
-            token = json.dumps({"start": list(chosen[-1][0]), "rv": rv})
-            meta["continue"] = base64.urlsafe_b64encode(token.encode()).decode()
-            meta["remainingItemCount"] = remaining
+        chosen = _page(chosen, req.int_param("limit"), rv, meta)
         head = _dumps(
-            {
-                "apiVersion": _api_version(res.group, version),
-                "kind": f"{res.kind}List",
-                "metadata": meta,
-            }
+            {"apiVersion": _api_version(res.group, version), "kind": f"{res.kind}List", "metadata": meta}
         )
-        body = b"".join(
-            [
-                head[:-1],
-                b',"items":[',
-                b",".join(res.render(s, version) for _, s in chosen),
-                b"]}",
-            ]
-        )
-        return _Response(200, body)
+        # Items are spliced in already rendered: no re-serialisation of every object per list.
+        items_json = b",".join(res.render(s, version) for _, s in chosen)
+        return _Response(200, b"".join([head[:-1], b',"items":[', items_json, b"]}"]))
 
     @staticmethod
     def _continue_from(req: _Request) -> tuple[str, str] | None:
