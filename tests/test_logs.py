@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,38 @@ def test_serve_logs_start_and_json_lines_without_secrets(config_path: Path, clus
     for server in clusters.servers.values():
         assert server.token not in out
     assert TOKEN not in out
+
+
+def _wait_for(buffer: io.StringIO, match, timeout: float = 8.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [g for g in lines(buffer) if match(g)]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError("no such log line; got:\n" + buffer.getvalue()[-3000:])
+
+
+@pytest.mark.xfail(strict=True, reason="cluster state lines are emitted from kube.py/cache.py "
+                   "(federation.logs.cluster_state), wired in separately; remove this mark then")
+def test_an_outage_and_its_recovery_are_logged(captured, config_path, clusters) -> None:
+    """One emulated cluster goes down and comes back: the log names it and each state."""
+    from federation.testing.harness import ServiceThread
+
+    from .conftest import CONTEXTS
+
+    buffer, _ = captured
+    east = clusters.servers[CONTEXTS["east"]]
+    with ServiceThread(fast_settings(config_path)) as svc:
+        east.set_down(True)
+        headers = {"Authorization": f"token {TOKEN}"}
+        for _ in range(4):
+            httpx.post(svc.url + "/api/routes/user/ann", headers=headers,
+                       json={"target": "https://east.hub.example.org", "user": "ann"})
+        down = _wait_for(buffer, lambda g: g.get("cluster") == "east"
+                         and g.get("state") in (logs.FAILING, logs.CIRCUIT_OPEN))
+        assert down["level"] in ("warning", "error") and "east" in down["message"]
+        east.set_down(False)
+        back = _wait_for(buffer, lambda g: g.get("cluster") == "east" and g.get("event") == "recovered")
+        assert back["state"] == logs.REACHABLE
+    assert east.token not in buffer.getvalue()
