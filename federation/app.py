@@ -17,10 +17,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, metrics
+from . import __version__, logs, metrics
 from .api import clusters, health, routes
 from .api.deps import Authorized
-from .config import Registry, load_registry
+from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
 from .service import Federation
 from .settings import Settings
@@ -91,6 +91,7 @@ async def reload_config(app: FastAPI) -> bool:
     before = list(federation.registry.clusters)
     try:
         registry = await asyncio.to_thread(load_registry, settings.config)
+        _register_secrets(settings, registry)  # a new kubeconfig may bring new tokens
         await federation.reload(registry)
     except ConfigError as exc:
         _reload_refused(app, settings, exc)
@@ -110,6 +111,12 @@ def _reload_refused(app: FastAPI, settings: Settings, exc: ConfigError) -> None:
     log.error("config %s reload refused, keeping the running config: %s", settings.config, exc,
               extra={"event": "reload-refused"})
     app.state.last_reload_error = str(exc)
+
+
+def _register_secrets(settings: Settings, registry: Registry) -> None:
+    """Tell the log redaction guard the API token and every kubeconfig credential."""
+    logs.register_secret(settings.token())
+    logs.register_kubeconfig_secrets(kubeconfig_paths(registry.kubeconfig))
 
 
 def _startup_line(settings: Settings, registry: Registry) -> None:
@@ -194,6 +201,7 @@ def create_app(
             reg = registry if registry is not None else load_registry(settings.config)
             fed = Federation(reg, settings)
         app.state.federation = fed
+        _register_secrets(settings, fed.registry)
         _startup_line(settings, fed.registry)
         app.state.loop = asyncio.get_running_loop()
         app.state.reload_trigger = asyncio.Event()

@@ -15,7 +15,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from . import __version__, logs
-from .config import kubeconfig_paths, load_registry
+from .config import load_registry
 from .errors import ConfigError
 from .settings import Settings
 
@@ -72,8 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    logs.register_secret(settings.token())
-    logs.register_kubeconfig_secrets(kubeconfig_paths(registry.kubeconfig))
+    # Secrets are registered with the redaction guard by the app (at start and each reload).
     logs.setup_logging(settings.log_level, settings.log_format)
     if settings.no_auth:
         logging.getLogger("federation").warning("running WITHOUT authentication (--no-auth)")

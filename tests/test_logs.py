@@ -225,3 +225,24 @@ def test_an_outage_and_its_recovery_are_logged(captured, config_path, clusters) 
         back = _wait_for(buffer, lambda g: g.get("cluster") == "east" and g.get("event") == "recovered")
         assert back["state"] == logs.REACHABLE
     assert east.token not in buffer.getvalue()
+
+
+def test_reload_refused_and_accepted_lines(captured, config_path, clusters) -> None:
+    import yaml
+
+    from federation.testing.harness import ServiceThread
+
+    from .conftest import base_config
+
+    buffer, _ = captured
+    with ServiceThread(fast_settings(config_path)):
+        config_path.write_text("home: [unclosed\n")
+        refused = _wait_for(buffer, lambda g: g.get("event") == "reload-refused")
+        assert refused["level"] == "error" and str(config_path) in refused["message"]
+        assert "keeping the running config" in refused["message"]
+        doc = base_config(str(clusters.kubeconfig))
+        doc["clusters"] = doc["clusters"][:2]
+        config_path.write_text(yaml.safe_dump(doc))
+        accepted = _wait_for(buffer, lambda g: g.get("event") == "reload-accepted")
+    assert accepted["removed"] == ["west"] and accepted["added"] == []
+    assert accepted["clusters"] == ["hub", "east"]
