@@ -92,6 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     settings = Settings(config=Path(args.config), no_auth=True, kube_retries=0)  # type: ignore[call-arg]
+    # Only problems, through the redacting handler: the findings themselves go to stdout.
+    logs.setup_logging("warning", settings.log_format)
     return asyncio.run(run_check(registry, settings))
 
 
@@ -101,6 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     problem = port_problem(args.host, args.port)
     if problem:
         return fail(problem)
+    logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
     return run_demo(port=args.port, host=args.host, once=args.once)
 
 

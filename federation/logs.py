@@ -35,8 +35,9 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 REDACTED = "[redacted]"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
+# (uvicorn's color_message is its message again, with terminal colour codes.)
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName",
+    "message", "asctime", "taskName", "color_message",
 }
 
 # Shapes of credentials, for text that was never registered as a secret.

@@ -246,3 +246,10 @@ def test_reload_refused_and_accepted_lines(captured, config_path, clusters) -> N
         accepted = _wait_for(buffer, lambda g: g.get("event") == "reload-accepted")
     assert accepted["removed"] == ["west"] and accepted["added"] == []
     assert accepted["clusters"] == ["hub", "east"]
+
+
+def test_uvicorns_colour_copy_of_the_message_is_dropped() -> None:
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "Started %d", (7,), None)
+    record.color_message = "Started \x1b[36m%d\x1b[0m"
+    assert "color_message" not in logs.TextFormatter().format(record)
+    assert "color_message" not in json.loads(logs.JSONFormatter().format(record))
