@@ -81,19 +81,37 @@ def register_kubeconfig_secrets(paths: Iterable[str | Path]) -> None:
         users = doc.get("users") if isinstance(doc, dict) else None
         for entry in users or []:
             user = entry.get("user") if isinstance(entry, dict) else None
-            for value in _leaf_strings(user):
+            for value in _credentials(user):
                 register_secret(value)
 
 
-def _leaf_strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _leaf_strings(item)
-    elif isinstance(value, list):
+# Keys of a kubeconfig user entry (or its auth-provider config) whose values are credentials.
+_CREDENTIAL_KEYS = frozenset({
+    "token", "password", "client-key-data", "client-secret", "id-token", "refresh-token",
+    "access-token",
+})
+
+
+def _credentials(value: Any) -> Iterable[str]:
+    if isinstance(value, list):
         for item in value:
-            yield from _leaf_strings(item)
+            yield from _credentials(item)
+    if not isinstance(value, Mapping):
+        return
+    for key, item in value.items():
+        if key in _CREDENTIAL_KEYS and isinstance(item, str):
+            yield item
+        elif key == "tokenFile" and isinstance(item, str):
+            yield from _file_text(item)
+        else:
+            yield from _credentials(item)
+
+
+def _file_text(path: str) -> Iterable[str]:
+    try:
+        yield Path(path).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return
 
 
 def redact(text: str) -> str:

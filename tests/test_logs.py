@@ -253,3 +253,20 @@ def test_uvicorns_colour_copy_of_the_message_is_dropped() -> None:
     record.color_message = "Started \x1b[36m%d\x1b[0m"
     assert "color_message" not in logs.TextFormatter().format(record)
     assert "color_message" not in json.loads(logs.JSONFormatter().format(record))
+
+
+def test_only_kubeconfig_credentials_are_registered(captured, tmp_path: Path) -> None:
+    buffer, _ = captured
+    token_file = tmp_path / "sa-token"
+    token_file.write_text("token-from-a-file-77\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "users:\n"
+        f"- name: a\n  user:\n    tokenFile: {token_file}\n"
+        "- name: b\n  user:\n    auth-provider:\n      config:\n        refresh-token: refresh-88888\n"
+        "- name: c\n  user:\n    client-certificate: /etc/certs/client-cert.pem\n")
+    logs.register_kubeconfig_secrets([kubeconfig])
+    logging.getLogger("federation.test").warning(
+        "token-from-a-file-77 refresh-88888 /etc/certs/client-cert.pem")
+    (line,) = lines(buffer)
+    assert line["message"] == "[redacted] [redacted] /etc/certs/client-cert.pem"
