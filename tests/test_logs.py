@@ -192,7 +192,7 @@ def test_serve_logs_start_and_json_lines_without_secrets(config_path: Path, clus
     assert TOKEN not in out
 
 
-def _wait_for(buffer: io.StringIO, match, timeout: float = 8.0) -> dict:
+def _wait_for(buffer: io.StringIO, match, timeout: float = 5.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [g for g in lines(buffer) if match(g)]
