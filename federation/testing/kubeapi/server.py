@@ -14,6 +14,11 @@ from .tls import ServerTLS
 
 
 class KubeAPIServer(ProtocolMixin):
+    """One emulated cluster's API server on loopback. Thread-safe; usable as a context manager.
+
+    The layers it stacks (protocol, watch, discovery, store, validation, faults) each live in
+    their own module; this class sets them up and owns the life cycle of the listener.
+    """
 
     def __init__(
         self,
