@@ -17,10 +17,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, metrics
+from . import __version__, logs, metrics
 from .api import clusters, health, routes
 from .api.deps import Authorized
-from .config import Registry, load_registry
+from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ClusterUnavailable, FederationError, InvalidRoute, KubeError
 from .service import Federation
 from .settings import Settings
@@ -90,12 +90,54 @@ async def reload_config(app: FastAPI) -> bool:
     return await federation.reload_file(Path(app.state.settings.config))
 
 
+def _register_secrets(settings: Settings, registry: Registry) -> None:
+    """Tell the log redaction guard the API token and every kubeconfig credential."""
+    logs.register_secret(settings.token())
+    logs.register_kubeconfig_secrets(kubeconfig_paths(registry.kubeconfig))
+
+
+def _startup_line(settings: Settings, registry: Registry) -> None:
+    clusters = {
+        name: c.context or "in-cluster" for name, c in registry.clusters.items()
+    }
+    log.info(
+        "federation proxy %s starting: instance %s, home %s, clusters %s; auth %s",
+        __version__, registry.instance, registry.home,
+        ", ".join(f"{n} (context {ctx})" for n, ctx in clusters.items()),
+        "off (--no-auth)" if settings.no_auth else "on",
+        extra={"event": "start", "version": __version__, "instance": registry.instance,
+               "home": registry.home, "clusters": list(clusters), "config": str(settings.config)},
+    )
+
+
+# Probes and scrapes arrive every few seconds from every kubelet and Prometheus: their lines
+# would drown the hub's own requests, so they are logged at DEBUG only.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+access_log = logging.getLogger("federation.access")
+
+
+def _log_access(scope: Any, template: str, status: int, seconds: float) -> None:
+    path = scope.get("path", "")
+    level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    method = scope.get("method", "")
+    client = scope.get("client")
+    millis = round(seconds * 1000, 1)
+    # The path only: never the query string, the headers (Authorization) or the body.
+    access_log.log(level, "%s %s %s %.1fms", method, path, status, millis, extra={
+        "method": method, "path": path, "route": template, "status": status,
+        "duration_ms": millis, "client": client[0] if client else None,
+    })
+
+
 class _Measure:
     """Request count and latency per route template (a plain ASGI middleware: Starlette's
     BaseHTTPMiddleware costs a task and a stream per request)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, access: bool = True) -> None:
         self.app = app
+        self.access = access
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -116,7 +158,10 @@ class _Measure:
             template = getattr(route, "path", "unmatched")
             method = scope.get("method", "")
             metrics.API_REQUESTS.labels(template, method, str(status[0])).inc()
-            metrics.API_LATENCY.labels(template, method).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            metrics.API_LATENCY.labels(template, method).observe(elapsed)
+            if self.access:
+                _log_access(scope, template, status[0], elapsed)
 
 
 def create_app(
@@ -133,6 +178,8 @@ def create_app(
             reg = registry if registry is not None else load_registry(settings.config)
             fed = Federation(reg, settings)
         app.state.federation = fed
+        _register_secrets(settings, fed.registry)
+        _startup_line(settings, fed.registry)
         app.state.loop = asyncio.get_running_loop()
         app.state.reload_trigger = asyncio.Event()
         await fed.start()
@@ -165,7 +212,7 @@ def create_app(
     app.state.settings = settings
     _install_error_handlers(app)
 
-    app.add_middleware(_Measure)
+    app.add_middleware(_Measure, access=settings.access_log)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

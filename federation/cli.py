@@ -4,41 +4,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
+from . import __version__, logs
 from .config import load_registry
 from .errors import ConfigError
 from .settings import Settings
 
 
-class _RedactingFormatter(logging.Formatter):
-    """Belt and braces: never let the API token reach a log line."""
-
-    def __init__(self, fmt: str, secrets: list[str]) -> None:
-        super().__init__(fmt)
-        self.secrets = [s for s in secrets if s]
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-
-def setup_logging(level: str, secrets: list[str]) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # The kubernetes client logs request bodies and headers at DEBUG: keep it quiet.
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, as one line naming the flag; None when free.
+    (uvicorn would end in a traceback, or exit with a message that names no option.)"""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except PermissionError:
+        return f"not allowed to listen on port {port} (below 1024?): choose another with --port"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"port {port} on {host} is already in use (configurable-http-proxy's API "
+                    "uses 8001 too): choose another with --port")
+        return f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port"
+    return None
 
 
 def fail(message: str) -> int:
@@ -69,17 +65,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         registry = load_registry(settings.config)
     except ConfigError as exc:
         return fail(str(exc))
+    problem = port_problem(args.host, args.port)
+    if problem:
+        return fail(problem)
     import uvicorn
 
     from .app import create_app
 
-    token = settings.token()
-    setup_logging(settings.log_level, [token] if token else [])
+    # Secrets are registered with the redaction guard by the app (at start and each reload).
+    logs.setup_logging(settings.log_level, settings.log_format)
     if settings.no_auth:
         logging.getLogger("federation").warning("running WITHOUT authentication (--no-auth)")
     app = create_app(settings, registry=registry)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                access_log=False)
+    # log_config=None: uvicorn's lines go through our handler (format, redaction); our
+    # middleware writes the access log, so uvicorn's own is off.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level,
+                access_log=False, log_config=None)
     return 0
 
 
@@ -91,41 +92,78 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     settings = Settings(config=Path(args.config), no_auth=True, kube_retries=0)  # type: ignore[call-arg]
+    # Only problems, through the redacting handler: the findings themselves go to stdout.
+    logs.setup_logging("warning", settings.log_format)
     return asyncio.run(run_check(registry, settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    problem = port_problem(args.host, args.port)
+    if problem:
+        return fail(problem)
+    logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
     return run_demo(port=args.port, host=args.host, once=args.once)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``federation serve: --port: ...``) rather than a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def _add_listen(cmd: argparse.ArgumentParser, host: str, port: int) -> None:
+    cmd.add_argument("--host", default=host, help="address to listen on")
+    cmd.add_argument("--port", type=_port, default=port,
+                     help="port to listen on (configurable-http-proxy's API port is 8001 too)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="federation",
         description="configurable-http-proxy's API, backed by Istio VirtualServices in many clusters",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    shown = argparse.ArgumentDefaultsHelpFormatter
 
-    serve = sub.add_parser("serve", help="run the proxy API")
-    serve.add_argument("--config", required=True, help="path to clusters.yaml")
-    serve.add_argument("--host", default=os.environ.get("FEDERATION_HOST", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=8001)
+    serve = sub.add_parser("serve", help="run the proxy API", formatter_class=shown,
+                           description="Serve the proxy API; settings: FEDERATION_* (docs/operations.md).")
+    serve.add_argument("--config", required=True, default=argparse.SUPPRESS,
+                       help="path to clusters.yaml (required)")
+    _add_listen(serve, os.environ.get("FEDERATION_HOST", "0.0.0.0"), 8001)
     serve.add_argument("--no-auth", action="store_true",
                        help="run without CONFIGPROXY_AUTH_TOKEN (never in production)")
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check", help="connect to every cluster and report what works")
-    check.add_argument("--config", required=True)
+    check = sub.add_parser("check", help="connect to every cluster and report what works",
+                           formatter_class=shown, description="Exit 0 when every check passes.")
+    check.add_argument("--config", required=True, default=argparse.SUPPRESS,
+                       help="path to clusters.yaml (required)")
     check.set_defaults(func=cmd_check)
 
-    demo = sub.add_parser("demo", help="run against three local emulated clusters")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8001)
+    demo = sub.add_parser("demo", help="run against three local emulated clusters",
+                          formatter_class=shown)
+    _add_listen(demo, "127.0.0.1", 8001)
     demo.add_argument("--once", action="store_true", help="print the placement and exit")
     demo.set_defaults(func=cmd_demo)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

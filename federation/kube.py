@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from . import _json, metrics
+from . import _json, logs, metrics
 from .config import Cluster, Registry, kubeconfig_paths
 from .errors import (
     CircuitOpen,
@@ -178,6 +179,7 @@ class ClusterClient:
         self.settings = settings
         self.server_url = credentials.server
         self.circuit = Circuit(settings.circuit_threshold, settings.circuit_reset)
+        self.state: str | None = None  # logs.REACHABLE | FAILING | CIRCUIT_OPEN, once known
         self.backoff = Backoff(settings.kube_backoff_initial, settings.kube_backoff_max)
         self._token = credentials.token
         self._timeout = httpx.Timeout(settings.kube_read_timeout,
@@ -219,19 +221,25 @@ class ClusterClient:
         metrics.KUBE_LATENCY.labels(self.name, verb).observe(time.perf_counter() - started)
 
     def _failed(self, err: KubeError) -> None:
-        """Count a failure towards the circuit; log when the circuit opens."""
-        if isinstance(err, ClusterUnavailable):
-            if self.circuit.failure():
-                log.error("cluster %s: circuit open after %d failures, calls fail fast for %gs: %s",
-                          self.name, self.circuit.failures, self.circuit.reset, err,
-                          extra={"cluster": self.name, "state": "circuit-open"})
-        else:
-            self._succeeded()
+        """Count a failure towards the circuit; a transport error or 5xx makes the cluster
+        failing, and enough of them open its circuit (each change logged once)."""
+        if not isinstance(err, ClusterUnavailable):
+            self._succeeded()  # the API server answered: it is reachable
+            return
+        opened = self.circuit.failure()
+        self._set_state(logs.CIRCUIT_OPEN if opened else
+                        self.state if self.state == logs.CIRCUIT_OPEN else logs.FAILING,
+                        str(err))
 
     def _succeeded(self) -> None:
-        if self.circuit.success():
-            log.warning("cluster %s: reachable again, circuit closed", self.name,
-                        extra={"cluster": self.name, "state": "recovered"})
+        self.circuit.success()
+        self._set_state(logs.REACHABLE, None)
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        if state != self.state:
+            previous, self.state = self.state, state
+            logs.cluster_state(self.name, previous, state,
+                               error=None if error is None else error.splitlines()[0][:300])
 
     async def _once(self, verb: str, method: str, url: str, *, content: bytes | None = None,
                     params: dict[str, str] | None = None) -> bytes:
@@ -261,34 +269,66 @@ class ClusterClient:
         self._record(verb, "ok", started)
         return resp.content
 
-    async def retrying(self, verb: str, attempt: Callable[[], Awaitable[T]],
-                       retry: bool = True) -> T:
-        """Run ``attempt`` with this cluster's one retry schedule: bounded in count and time."""
-        started = time.monotonic()
-        tries = 0
-        while True:
-            try:
-                return await attempt()
-            except KubeError as exc:
-                tries += 1
-                left = self.settings.kube_deadline - (time.monotonic() - started)
-                if not retry or not _retryable(exc) or tries > self.settings.kube_retries:
-                    raise
-                wait = self.backoff.delay(tries - 1, exc)
-                if wait >= left:
-                    raise
-                log.info("cluster %s: %s failed (attempt %d), retrying in %.2fs: %s",
-                         self.name, verb, tries, wait, exc,
-                         extra={"cluster": self.name, "verb": verb, "attempt": tries,
-                                "retry": True, "status": exc.status})
-                await asyncio.sleep(wait)
+    async def retrying(self, verb: str, attempt: Callable[[], Awaitable[T]], retry: bool = True,
+                       what: tuple[str, str] | None = None) -> T:
+        """Run ``attempt`` with this cluster's one retry schedule: bounded in count and time.
+
+        The first try goes straight out; the retry policy is built only on a failure (nearly
+        every call succeeds, and building it costs more than the call). ``what``, (kind, name)
+        of a written object, makes each failure of a write leave a log line."""
+        try:
+            return await attempt()
+        except KubeError as exc:
+            if not retry or not _retryable(exc) or self.settings.kube_retries == 0:
+                self._log_failure(verb, what, exc, 1, False)
+                raise
+            self._log_failure(verb, what, exc, 1, True)
+        policy = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.kube_retries)
+            | stop_after_delay(self.settings.kube_deadline),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            before_sleep=lambda state: self._log_failure(
+                verb, what, state.outcome.exception() if state.outcome else None,
+                state.attempt_number + 1, True),
+            reraise=True,
+        )
+        try:
+            await asyncio.sleep(self.backoff.delay(0))
+            async for step in policy:
+                with step:
+                    return await attempt()
+        except KubeError as exc:
+            self._log_failure(verb, what, exc, policy.statistics.get("attempt_number", 0) + 1,
+                              False)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self.backoff.delay(state.attempt_number, exc)
+
+    def _log_failure(self, verb: str, what: tuple[str, str] | None, exc: BaseException | None,
+                     attempt: int, retry: bool) -> None:
+        if not isinstance(exc, KubeError):
+            return
+        if what is not None:
+            logs.write_failed(self.name, what[0], what[1], status=exc.status, attempt=attempt,
+                              retry=retry, error=str(exc))
+        elif retry:
+            log.info("cluster %s: %s failed (attempt %d), retrying: %s", self.name, verb,
+                     attempt, exc, extra={"cluster": self.name, "verb": verb,
+                                          "attempt": attempt, "retry": True,
+                                          "status": exc.status})
 
     async def _json(self, verb: str, method: str, url: str,
                     body: dict[str, Any] | bytes | None = None,
-                    params: dict[str, str] | None = None, retry: bool = True) -> dict[str, Any]:
+                    params: dict[str, str] | None = None, retry: bool = True,
+                    what: tuple[str, str] | None = None) -> dict[str, Any]:
         content = body if body is None or isinstance(body, bytes) else _json.dumps(body)
         raw = await self.retrying(
-            verb, lambda: self._once(verb, method, url, content=content, params=params), retry
+            verb, lambda: self._once(verb, method, url, content=content, params=params), retry,
+            what,
         )
         result: dict[str, Any] = _json.loads(raw) if raw else {}
         return result
@@ -305,8 +345,12 @@ class ClusterClient:
     async def get(self, res: Resource, name: str) -> dict[str, Any]:
         return await self._json("get", "GET", res.path(self.namespace, name))
 
-    async def create(self, res: Resource, body: dict[str, Any] | bytes) -> dict[str, Any]:
-        return await self._json("create", "POST", res.path(self.namespace), body)
+    async def create(self, res: Resource, body: dict[str, Any] | bytes,
+                     name: str | None = None) -> dict[str, Any]:
+        if name is None and isinstance(body, dict):
+            name = body["metadata"]["name"]
+        return await self._json("create", "POST", res.path(self.namespace), body,
+                                what=(res.plural, name or "(new)"))
 
     async def replace(self, res: Resource, body: dict[str, Any] | bytes,
                       name: str | None = None) -> dict[str, Any]:
@@ -314,13 +358,15 @@ class ClusterClient:
         if name is None:
             assert isinstance(body, dict)
             name = body["metadata"]["name"]
-        return await self._json("update", "PUT", res.path(self.namespace, name), body)
+        return await self._json("update", "PUT", res.path(self.namespace, name), body,
+                                what=(res.plural, name))
 
     async def delete(self, res: Resource, name: str, resource_version: str | None = None) -> None:
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if resource_version:
             options["preconditions"] = {"resourceVersion": resource_version}
-        await self._json("delete", "DELETE", res.path(self.namespace, name), options)
+        await self._json("delete", "DELETE", res.path(self.namespace, name), options,
+                         what=(res.plural, name))
 
     async def read(self, path: str) -> dict[str, Any]:
         """GET any API path (``federation check`` reads namespaces and gateways)."""

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import housekeeping, metrics
+from . import housekeeping, logs, metrics
 from .cache import RouteTable
-from .config import Registry, load_registry
+from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
 from .kube import ClusterClient, build_clients
 from .objects import ROUTE_HEADER, Entry, entry_destination, route_id, support_objects
@@ -68,16 +68,28 @@ class Federation:
         await asyncio.gather(*(store.stop() for store in self.stores.values()))
 
     async def reload_file(self, path: Path) -> bool:
-        """Load clusters.yaml and apply it; a broken file keeps the running config."""
+        """Load clusters.yaml and apply it; a broken file keeps the running config. The one
+        place a reload happens (file change or SIGHUP)."""
+        before = list(self.registry.clusters)
         try:
             registry = await asyncio.to_thread(load_registry, path)
+            # A new kubeconfig may bring new credentials: the log guard must know them first.
+            logs.register_kubeconfig_secrets(kubeconfig_paths(registry.kubeconfig))
             await self.reload(registry)
         except ConfigError as exc:
-            log.error("config reload refused, keeping the running config: %s", exc)
+            # The message names the key and the file, never a credential (load_registry's contract).
+            log.error("config %s reload refused, keeping the running config: %s", path, exc,
+                      extra={"event": "reload-refused"})
             self.last_reload_error = str(exc)
             return False
         self.last_reload_error = None
-        log.info("config reloaded: clusters %s", ", ".join(registry.clusters))
+        added = [n for n in registry.clusters if n not in before]
+        removed = [n for n in before if n not in registry.clusters]
+        log.info("config %s reloaded: clusters %s (added: %s; removed: %s)", path,
+                 ", ".join(registry.clusters), ", ".join(added) or "none",
+                 ", ".join(removed) or "none",
+                 extra={"event": "reload-accepted", "clusters": list(registry.clusters),
+                        "added": added, "removed": removed})
         return True
 
     async def reload(self, registry: Registry) -> None:
@@ -217,7 +229,6 @@ class Federation:
 
     async def probe(self, store: ClusterStore) -> None:
         start = time.perf_counter()
-        was = store.reachable
         try:
             store.version = await asyncio.wait_for(
                 store.client.version(), timeout=self.settings.kube_connect_timeout + 1
@@ -229,12 +240,6 @@ class Federation:
             store.probe_error = str(exc) or "timed out"
         store.latency = time.perf_counter() - start
         store.last_probe = time.time()
-        if was is not False and store.reachable is False:
-            log.error("cluster %s: unreachable: %s", store.name, store.probe_error,
-                      extra={"cluster": store.name, "state": "failing"})
-        elif was is False and store.reachable:
-            log.warning("cluster %s: reachable again (Kubernetes %s)", store.name, store.version,
-                        extra={"cluster": store.name, "state": "recovered"})
         if store.health.last_event:
             metrics.CACHE_AGE.labels(store.name).set(time.time() - store.health.last_event)
 

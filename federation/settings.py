@@ -7,8 +7,9 @@ cluster registry itself is ``clusters.yaml`` (:mod:`federation.config`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,41 +22,61 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CONFIGPROXY_AUTH_TOKEN", "FEDERATION_AUTH_TOKEN"),
         description="the token the hub sends (the hub's CONFIGPROXY_AUTH_TOKEN)",
     )
-    no_auth: bool = False
-    metrics_auth: bool = True
+    no_auth: bool = Field(False, description="serve without a token (never in production; `--no-auth`)")
+    metrics_auth: bool = Field(True, description="`/metrics` asks for the token (false: open, for a scraper)")
 
     # Kubernetes access
-    kube_connect_timeout: float = Field(3.0, gt=0)
-    kube_read_timeout: float = Field(10.0, gt=0)
+    kube_connect_timeout: float = Field(3.0, gt=0, description="seconds to open a connection to an API server")
+    kube_read_timeout: float = Field(10.0, gt=0, description="seconds to wait for an API server's answer")
     kube_retries: int = Field(3, ge=0, description="retries after the first try (0 turns them off)")
-    kube_backoff_initial: float = Field(0.1, ge=0)
-    kube_backoff_max: float = Field(2.0, ge=0)
-    kube_deadline: float = Field(8.0, gt=0, description="give up on one write after this long")
-    kube_workers: int = Field(16, ge=1, description="threads per cluster for Kubernetes calls")
-    circuit_threshold: int = Field(5, ge=1)
-    circuit_reset: float = Field(10.0, gt=0)
+    kube_backoff_initial: float = Field(0.1, ge=0, description="first retry delay, in seconds (doubles per retry)")
+    kube_backoff_max: float = Field(2.0, ge=0, description="longest retry delay, in seconds")
+    kube_deadline: float = Field(8.0, gt=0, description="seconds after which one write is given up")
+    kube_workers: int = Field(16, ge=1, description="concurrent Kubernetes requests per cluster")
+    circuit_threshold: int = Field(5, ge=1, description="consecutive failures that open a cluster's circuit (its writes then fail fast with 503)")
+    circuit_reset: float = Field(10.0, gt=0, description="seconds before an open circuit lets one call through again")
 
     # Cache and housekeeping
-    watch_timeout: int = Field(300, ge=1)
-    probe_interval: float = Field(5.0, gt=0)
-    reconcile_interval: float = Field(15.0, gt=0)
+    watch_timeout: int = Field(300, ge=1, description="seconds a watch request lasts before it is renewed")
+    probe_interval: float = Field(5.0, gt=0, description="seconds between health probes of each cluster")
+    reconcile_interval: float = Field(15.0, gt=0, description="seconds between passes that repair objects changed or deleted by hand")
     gc_grace: float = Field(30.0, ge=0, description="seconds an unused object lives before removal")
     shard_routes: int = Field(
         48, ge=4, le=1000,
-        description="routes a shard holds before it splits in two (advanced; the default keeps "
+        description="routes a shard holds before it splits in two (advanced: the default keeps "
                     "each route write near 20 KiB)",
     )
-    reload_interval: float = Field(5.0, gt=0, description="how often the config file is checked")
+    reload_interval: float = Field(5.0, gt=0, description="seconds between checks of clusters.yaml for changes (SIGHUP reloads at once)")
 
     # Optional warm-up wait after a write
-    warmup: bool = False
-    warmup_timeout: float = Field(10.0, gt=0)
+    warmup: bool = Field(False, description="after a write, poll the gateway until the new rule answers")
+    warmup_timeout: float = Field(10.0, gt=0, description="seconds the warm-up wait lasts at most (the write succeeds anyway)")
     warmup_urls: dict[str, str] = Field(
         default_factory=dict, description="cluster name -> gateway base URL to poll"
     )
 
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    log_level: str = "info"
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest accepted request body")
+
+    # Logs (stderr)
+    log_level: str = Field("info", description="debug, info, warning, error or critical")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per line"
+    )
+    access_log: bool = Field(
+        True, description="one line per request: method, path, status, duration (probes at debug)"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError(f"{value!r}: use debug, info, warning, error or critical")
+        return value.lower()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _token_required(self) -> Settings:

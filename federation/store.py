@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _json
+from . import _json, logs, metrics
 from ._batch import Codec, ObjectWriter, Redirect
 from .cache import ClusterCache, RouteTable, ShardState, canonical
 from .config import Cluster, Registry
@@ -204,8 +204,6 @@ class ClusterStore:
             if kind != "BOOKMARK":
                 self.cache.apply(plural, str(kind), obj)
                 self.cache.health.last_event = time.time()
-        from . import metrics
-
         metrics.WATCH_RESTARTS.labels(self.name, plural, "closed").inc()
         return rv
 
@@ -217,19 +215,16 @@ class ClusterStore:
         if state == "failing" or before != "failing" or all(health.synced.values()):
             health.state = state
         if before == "failing" and health.state == "synced":
-            log.warning("cluster %s: watch of %s resumed", self.name, plural,
-                        extra={"cluster": self.name, "kind": plural, "state": "recovered"})
+            log.info("cluster %s: watch of %s resumed", self.name, plural,
+                     extra={"cluster": self.name, "kind": plural, "event": "watch-resumed"})
 
     def _restart(self, plural: str, reason: str, error: str) -> None:
-        from . import metrics
-
         self.cache.health.watch_restarts += 1
         metrics.WATCH_RESTARTS.labels(self.name, plural, reason).inc()
         state = "resyncing" if reason == "expired" else "failing"
         if self.cache.health.state != state:
-            log.warning("cluster %s: watch of %s %s: %s", self.name, plural,
-                        "expired, relisting" if reason == "expired" else "failed", error,
-                        extra={"cluster": self.name, "kind": plural, "state": state})
+            logs.watch_restarted(self.name, plural, f"{reason}: {error}",
+                                 relist=reason == "expired")
         self._watch_state(state, error, plural)
 
     # -- what it holds ---------------------------------------------------------------------
@@ -358,7 +353,7 @@ class ClusterStore:
         async def store(entries: dict[str, Entry] | None, body: bytes, exists: bool) -> None:
             res = RESOURCES[VS]
             stored = await (self.client.replace(res, body, name) if exists
-                            else self.client.create(res, body))
+                            else self.client.create(res, body, name))
             self.cache.apply(VS, "MODIFIED", stored, entries)
 
         codec: Codec[dict[str, Entry]] = Codec(
@@ -392,7 +387,7 @@ class ClusterStore:
         async def store(_: set[str] | None, body: bytes, exists: bool) -> None:
             res = RESOURCES[VS]
             stored = await (self.client.replace(res, body, name) if exists
-                            else self.client.create(res, body))
+                            else self.client.create(res, body, name))
             self.cache.apply(VS, "MODIFIED", stored)
 
         def render(shards: set[str] | None, rv: str | None) -> bytes:
@@ -493,7 +488,7 @@ class ClusterStore:
                 return
         except KubeError as exc:
             log.warning("cluster %s: split of shard %s failed, will retry in housekeeping: %s",
-                        self.name, name, exc, extra={"cluster": self.name, "name": name})
+                        self.name, name, exc, extra={"cluster": self.name, "object": name})
             return
         for child in key.children():
             self._maybe_split(child)  # a big parent can leave a child over capacity too
@@ -538,7 +533,7 @@ class ClusterStore:
         await self.remove_from_roots(key)
         log.info("cluster %s: shard %s split in two (%d routes)", self.name, name,
                  sum(len(p) for p in parts.values()),
-                 extra={"cluster": self.name, "name": name})
+                 extra={"cluster": self.name, "object": name})
         return True
 
     # -- support objects -------------------------------------------------------------------
@@ -651,7 +646,7 @@ class ClusterStore:
             await asyncio.gather(*(self.put_entry(e) for e in current[i:i + 200]))
             await pace()
         log.info("cluster %s: moved %d routes out of legacy shard %s", self.name, len(current),
-                 state.name, extra={"cluster": self.name, "name": state.name})
+                 state.name, extra={"cluster": self.name, "object": state.name})
 
     async def _tidy_roots(self, grace: float, pace: Pacer) -> None:
         now = time.monotonic()

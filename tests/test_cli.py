@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -124,3 +125,55 @@ def test_sighup_reloads_the_config(config_path: Path, clusters) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_version() -> None:
+    from federation import __version__
+
+    result = run(["--version"])
+    assert result.returncode == 0 and result.stdout.strip() == f"federation {__version__}"
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "demo"])
+def test_help_explains_every_option_with_its_default(command: str) -> None:
+    from federation.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    text = run([command, "--help"]).stdout
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{command} {action.option_strings} has no help"
+        flag = action.option_strings[0]
+        assert flag in text
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in text, (command, flag)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "http"])
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_bad_port_is_one_line(command: str, port: str, capsys) -> None:
+    from federation.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--config", "unused.yaml", "--port", port] if command == "serve"
+             else [command, "--port", port])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--port" in lines[0] and "not a port" in lines[0]
+
+
+def test_busy_port_names_the_flag(config_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for args in (["serve", "--config", str(config_path)], ["demo"]):
+            result = run([*args, "--host", "127.0.0.1", "--port", str(port)],
+                         env={"CONFIGPROXY_AUTH_TOKEN": TOKEN})
+            assert result.returncode == 2, result.stderr
+            (line,) = result.stderr.strip().splitlines()
+            assert f"port {port}" in line and "already in use" in line and "--port" in line

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from federation.config import load_registry, parse_registry
+from federation.config import kubeconfig_paths, load_registry, parse_registry
 from federation.errors import ConfigError
 
 from .conftest import REPO, base_config
@@ -109,3 +109,32 @@ def test_remote_cluster_needs_ingress_unless_edge_off(tmp_path: Path, kubeconfig
         load(tmp_path, doc)
     doc["clusters"][1]["edge"] = False
     assert load(tmp_path, doc).clusters["east"].edge is False
+
+
+def test_example_leaves_the_kubeconfig_to_the_environment() -> None:
+    text = (REPO / "clusters.example.yaml").read_text()
+    assert "kubeconfig" not in yaml.safe_load(text), "a kubeconfig key would override $KUBECONFIG"
+    assert "# kubeconfig:" in text and "$KUBECONFIG" in text
+
+
+def test_kubeconfig_precedence(tmp_path: Path, monkeypatch) -> None:
+    """The file's key, else $KUBECONFIG, else ~/.kube/config; each level with its own contexts."""
+    contexts = ["hub", "arn:aws:eks:us-east-1:123456789012:cluster/jupyter-east",
+                "gke_example_europe-west1_west"]
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    write_kubeconfig(home / ".kube" / "config", contexts)
+    from_env = write_kubeconfig(tmp_path / "env-kubeconfig", contexts)
+    from_key = write_kubeconfig(tmp_path / "key-kubeconfig", contexts)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert load(tmp_path, base_config()).kubeconfig is None  # found in ~/.kube/config
+    assert kubeconfig_paths(None) == [home / ".kube" / "config"]
+    monkeypatch.setenv("KUBECONFIG", str(from_env))
+    assert kubeconfig_paths(None) == [from_env]
+    assert kubeconfig_paths(str(from_key)) == [from_key]
+    # the env names a file without the contexts: the key still wins and the file loads
+    write_kubeconfig(from_env, ["other"])
+    assert set(load(tmp_path, base_config(str(from_key))).clusters) == {"hub", "east", "west"}
+    with pytest.raises(ConfigError, match="context"):
+        load(tmp_path, base_config())

@@ -275,7 +275,8 @@ def test_anti_affinity_presets(render, preset: str, key: str | None) -> None:
 def test_default_service(render) -> None:
     rendered = render()
     svc = rendered.one("Service")
-    assert svc["metadata"]["name"] == "proxy-api"
+    # not z2jh's own proxy-api Service
+    assert svc["metadata"]["name"] == "federation-proxy-api"
     assert svc["spec"]["type"] == "ClusterIP"
     (port,) = svc["spec"]["ports"]
     assert port["port"] == 8001
@@ -330,7 +331,7 @@ def test_multi_cluster(render) -> None:
     rendered = render("multi-cluster.yaml", namespace="federation")
 
     expected = copy.deepcopy(values["config"])
-    expected["kubeconfig"] = "/etc/federation/kubeconfig/config"
+    expected["kubeconfig"] = "/etc/federation-kubeconfig/config"
     config = clusters_yaml(rendered)
     assert config == expected
     assert set(config) == {"kubeconfig", "instance", "home", "defaults", "clusters"}
@@ -343,7 +344,7 @@ def test_multi_cluster(render) -> None:
     }
 
     env = env_of(rendered)
-    assert env["KUBECONFIG"]["value"] == "/etc/federation/kubeconfig/config"
+    assert env["KUBECONFIG"]["value"] == "/etc/federation-kubeconfig/config"
     assert env["FEDERATION_LOG_LEVEL"]["value"] == "debug"
 
     pod = rendered.one("Deployment")["spec"]["template"]["spec"]
@@ -354,7 +355,9 @@ def test_multi_cluster(render) -> None:
     assert secret["items"] == [{"key": "kubeconfig.yaml", "path": "config"}]
     assert secret["defaultMode"] == 0o440
     mounts = {m["name"]: m for m in container(rendered)["volumeMounts"]}
-    assert mounts["kubeconfig"]["mountPath"] == "/etc/federation/kubeconfig"
+    assert mounts["kubeconfig"]["mountPath"] == "/etc/federation-kubeconfig"
+    # its own directory, not nested inside the read-only ConfigMap mount
+    assert not mounts["kubeconfig"]["mountPath"].startswith(mounts["config"]["mountPath"] + "/")
     assert mounts["kubeconfig"]["readOnly"] is True
     assert "subPath" not in mounts["kubeconfig"]
     assert mounts["config"]["mountPath"] == "/etc/federation"
@@ -366,7 +369,7 @@ def test_kubeconfig_default_key(render) -> None:
     (secret_volume,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
     assert secret_volume["secretName"] == "kc"
     assert secret_volume["items"] == [{"key": "config", "path": "config"}]
-    assert clusters_yaml(rendered)["kubeconfig"] == "/etc/federation/kubeconfig/config"
+    assert clusters_yaml(rendered)["kubeconfig"] == "/etc/federation-kubeconfig/config"
 
 
 def test_existing_token_secret(render) -> None:
@@ -680,10 +683,10 @@ def render_notes(render, tmp_path: Path, **kwargs: Any) -> str:
 def test_notes_tell_the_hub_settings(render, tmp_path: Path) -> None:
     notes = render_notes(render, tmp_path)
     assert "should_start: false" in notes
-    assert f"api_url: http://proxy-api.{NAMESPACE}.svc:8001" in notes
+    assert f"api_url: http://federation-proxy-api.{NAMESPACE}.svc:8001" in notes
     assert "hub.config.ConfigurableHTTPProxy.should_start: false" in notes
     assert (
-        f"hub.config.ConfigurableHTTPProxy.api_url: http://proxy-api.{NAMESPACE}.svc:8001" in notes
+        f"hub.config.ConfigurableHTTPProxy.api_url: http://federation-proxy-api.{NAMESPACE}.svc:8001" in notes
     )
     assert "proxy.chp" in notes
     assert "WARNING" not in notes

@@ -79,8 +79,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Fixed paths inside the pod (the image's CMD reads /etc/federation/clusters.yaml). */}}
 {{- define "federation-proxy.configDir" -}}/etc/federation{{- end }}
-{{- define "federation-proxy.kubeconfigDir" -}}/etc/federation/kubeconfig{{- end }}
-{{- define "federation-proxy.kubeconfigPath" -}}/etc/federation/kubeconfig/config{{- end }}
+{{- define "federation-proxy.kubeconfigDir" -}}/etc/federation-kubeconfig{{- end }}
+{{- define "federation-proxy.kubeconfigPath" -}}/etc/federation-kubeconfig/config{{- end }}
 
 {{/*
 clusters.yaml: the `config` value, with `kubeconfig` set to the mounted file when
