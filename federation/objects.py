@@ -231,7 +231,7 @@ class ShardMemo:
 
     def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, Any]:
         key = (entry.path, entry.target, entry.owner, entry.edge,
-               entry.data.get("user"), entry.data.get("server_name"))
+               _memo_part(entry.data.get("user")), _memo_part(entry.data.get("server_name")))
         rule = self.rules.get(key)
         if rule is None:
             if len(self.rules) > 200_000:
@@ -248,6 +248,12 @@ class ShardMemo:
         )
         self.fragments[entry.path] = (entry, text)
         return text
+
+
+def _memo_part(value: Any) -> Any:
+    """A hashable stand-in for a route data value: data is any JSON, and an object or an array
+    cannot be part of a dict key (a str is never a tuple, so the two kinds never collide)."""
+    return value if isinstance(value, str) else ("repr", repr(value))
 
 
 def build_shard(

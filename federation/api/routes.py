@@ -45,6 +45,11 @@ async def get_route(path: str, federation: FederationDep) -> Response:
     return Response(content=json.dumps(route, ensure_ascii=False), media_type=JSON)
 
 
+def _not_json(name: str) -> None:
+    # Python's parser takes NaN and Infinity, which are not JSON: the table could not be served.
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
@@ -56,9 +61,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
         if len(raw) > limit:
             raise InvalidRoute(f"request body is larger than {limit} bytes", status_code=413)
     try:
-        body = json.loads(raw) if raw else None
+        body = json.loads(raw, parse_constant=_not_json) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRoute("request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRoute("request body is nested too deeply") from None
     if body is None:
         body = {}  # as configurable-http-proxy: null becomes {} and then lacks a target
     if not isinstance(body, dict):
