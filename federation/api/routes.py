@@ -25,9 +25,17 @@ def _inactive_since(request: Request) -> str | None:
     except ValueError:
         raise InvalidRoute(f"inactive_since {raw!r} is not an ISO 8601 date") from None
     if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    # Stored times are UTC strings of this exact shape, so comparing strings compares times.
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        when = _as_naive_utc(when)
+    # Stored times are UTC strings of this exact shape, so comparing strings compares times
+    # (isoformat pads the year to four digits; strftime's %Y does not for years before 1000).
+    return when.isoformat(timespec="milliseconds") + "Z"
+
+
+def _as_naive_utc(when: datetime) -> datetime:
+    try:
+        return when.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # an offset pushes year 1 or 9999 out of range: clamp
+        return datetime.min if when.year == 1 else datetime.max
 
 
 @router.get("", include_in_schema=False)

@@ -228,3 +228,16 @@ def test_move_between_clusters_removes_the_old_object(api, clusters) -> None:
     assert "/user/alice" not in stored["west"]
     assert stored["hub"]["/user/alice"]["owner"] == "hub" and "edge" not in stored["hub"]["/user/alice"]
     assert api.get("/api/routes/user/alice").json()["target"] == "http://10.9.9.9:8888"
+
+
+@pytest.mark.parametrize(
+    ("cutoff", "listed"),
+    [("0001-01-01T00:00:00+01:00", False), ("0999-01-01T00:00:00Z", False),
+     ("9999-12-31T23:59:59-01:00", True)],
+)
+def test_inactive_since_at_the_ends_of_the_calendar(api, cutoff, listed) -> None:
+    """An offset that takes year 1 or 9999 out of range, and years before 1000, compare right."""
+    add(api, "/user/old", **USER)
+    resp = api.get("/api/routes", params={"inactive_since": cutoff})
+    assert resp.status_code == 200, resp.text
+    assert ("/user/old" in resp.json()) is listed

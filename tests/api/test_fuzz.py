@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -325,3 +326,42 @@ def test_json_objects_as_names_among_concurrent_posts(fuzz_service) -> None:
         calls.append(Call(f"/user/b{i}", json_body(body), None, statuses=(400,)))
     check_answers(calls, asyncio.run(send_all(str(api.base_url), calls)))
     check_table(api, calls)
+
+
+OFFSETS = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59),
+                        max_value=timedelta(hours=23, minutes=59)).map(timezone)
+CUTOFFS = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                       timezones=st.none() | OFFSETS)
+ODD_QUERIES = (st.text(max_size=30) | st.sampled_from(
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0999-01-01T00:00:00Z", "Z", "+"]))
+READ_PATHS = good_path().map(lambda p: p[0]) | BAD_PATHS | st.sampled_from(
+    ["/%ZZ", "/%", "/%E7%A7", "/%ED%A0%80", "/user/%00", "//", "/%2F%2F"])
+
+
+def utc_ms(when: datetime) -> datetime:
+    """As the proxy compares: UTC, millisecond precision (configurable-http-proxy's Dates)."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cutoff=CUTOFFS, query=ODD_QUERIES, path=READ_PATHS, param=st.sampled_from(
+    ["inactive_since", "inactiveSince"]))
+def test_reads_and_deletes_never_fail(fuzz_service, cutoff, query, path, param) -> None:
+    """GET with any inactive_since, GET and DELETE of any path: never a 5xx, and the filter
+    returns exactly the routes last active strictly before the cutoff."""
+    api, _ = fuzz_service
+    if "/user/kept" not in api.get("/api/routes").json():
+        assert api.post("/api/routes/user/kept", json={"target": "http://10.0.0.1:80"}).status_code == 201
+    table = api.get("/api/routes").json()
+    got = api.get("/api/routes", params={param: cutoff.isoformat()})
+    assert got.status_code == 200, got.text
+    assert set(got.json()) == {
+        k for k, r in table.items()
+        if datetime.fromisoformat(r["last_activity"].replace("Z", "")) < utc_ms(cutoff)}
+    odd = api.get("/api/routes", params={param: query})
+    assert odd.status_code in (200, 400), (query, odd.text)
+    for method in ("GET", "DELETE"):
+        resp = api.request(method, "/api/routes" + path)
+        assert resp.status_code in (200, 204, 400, 404), (method, path, resp.status_code, resp.text)
