@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +23,10 @@ from .objects import (
     support_objects,
 )
 from .placement import destination_in, place
-from .routespec import RouteKey, normalize_path, validate_key, validate_target
+from .routespec import RouteKey, has_surrogate, normalize_path, validate_key, validate_target
 
 MAX_ENTRY_BYTES = 16 * 1024
 MAX_DATA_DEPTH = 64  # deeper JSON would near Python's recursion limit when (de)serialised
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def check_data(data: Mapping[str, Any]) -> None:
 def check_storable(entry: Entry) -> None:
     """The entry fits on a Kubernetes object as UTF-8 text."""
     text = json.dumps(entry.to_json(), ensure_ascii=False)
-    if _SURROGATE.search(text):
+    if has_surrogate(text):
         raise InvalidRoute("route data holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
                            "which has no UTF-8 form and cannot be stored")
     if len(text.encode()) > MAX_ENTRY_BYTES:
