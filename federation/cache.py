@@ -20,6 +20,7 @@ from . import _json, metrics
 from .layout import ShardKey
 from .objects import (
     ANN_HOST,
+    ANN_ROUTES,
     KINDS,
     LABEL_ROLE,
     Entry,
@@ -123,6 +124,7 @@ class ShardState:
     key: ShardKey
     split: bool  # a split marker: its routes live in its children
     entries: dict[str, Entry]
+    size: int = 0  # characters of its routes annotation: what splits a shard of big routes
 
 
 @dataclass
@@ -227,7 +229,8 @@ class ClusterCache:
             if key is not None:
                 split = is_split_marker(obj)
                 entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
-                self._put_shard(ShardState(name, str(rv), key, split, entries))
+                size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
+                self._put_shard(ShardState(name, str(rv), key, split, entries, size))
 
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
         """A deletion (a watch event or our own delete)."""

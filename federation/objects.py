@@ -184,6 +184,17 @@ def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, 
     return rule
 
 
+# Kubernetes refuses an object whose annotations add up to more than 256 KiB; a shard whose
+# routes would pass this splits before it is written (routes carry up to 16 KiB of data).
+MAX_ROUTES_BYTES = 192 * 1024
+# Past this a shard splits even below its route count (big route data).
+SPLIT_ROUTES_BYTES = 64 * 1024
+
+
+class ShardFull(Exception):  # noqa: N818 - a signal to split, not a failure
+    """These routes do not fit on one object: split the shard, then write again."""
+
+
 class ShardMemo:
     """The JSON text of unchanged entries' rules and annotation fragments, kept between writes
     of one shard.
@@ -244,7 +255,10 @@ def shard_body(
     """A shard object as the JSON the API server receives, joined from the memo's text."""
     meta = _shard_metadata(registry, cluster, key)
     ordered = sorted(entries)
-    meta["annotations"][ANN_ROUTES] = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
+    routes = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
+    if len(ordered) > 1 and len(routes.encode()) > MAX_ROUTES_BYTES:
+        raise ShardFull(key)
+    meta["annotations"][ANN_ROUTES] = routes
     if resource_version is not None:
         meta["resourceVersion"] = resource_version
     rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]

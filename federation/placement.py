@@ -23,6 +23,7 @@ import escapism
 
 from .config import Cluster, Registry, origin_of
 from .errors import InvalidRoute
+from .routespec import brief, host_problem, json_type
 
 _DNS_SAFE = set(string.ascii_lowercase + string.digits)
 
@@ -62,7 +63,7 @@ def place(registry: Registry, target: str, data: dict[str, Any]) -> Placement:
     if named is not None:
         if not isinstance(named, str) or named not in registry.clusters:
             raise InvalidRoute(
-                f"unknown cluster {named!r} in route data; known clusters: "
+                f"unknown cluster {brief(named)} in route data; known clusters: "
                 + ", ".join(sorted(registry.clusters))
             )
         return Placement(registry.clusters[named], "data")
@@ -76,26 +77,26 @@ def place(registry: Registry, target: str, data: dict[str, Any]) -> Placement:
 def ip_host(address: str, instance: str) -> str:
     """The ServiceEntry host standing for a bare IP target (Istio cannot route to an IP)."""
     safe = address.replace(":", "-").replace(".", "-")
+    if safe.endswith("-"):
+        # "fd00::" and "::" end in ':'; a DNS label may not end in '-'. No other address
+        # spells "...-0" here (a trailing zero group is always folded into "::").
+        safe += "0"
     return f"ip-{safe}.{instance}.federation.internal"
 
 
 def destination_in(
     cluster: Cluster, target: str, data: dict[str, Any], instance: str
 ) -> Destination:
-    """Where traffic for ``target`` goes inside ``cluster``."""
+    """Where traffic for ``target`` goes inside ``cluster``; InvalidRoute when that destination
+    is one Istio would refuse (so no object is ever written with it)."""
+    return _checked(_destination(cluster, target, data, instance))
+
+
+def _destination(cluster: Cluster, target: str, data: dict[str, Any], instance: str) -> Destination:
     scheme, host, port = origin_of(target)
     tls = scheme == "https"
     if cluster.ingress_origin is not None and (scheme, host, port) == cluster.ingress_origin:
-        user = data.get("user")
-        if not isinstance(user, str) or not user:
-            raise InvalidRoute(
-                f"target {target!r} is cluster {cluster.name!r}'s ingress, but the route data has "
-                "no 'user' to find the user's Service by"
-            )
-        server = data.get("server_name") or ""
-        if not isinstance(server, str):
-            raise InvalidRoute("'server_name' in route data must be a string")
-        name, namespace = user_service_names(cluster, user, server)
+        name, namespace = user_service_names(cluster, *_user_and_server(cluster, target, data))
         return Destination(
             host=f"{name}.{namespace}.svc.{cluster.cluster_domain}",
             port=cluster.user_service.port,
@@ -121,6 +122,41 @@ def destination_in(
     if host.endswith(f".svc.{domain}"):
         return Destination(host, port, "service")
     return Destination(host, port, "external", tls=tls)
+
+
+def _user_and_server(cluster: Cluster, target: str, data: dict[str, Any]) -> tuple[str, str]:
+    """The user and server names that name a user's Service (a target at a cluster's ingress).
+
+    Route data is any JSON; only here must these two be strings, as the spawner names the
+    Service after them.
+    """
+    user = data.get("user")
+    if user is None or user == "":
+        raise InvalidRoute(
+            f"target {brief(target)} is cluster {cluster.name!r}'s ingress, but the route data has "
+            "no 'user' to find the user's Service by"
+        )
+    if not isinstance(user, str):
+        raise InvalidRoute(
+            f"'user' in route data must be a string to name the user's Service in cluster "
+            f"{cluster.name!r}, not {json_type(user)} {brief(user, 40)}"
+        )
+    server = data.get("server_name")
+    if server is not None and not isinstance(server, str):
+        raise InvalidRoute(
+            f"'server_name' in route data must be a string or null, not "
+            f"{json_type(server)} {brief(server, 40)}"
+        )
+    return user, server or ""
+
+
+def _checked(dest: Destination) -> Destination:
+    problem = host_problem(dest.host)
+    if problem:
+        raise InvalidRoute(f"the route's destination host {brief(dest.host)} {problem}")
+    if not 0 < dest.port <= 65535:
+        raise InvalidRoute(f"the route's destination port {dest.port} is not in 1-65535")
+    return dest
 
 
 def edge_destination(remote: Cluster) -> Destination:

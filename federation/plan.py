@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,10 @@ from .objects import (
     support_objects,
 )
 from .placement import destination_in, place
-from .routespec import RouteKey, normalize_path, validate_target
+from .routespec import RouteKey, has_surrogate, normalize_path, validate_key, validate_target
 
 MAX_ENTRY_BYTES = 16 * 1024
+MAX_DATA_DEPTH = 64  # deeper JSON would near Python's recursion limit when (de)serialised
 
 
 @dataclass(frozen=True)
@@ -35,23 +37,57 @@ class RoutePlan:
 
 
 def plan_route(registry: Registry, raw_path: str, body: Mapping[str, Any], now: str) -> RoutePlan:
-    """Validate a POSTed route and decide where it is stored; raises InvalidRoute."""
-    key = RouteKey.parse(normalize_path(raw_path))
+    """Validate a POSTed route and decide where it is stored; raises InvalidRoute.
+
+    Everything the objects need is checked here, before anything is queued: a route that
+    reaches a shard write renders a rule the API server accepts, so it cannot fail the other
+    routes batched into the same write.
+    """
+    key = validate_key(RouteKey.parse(normalize_path(raw_path)))
     target = validate_target(body.get("target"))
     data = {k: v for k, v in body.items() if k not in ("target", "last_activity")}
+    check_data(data)
     owner = place(registry, target, data).cluster
-    # Everything the rule needs is checked now, so a bad route is refused before any write.
     destination_in(owner, target, data, registry.instance)
     entry = Entry(key.path, target, owner.name, data, now)
-    if len(json.dumps(entry.to_json(), ensure_ascii=False).encode()) > MAX_ENTRY_BYTES:
-        raise InvalidRoute(
-            f"route data is larger than {MAX_ENTRY_BYTES // 1024} KiB and cannot be stored "
-            "on a Kubernetes object"
-        )
+    check_storable(entry)
     writes = [(owner.name, entry)]
     if owner.name != registry.home and owner.edge:
         writes.append((registry.home, Entry(key.path, target, owner.name, {}, now, edge=True)))
     return RoutePlan(key, owner, writes)
+
+
+def check_data(data: Mapping[str, Any]) -> None:
+    """Route data is any JSON value configurable-http-proxy would keep, within limits that let
+    it be stored and served back exactly (walked without recursion: depth is what it checks)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DATA_DEPTH:
+            raise InvalidRoute(f"route data is nested deeper than {MAX_DATA_DEPTH} levels")
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise InvalidRoute("route data keys must be strings")
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRoute("route data holds NaN or an infinity, which JSON cannot carry")
+        elif value is not None and not isinstance(value, str | int | float):
+            raise InvalidRoute(f"route data holds a {type(value).__name__}, not a JSON value")
+
+
+def check_storable(entry: Entry) -> None:
+    """The entry fits on a Kubernetes object as UTF-8 text."""
+    text = json.dumps(entry.to_json(), ensure_ascii=False)
+    if has_surrogate(text):
+        raise InvalidRoute("route data holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                           "which has no UTF-8 form and cannot be stored")
+    if len(text.encode()) > MAX_ENTRY_BYTES:
+        raise InvalidRoute(
+            f"route data is larger than {MAX_ENTRY_BYTES // 1024} KiB and cannot be stored "
+            "on a Kubernetes object"
+        )
 
 
 def render_cluster(

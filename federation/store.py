@@ -25,14 +25,16 @@ from . import _json, logs, metrics
 from ._batch import Codec, ObjectWriter, Redirect
 from .cache import ClusterCache, RouteTable, ShardState, canonical
 from .config import Cluster, Registry
-from .errors import Conflict, InvalidRoute, KubeError, NotFound
+from .errors import Conflict, InvalidRoute, KubeError, NotFound, Rejected
 from .kube import ClusterClient, Resource
 from .layout import MAX_LEVEL, ShardKey, locate, partition
 from .objects import (
     GROUP,
     KINDS,
+    SPLIT_ROUTES_BYTES,
     VERSION,
     Entry,
+    ShardFull,
     ShardMemo,
     build_root,
     build_shard,
@@ -300,14 +302,17 @@ class ClusterStore:
         return out
 
     async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
-        """Apply a mutation to the shard the route belongs in, following splits."""
-        for _ in range(MAX_LEVEL + 2):
+        """Apply a mutation to the shard the route belongs in, following splits (and splitting
+        a shard its routes' data no longer fits in)."""
+        for _ in range(2 * MAX_LEVEL + 2):
             shard = locate(key, self.cache.is_split)
             try:
                 await self._shard_writer(shard).submit(mutation)
                 return shard
             except Redirect:
                 continue
+            except ShardFull:
+                await self._split_now(shard)
         raise Conflict(f"no stable shard for {key.path} on cluster {self.name!r}",
                        cluster=self.name, verb="update", status=409)
 
@@ -447,16 +452,26 @@ class ClusterStore:
 
     def _maybe_split(self, key: ShardKey) -> asyncio.Task[None] | None:
         """Start splitting a shard that holds more than its capacity (once at a time)."""
-        running = self._splits.get(key)
-        if running is not None:
-            return running
         state = self.cache.shards.get(key.name(self._inst))
         if (state is None or state.split or key.legacy or key.level >= MAX_LEVEL
-                or len(state.entries) <= self.capacity):
-            return None
-        task = self._splits[key] = self._spawn(self._split(key))
-        task.add_done_callback(lambda _: self._splits.pop(key, None))
-        return task
+                or (len(state.entries) <= self.capacity and state.size <= SPLIT_ROUTES_BYTES)):
+            return self._splits.get(key)
+        return self._split_task(key)
+
+    def _split_task(self, key: ShardKey) -> asyncio.Task[None]:
+        running = self._splits.get(key)
+        if running is None:
+            running = self._splits[key] = self._spawn(self._split(key))
+            running.add_done_callback(lambda _: self._splits.pop(key, None))
+        return running
+
+    async def _split_now(self, key: ShardKey) -> None:
+        """Split before a write that would not fit (a legacy shard cannot: its routes move)."""
+        if key.legacy or key.level >= MAX_LEVEL:
+            raise Rejected(f"routes of shard {key.name(self._inst)} on cluster {self.name!r} "
+                           "do not fit on one object", cluster=self.name, verb="update",
+                           status=422)
+        await asyncio.gather(self._split_task(key), return_exceptions=True)
 
     async def settle_splits(self) -> None:
         """Split until no shard holds more than its capacity (housekeeping, tests)."""
@@ -623,11 +638,7 @@ class ClusterStore:
         if parent is None:
             return
         if parent.name(self._inst) in self.cache.shards:
-            running = self._splits.get(parent)
-            if running is None:
-                running = self._splits[parent] = self._spawn(self._split(parent))
-                running.add_done_callback(lambda _: self._splits.pop(parent, None))
-            await asyncio.gather(running, return_exceptions=True)
+            await asyncio.gather(self._split_task(parent), return_exceptions=True)
             return
         try:
             stored = await self.client.create(

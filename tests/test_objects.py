@@ -13,6 +13,7 @@ from federation.objects import (
     build_shard,
     decode_entries,
     dns_label,
+    route_rule,
     support_objects,
 )
 from federation.placement import destination_in, edge_destination
@@ -152,5 +153,56 @@ def test_schema_validation_can_fail(registry) -> None:
     shared_file("istio")
     obj = all_objects(registry)[0]
     obj["spec"]["http"][0]["match"][0]["uri"] = {"prefixx": "/"}
+    with pytest.raises(jsonschema.ValidationError):
+        validate(obj, ISTIO_CRDS)
+
+
+def test_memo_takes_any_json_as_user_and_keeps_types_apart(registry) -> None:
+    """Route data is any JSON: a dict 'user' must not break the memo, and user "1" (a name)
+    must not be served the rule memoised for user 1 (refused at an ingress target)."""
+    from federation.errors import InvalidRoute
+    from federation.objects import ShardMemo
+
+    east, memo = registry.clusters["east"], ShardMemo()
+    for user in ({"name": "a"}, ["a"], 1):
+        entry = Entry("/user/a", "http://10.1.2.3:8888", "east", {"user": user}, "t")
+        assert memo.rule(registry, east, entry) == memo.rule(registry, east, entry)
+    ingress = "https://east.hub.example.org"
+    named = memo.rule(registry, east, Entry("/user/b", ingress, "east", {"user": "1"}, "t"))
+    assert named is not None
+    assert json.loads(named)["route"][0]["destination"]["host"].startswith("jupyter-1.")
+    # Planning refuses it; a stored one (hand-edited) is kept with no rule rather than wrong.
+    assert memo.rule(registry, east, Entry("/user/b", ingress, "east", {"user": 1}, "t")) is None
+    with pytest.raises(InvalidRoute):
+        route_rule(registry, east, Entry("/user/b", ingress, "east", {"user": 1}, "t"))
+
+
+def has_route(obj: dict) -> bool:
+    """Not a root (a root's rules delegate; they have no destination to spoil)."""
+    return obj["kind"] != "VirtualService" or any("route" in r for r in obj["spec"]["http"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("VirtualService", ("spec", "http", 0, "route", 0, "destination", "host"), "a" * 64 + ".svc"),
+        ("VirtualService", ("spec", "http", 0, "route", 0, "destination", "host"), "10.0.0.299"),
+        ("VirtualService", ("spec", "http", 0, "route", 0, "destination", "port", "number"), 0),
+        ("ServiceEntry", ("spec", "hosts", 0), "a_b.example.org"),
+        ("ServiceEntry", ("spec", "ports", 0, "number"), 70000),
+        ("DestinationRule", ("spec", "host"), "x" * 256),
+    ],
+)
+def test_webhook_rules_can_fail(registry, kind, path, value) -> None:
+    """The test-side transcription of Istio's webhook rules catches each kind of bad value."""
+    import jsonschema
+
+    shared_file("istio")
+    obj = next(o for o in all_objects(registry) if o["kind"] == kind and has_route(o))
+    validate(obj, ISTIO_CRDS)
+    node = obj
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         validate(obj, ISTIO_CRDS)

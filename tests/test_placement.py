@@ -73,3 +73,27 @@ def test_destinations(registry, target, data, host, port, kind) -> None:
 def test_ingress_target_without_user_is_refused(registry) -> None:
     with pytest.raises(InvalidRoute, match="no 'user'"):
         destination_in(registry.clusters["east"], "https://east.hub.example.org", {}, "jupyterhub")
+
+
+@pytest.mark.parametrize("address", ["::", "fd00::", "fd00::1", "10.1.2.3", "::ffff:10.1.2.3"])
+def test_ip_hosts_are_valid_dns_names(address) -> None:
+    from federation.placement import ip_host
+    from federation.routespec import host_problem
+
+    assert host_problem(ip_host(address, "jupyterhub")) is None
+
+
+def test_ip_hosts_of_different_addresses_differ() -> None:
+    import ipaddress
+
+    from federation.placement import ip_host
+
+    addresses = ["::", "::0:0", "fd00::", "fd00::0:1", "fd00::1:0", "fd00:0:0:0:0:0:1:0"]
+    distinct = {str(ipaddress.ip_address(a)) for a in addresses}
+    assert len({ip_host(a, "j") for a in distinct}) == len(distinct)
+
+
+def test_ingress_target_with_a_json_object_as_user_is_refused(registry) -> None:
+    with pytest.raises(InvalidRoute, match="must be a string"):
+        destination_in(registry.clusters["east"], "https://east.hub.example.org",
+                       {"user": {"name": "alice"}}, "jupyterhub")

@@ -224,3 +224,24 @@ def test_a_legacy_table_is_served_then_moved_with_no_gap(config_path: Path, clus
         check_objects(clusters, registry, legacy_table, rng)
         stored = stored_routes(clusters)
         assert json.dumps(stored["hub"]["/"]) and "/user/u1/gpu" in stored["hub"]
+
+
+def test_big_route_data_splits_shards_instead_of_failing(service, clusters) -> None:
+    """Routes carry up to 16 KiB of data; 20 of them at once would pass Kubernetes' 256 KiB
+    annotation limit on one shard, so the shard splits first and every POST is stored."""
+    blob = "x" * 15_000
+    bodies = {f"/user/big{i}": {"target": "http://10.0.1.%d:8888" % i, "note": blob}
+              for i in range(20)}
+
+    def post(path: str) -> int:
+        return httpx.post(service.url + "/api/routes" + path, headers=HEADERS,
+                          json=bodies[path], timeout=30).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        assert set(pool.map(post, bodies)) == {201}
+    table = httpx.get(service.url + "/api/routes", headers=HEADERS).json()
+    assert all(table[p]["note"] == blob for p in bodies)
+    for obj in shards_of(clusters, "hub"):
+        size = len(json.dumps(obj["metadata"]["annotations"]).encode())
+        assert size < 256 * 1024, obj["metadata"]["name"]
+    assert len([o for o in shards_of(clusters, "hub") if decode_entries(o)]) >= 2

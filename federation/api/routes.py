@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from .. import _json
 from ..errors import InvalidRoute
 from .deps import Authorized, FederationDep
 
@@ -26,9 +25,17 @@ def _inactive_since(request: Request) -> str | None:
     except ValueError:
         raise InvalidRoute(f"inactive_since {raw!r} is not an ISO 8601 date") from None
     if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    # Stored times are UTC strings of this exact shape, so comparing strings compares times.
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        when = _as_naive_utc(when)
+    # Stored times are UTC strings of this exact shape, so comparing strings compares times
+    # (isoformat pads the year to four digits; strftime's %Y does not for years before 1000).
+    return when.isoformat(timespec="milliseconds") + "Z"
+
+
+def _as_naive_utc(when: datetime) -> datetime:
+    try:
+        return when.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # an offset pushes year 1 or 9999 out of range: clamp
+        return datetime.min if when.year == 1 else datetime.max
 
 
 @router.get("", include_in_schema=False)
@@ -46,6 +53,11 @@ async def get_route(path: str, federation: FederationDep) -> Response:
     return Response(content=json.dumps(route, ensure_ascii=False), media_type=JSON)
 
 
+def _not_json(name: str) -> None:
+    # Python's parser takes NaN and Infinity, which are not JSON: the table could not be served.
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
@@ -57,9 +69,11 @@ async def _json_object(request: Request) -> dict[str, Any]:
         if len(raw) > limit:
             raise InvalidRoute(f"request body is larger than {limit} bytes", status_code=413)
     try:
-        body = _json.loads(bytes(raw)) if raw else None
+        body = json.loads(raw, parse_constant=_not_json) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise InvalidRoute("request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRoute("request body is nested too deeply") from None
     if body is None:
         body = {}  # as configurable-http-proxy: null becomes {} and then lacks a target
     if not isinstance(body, dict):

@@ -108,6 +108,15 @@ def test_bearer_token_also_accepted(service) -> None:
         (b'{"target": "http://x.org:99999"}', "not a valid URL"),
         (b'{"target": "http://hub:8081", "cluster": "mars"}', "unknown cluster"),
         (b'{"target": "https://east.hub.example.org"}', "no 'user'"),
+        (b'{"target": "https://east.hub.example.org", "user": {"name": "a"}}', "must be a string"),
+        (b'{"target": "http://10.0.0.299:80"}', "all-numeric"),
+        (b'{"target": "http://' + b"h" * 300 + b'"}', "300 characters"),
+        (b'{"target": "http://a_b.example.org"}', "'a_b'"),
+        (b'{"target": "http://hub:0"}', "port 0"),
+        (b'{"target": NaN}', "not valid JSON"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"target": "http://hub:8081", "x": "\\ud800"}', "surrogate"),
+        (b'{"target": "http://hub:8081", "n": 1e999}', "infinity"),
     ],
 )
 def test_bad_post_is_400_and_writes_nothing(api, clusters, body, fragment) -> None:
@@ -228,3 +237,25 @@ def test_move_between_clusters_removes_the_old_object(api, clusters) -> None:
     assert "/user/alice" not in stored["west"]
     assert stored["hub"]["/user/alice"]["owner"] == "hub" and "edge" not in stored["hub"]["/user/alice"]
     assert api.get("/api/routes/user/alice").json()["target"] == "http://10.9.9.9:8888"
+
+
+@pytest.mark.parametrize(
+    ("cutoff", "listed"),
+    [("0001-01-01T00:00:00+01:00", False), ("0999-01-01T00:00:00Z", False),
+     ("9999-12-31T23:59:59-01:00", True)],
+)
+def test_inactive_since_at_the_ends_of_the_calendar(api, cutoff, listed) -> None:
+    """An offset that takes year 1 or 9999 out of range, and years before 1000, compare right."""
+    add(api, "/user/old", **USER)
+    resp = api.get("/api/routes", params={"inactive_since": cutoff})
+    assert resp.status_code == 200, resp.text
+    assert ("/user/old" in resp.json()) is listed
+
+
+def test_any_json_as_names_is_kept_where_no_service_is_named(api) -> None:
+    """configurable-http-proxy keeps any JSON data; names only matter at a cluster's ingress."""
+    data = {"user": {"name": "alice", "groups": ["a"]}, "server_name": [1, 2.5, None],
+            "extra": {"nested": {"deeper": True}}}
+    add(api, "/user/alice", "http://10.1.2.3:8888", **data)
+    route = api.get("/api/routes/user/alice").json()
+    assert {k: route[k] for k in data} == data
