@@ -230,7 +230,7 @@ def test_big_route_data_splits_shards_instead_of_failing(service, clusters) -> N
     """Routes carry up to 16 KiB of data; 20 of them at once would pass Kubernetes' 256 KiB
     annotation limit on one shard, so the shard splits first and every POST is stored."""
     blob = "x" * 15_000
-    bodies = {f"/user/big{i}": {"target": "http://10.0.1.%d:8888" % i, "note": blob}
+    bodies = {f"/user/big{i}": {"target": f"http://10.0.1.{i}:8888", "note": blob}
               for i in range(20)}
 
     def post(path: str) -> int:
