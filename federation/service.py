@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import metrics
+from .activity import ActivityMonitor
 from .cache import ClusterCache, RouteTable, Watcher
 from .config import Cluster, Registry
 from .errors import InvalidRoute, KubeError, NotFound
@@ -88,6 +89,7 @@ class Federation:
             for name, client in clients.items()
         }
         self.tasks: list[asyncio.Task[None]] = []
+        self.activity = ActivityMonitor(lambda: self.registry, self.table, settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -97,8 +99,10 @@ class Federation:
             runtime.start(loop, self.settings.watch_timeout)
         self.tasks.append(asyncio.create_task(self._probe_loop()))
         self.tasks.append(asyncio.create_task(self._reconcile_loop()))
+        self.activity.start()
 
     async def stop(self) -> None:
+        await self.activity.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

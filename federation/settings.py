@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     gc_grace: float = Field(30.0, ge=0, description="seconds an unused object lives before removal")
     reload_interval: float = Field(5.0, gt=0, description="how often the config file is checked")
 
+    # Traffic activity from each cluster's Prometheus (clusters.yaml: activity)
+    activity_interval: float = Field(60.0, gt=0, description="seconds between activity reads")
+    activity_recovery: float = Field(
+        3600.0, ge=0, description="seconds of past activity a starting replica reads back"
+    )
+
     # Optional warm-up wait after a write
     warmup: bool = False
     warmup_timeout: float = Field(10.0, gt=0)
