@@ -41,16 +41,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Requests the cluster's ingress gateway forwarded (a gateway reports as "source"), per
-# destination. The second half catches a destination's very first request: its counter series
-# is born at 1, which increase() cannot see, so a series that did not exist one window ago
-# counts as activity too.
+# destination: a counter higher than one window (one read step) earlier. Comparing values rather
+# than using increase() sees an increment even across a gap in scraping (up to Prometheus's
+# 5-minute lookback). The second half is a destination's first request: its series is born
+# already counting, so a series absent one window ago counts too, if its target was scraped
+# then (otherwise a Prometheus restart would make every destination look new).
+_REQUESTS = 'istio_requests_total{reporter="source", source_workload="${gateway_workload}"}'
 DEFAULT_QUERY = (
-    'sum by (destination_service) (increase(istio_requests_total{reporter="source", '
-    'source_workload="${gateway_workload}"}[${window}])) > 0 '
-    "or count by (destination_service) ("
-    'istio_requests_total{reporter="source", source_workload="${gateway_workload}"} '
-    'unless istio_requests_total{reporter="source", source_workload="${gateway_workload}"} '
-    "offset ${window})"
+    f"sum by (destination_service) (({_REQUESTS} - {_REQUESTS} offset ${{window}}) > 0) "
+    f"or count by (destination_service) (({_REQUESTS} unless {_REQUESTS} offset ${{window}}) "
+    "and on (job, instance) (up offset ${window}))"
 )
 MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 points per series
 
@@ -70,7 +70,8 @@ def iso(ts: float) -> str:
 
 @dataclass(frozen=True)
 class ReadPlan:
-    """One range query: points at start, start + step, ..., end; each looks back ``window``."""
+    """One range query: points at start, start + step, ..., end; each compares the counters
+    with their values one step (the query's window) earlier."""
 
     start: float
     end: float
@@ -78,18 +79,20 @@ class ReadPlan:
 
     @property
     def window(self) -> float:
-        # Two steps: an increase between the last sample of one window and the first of the
-        # next is inside the following point's window, so no request is lost between reads.
-        return 2 * self.step
+        return self.step
 
 
 def plan_read(since: float | None, now: float, interval: float, recovery: float) -> ReadPlan:
-    """The read covering (since, now]; a first read (``since`` None) covers ``recovery``."""
+    """The read covering (since, now]; a first read (``since`` None) covers ``recovery``.
+
+    The previous read's last point is evaluated again: a sample Prometheus had not stored yet
+    when it was read (a slow scrape, remote-write lag) is seen there, at its own time.
+    """
     earliest = now - max(recovery, interval)
     since = earliest if since is None else max(since, earliest)
     span = max(now - since, 0.0)
-    step = max(interval, span / MAX_POINTS)
-    count = max(1, math.ceil(span / step - 1e-9))
+    step = max(interval, span / (MAX_POINTS - 1))
+    count = math.ceil(span / step - 1e-9) + 1
     return ReadPlan(start=now - (count - 1) * step, end=now, step=step)
 
 

@@ -42,44 +42,45 @@ def activity(**overrides: Any) -> Activity:
 # -- the read window ----------------------------------------------------------------------------
 
 
-def test_a_regular_read_is_one_point_looking_back_two_intervals() -> None:
+def test_a_regular_read_evaluates_this_interval_and_the_last_read_again() -> None:
     plan = plan_read(T0 - 60, T0, interval=60, recovery=3600)
-    assert (plan.start, plan.end, plan.step, plan.window) == (T0, T0, 60, 120)
+    assert (plan.start, plan.end, plan.step, plan.window) == (T0 - 60, T0, 60, 60)
 
 
 def test_a_first_read_recovers_the_recent_past_in_one_query() -> None:
     plan = plan_read(None, T0, interval=60, recovery=3600)
     assert plan.end == T0 and plan.step == 60
-    # Points every interval back to the recovery horizon; the first looks back past it.
-    assert plan.start == T0 - 3540
-    assert plan.start - plan.window <= T0 - 3600
+    # A point every interval back to the recovery horizon.
+    assert plan.start == T0 - 3600
 
 
 def test_a_read_after_failures_covers_the_whole_gap_but_not_beyond_recovery() -> None:
     gap = plan_read(T0 - 600, T0, interval=60, recovery=3600)
-    assert gap.start == T0 - 540 and gap.start - gap.window <= T0 - 600
+    assert (gap.start, gap.step) == (T0 - 600, 60)
+    late = plan_read(T0 - 61, T0, interval=60, recovery=3600)
+    assert late.start <= T0 - 61 and late.step == 60
     capped = plan_read(T0 - 86_400, T0, interval=60, recovery=3600)
-    assert capped.start == T0 - 3540
+    assert capped.start == T0 - 3600
 
 
 def test_a_long_recovery_widens_the_step_under_prometheus_point_limit() -> None:
     plan = plan_read(None, T0, interval=1, recovery=86_400)
     points = round((plan.end - plan.start) / plan.step) + 1
     assert points <= 10_000 and plan.step > 1
-    assert plan.start - plan.window <= T0 - 86_400
+    assert plan.start <= T0 - 86_400
 
 
 # -- the query ----------------------------------------------------------------------------------
 
 
 def test_default_query_counts_gateway_requests_by_destination() -> None:
-    query = render_query(activity(gateway_workload="my-gateway"), "east", 120)
+    query = render_query(activity(gateway_workload="my-gateway"), "east", 60)
     assert "${" not in query
     assert "by (destination_service)" in query
     assert 'reporter="source"' in query and 'source_workload="my-gateway"' in query
-    assert "[120000ms]" in query and "offset 120000ms" in query
+    assert "offset 60000ms" in query and "up offset 60000ms" in query
     assert query == render_query(activity(query=DEFAULT_QUERY, gateway_workload="my-gateway"),
-                                 "east", 120)
+                                 "east", 60)
 
 
 def test_query_override_gets_cluster_and_window() -> None:
