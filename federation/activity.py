@@ -85,15 +85,16 @@ class ReadPlan:
 def plan_read(since: float | None, now: float, interval: float, recovery: float) -> ReadPlan:
     """The read covering (since, now]; a first read (``since`` None) covers ``recovery``.
 
-    The previous read's last point is evaluated again: a sample Prometheus had not stored yet
-    when it was read (a slow scrape, remote-write lag) is seen there, at its own time.
+    Points lie on a grid of the step, so every replica evaluates the same points and computes
+    the same times. The previous read's last point is evaluated again: a sample Prometheus had
+    not stored yet when it was read (a slow scrape, remote-write lag) is seen there.
     """
     earliest = now - max(recovery, interval)
     since = earliest if since is None else max(since, earliest)
-    span = max(now - since, 0.0)
-    step = max(interval, span / (MAX_POINTS - 1))
-    count = math.ceil(span / step - 1e-9) + 1
-    return ReadPlan(start=now - (count - 1) * step, end=now, step=step)
+    step = max(interval, (now - since) / (MAX_POINTS - 2))
+    end = math.floor(now / step) * step
+    count = max(1, math.ceil((end - since) / step - 1e-9)) + 1
+    return ReadPlan(start=end - (count - 1) * step, end=end, step=step)
 
 
 def duration(seconds: float) -> str:
