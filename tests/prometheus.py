@@ -27,10 +27,11 @@ from federation.testing.harness import free_port
 SCRAPE_INTERVAL = 0.2  # seconds; the tests read activity every 0.5 s
 
 
-def prometheus_binary() -> str:
-    path = os.environ.get("FEDERATION_PROMETHEUS") or shutil.which("prometheus")
-    if path is None and Path("/usr/bin/prometheus").exists():
-        path = "/usr/bin/prometheus"
+def prometheus_binary(search_path: str | None = None) -> str:
+    """The prometheus binary: $FEDERATION_PROMETHEUS, else on PATH or in /usr/bin (Debian's)."""
+    if search_path is None:
+        search_path = os.environ.get("PATH", "") + os.pathsep + "/usr/bin"
+    path = os.environ.get("FEDERATION_PROMETHEUS") or shutil.which("prometheus", path=search_path)
     if path is None:
         reason = "the prometheus binary is missing (apt-get install prometheus; scripts/test.sh does it as root)"
         if os.environ.get("CI") == "true":

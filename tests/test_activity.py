@@ -25,6 +25,7 @@ from federation.errors import ConfigError
 from federation.objects import Entry
 
 from .conftest import base_config
+from .prometheus import prometheus_binary
 
 T0 = 1_800_000_000.0
 
@@ -266,3 +267,22 @@ def test_token_and_ca_files_are_checked_at_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"activity\.caFile: .* not a readable PEM CA bundle") as info:
         load_registry(path, check_kubeconfig=False)
     assert "s3cret-token" not in str(info.value)
+
+
+# -- the real-Prometheus tests never skip in CI -------------------------------------------------
+
+
+def test_missing_prometheus_skips_on_a_developer_machine_and_fails_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FEDERATION_PROMETHEUS", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install prometheus"):
+        prometheus_binary(search_path=str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="prometheus binary is missing"):
+        prometheus_binary(search_path=str(tmp_path))
+    fake = tmp_path / "prometheus"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert prometheus_binary(search_path=str(tmp_path)) == str(fake)

@@ -632,6 +632,8 @@ def test_schema_matches_the_service_config_model() -> None:
     http = cluster["properties"]["http"]
     _schema_of_model(http, config_module.HttpOptions)
     _schema_of_model(http["properties"]["requestHeaders"], config_module.RequestHeaders)
+    for activity in (cluster, config["properties"]["defaults"]):
+        _schema_of_model(activity["properties"]["activity"], config_module.ActivityOptions)
     required = {n for n, f in config_module.ClustersFile.model_fields.items() if f.is_required()}
     assert set(config["required"]) == required
 
