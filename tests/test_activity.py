@@ -4,6 +4,7 @@ overlay on the route table, and the activity keys of clusters.yaml."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from federation.config import Activity, load_registry, parse_registry
 from federation.errors import ConfigError
 from federation.objects import Entry
 
-from .conftest import base_config
+from .conftest import REPO, base_config
 from .prometheus import prometheus_binary
 
 T0 = 1_800_000_000.0
@@ -220,6 +221,18 @@ def test_no_activity_key_means_no_source() -> None:
     assert all(c.activity is None for c in reg.clusters.values())
 
 
+def test_the_example_file_shows_the_activity_keys() -> None:
+    raw = yaml.safe_load((REPO / "clusters.example.yaml").read_text())
+    reg = parse_registry(raw, source="clusters.example.yaml", check_kubeconfig=False)
+    east = reg.clusters["aws-east"].activity
+    assert east is not None and east.prometheus_url.startswith("http")
+    assert reg.clusters["hub"].activity is None  # defaults' shared keys alone name no Prometheus
+    text = (REPO / "clusters.example.yaml").read_text()
+    for key in ("prometheusUrl", "query", "gatewayWorkload", "bearerTokenFile", "caFile",
+                "timeout", "headers", "enabled"):
+        assert f"{key}:" in text, key
+
+
 @pytest.mark.parametrize(
     ("keys", "expected"),
     [
@@ -286,3 +299,23 @@ def test_missing_prometheus_skips_on_a_developer_machine_and_fails_in_ci(
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     assert prometheus_binary(search_path=str(tmp_path)) == str(fake)
+
+
+def test_the_guides_activity_examples_load() -> None:
+    guide = (REPO / "docs" / "operations.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", guide, re.S)
+              if "activity:" in b]
+    assert len(blocks) >= 2
+    for block in blocks:
+        doc = base_config()
+        doc["defaults"].update(block.get("defaults") or {})
+        for own in block.get("clusters") or []:
+            own.pop("name")
+            doc["clusters"][1].update(own)
+        for key in ("bearerTokenFile", "caFile"):
+            assert key not in str(block)  # commented out: files the test does not have
+        reg = parse_registry(doc, check_kubeconfig=False)
+        east = reg.clusters["east"].activity
+        assert east is not None
+        query = render_query(east, "east", 60)
+        assert "${" not in query and "destination_service" in query
