@@ -120,11 +120,15 @@ def parse_response(body: Any) -> dict[str, float]:
         raise ActivityError(f"query refused: {str(body.get('error') or body.get('status'))[:200]}")
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result")
-    if kind not in ("matrix", "vector") or not isinstance(result, list):
+    if kind not in ("matrix", "vector"):
         raise ActivityError(f"the query must return series, not {kind!r}")
+    if not isinstance(result, list):
+        raise ActivityError("the answer's result is not a list of series")
     seen: dict[str, float] = {}
     unlabelled = 0
     for series in result:
+        if not isinstance(series, dict):
+            continue
         dest = (series.get("metric") or {}).get("destination_service")
         points = series.get("values") if kind == "matrix" else [series.get("value")]
         if not dest:
@@ -386,11 +390,12 @@ class ActivityMonitor:
         metrics.ACTIVITY_READS.labels(name).inc()
         try:
             seen = await source.read(now, self.interval, self.recovery)
-        except ActivityError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed read is the source's state, no more
             latency = time.perf_counter() - started
             metrics.ACTIVITY_FAILURES.labels(name).inc()
             metrics.ACTIVITY_LATENCY.labels(name).observe(latency)
-            source.failed(str(exc), latency)
+            message = str(exc) if isinstance(exc, ActivityError) else f"unusable answer: {type(exc).__name__}"
+            source.failed(message, latency)
             return
         latency = time.perf_counter() - started
         metrics.ACTIVITY_LATENCY.labels(name).observe(latency)
