@@ -228,7 +228,7 @@ class ActivitySource:
     def __init__(self, cluster: str, activity: Activity) -> None:
         self.cluster = cluster
         self.activity = activity
-        self.http = httpx.AsyncClient(timeout=activity.timeout, verify=_verify(activity))
+        self._http: httpx.AsyncClient | None = None  # made at the first read (see _client)
         self.url = activity.prometheus_url.rstrip("/") + "/api/v1/query_range"
         self.covered_until: float | None = None  # end of the last successful read
         self.state = "starting"  # starting | ok | failing
@@ -262,7 +262,7 @@ class ActivitySource:
             "step": f"{plan.step:.3f}",
         }
         try:
-            resp = await self.http.post(self.url, data=form, headers=self._headers())
+            resp = await self._client().post(self.url, data=form, headers=self._headers())
         except httpx.TimeoutException:
             raise ActivityError(f"no answer in {self.activity.timeout:g}s") from None
         except httpx.HTTPError as exc:
@@ -305,14 +305,22 @@ class ActivitySource:
             "last_error": self.last_error,
         }
 
+    def _client(self) -> httpx.AsyncClient:
+        # Made here rather than at start, so that a CA file gone bad after the config was
+        # loaded is this source's failure, shown at /clusters, not an error of the poller.
+        if self._http is None:
+            verify: ssl.SSLContext | bool = True
+            if self.activity.ca_file is not None:
+                try:
+                    verify = ssl.create_default_context(cafile=self.activity.ca_file)
+                except (OSError, ssl.SSLError):
+                    raise ActivityError(f"cannot load caFile {self.activity.ca_file}") from None
+            self._http = httpx.AsyncClient(timeout=self.activity.timeout, verify=verify)
+        return self._http
+
     async def close(self) -> None:
-        await self.http.aclose()
-
-
-def _verify(activity: Activity) -> ssl.SSLContext | bool:
-    if activity.ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=activity.ca_file)
+        if self._http is not None:
+            await self._http.aclose()
 
 
 # --------------------------------------------------------------------------------------------

@@ -159,6 +159,10 @@ def test_failures_name_the_cause_and_never_the_token(
     missing = str(tmp_path / "unmounted-token")
     unreadable = asyncio.run(read(source_for(prom, tmp_path, tls[0], bearer_token_file=missing)))
     assert unreadable["last_error"].startswith("cannot read bearerTokenFile")
+    garbled = tmp_path / "garbled-ca.pem"  # replaced since the config was loaded
+    garbled.write_text("not a certificate")
+    assert asyncio.run(read(source_for(prom, tmp_path, garbled)))["last_error"] == (
+        f"cannot load caFile {garbled}")
     assert len(prom.requests) == 3  # none over an unverified connection, none without its token
 
     shown = json.dumps(state) + caplog.text

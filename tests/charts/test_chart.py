@@ -369,6 +369,23 @@ def test_kubeconfig_default_key(render) -> None:
     assert clusters_yaml(rendered)["kubeconfig"] == "/etc/federation/kubeconfig/config"
 
 
+def test_activity_secret_is_mounted_read_only(render) -> None:
+    rendered = render(values={
+        "activitySecret": {"name": "prometheus-reader"},
+        "config": {"defaults": {"activity": {
+            "prometheusUrl": "https://prometheus.istio-system:9090",
+            "bearerTokenFile": "/etc/federation-activity/token"}}},
+    })
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["activity"]["secret"]["secretName"] == "prometheus-reader"
+    mounts = {m["name"]: m for m in container(rendered)["volumeMounts"]}
+    assert mounts["activity"] == {"name": "activity", "mountPath": "/etc/federation-activity",
+                                  "readOnly": True}
+    assert clusters_yaml(rendered)["defaults"]["activity"]["bearerTokenFile"] == (
+        "/etc/federation-activity/token")
+
+
 def test_existing_token_secret(render) -> None:
     rendered = render("existing-secret.yaml")
     assert token_ref(rendered) == ("federation-proxy-token", "proxy-token")
