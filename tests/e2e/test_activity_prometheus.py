@@ -191,7 +191,8 @@ def test_prometheus_down_never_slows_routes_and_recovery_needs_no_restart(
     tmp_path: Path, clusters: Any, mesh: tuple[Prometheus, GatewayMetrics]
 ) -> None:
     prometheus, gateway = mesh
-    config = activity_config(tmp_path / "clusters.yaml", str(clusters.kubeconfig), prometheus.url)
+    config = activity_config(tmp_path / "clusters.yaml", str(clusters.kubeconfig), prometheus.url,
+                             timeout=2)
     svc = start_service(config)
     try:
         with client(svc) as api:
@@ -200,17 +201,17 @@ def test_prometheus_down_never_slows_routes_and_recovery_needs_no_restart(
             wait_for(lambda: last_activity(api, "dan") > written["dan"], "dan's first activity")
             usual = timed_reads(api)
 
-            # 1. Hung (accepts connections, never answers): reads time out after 1 s.
+            # 1. Hung (accepts connections, never answers): reads time out after 2 s.
             prometheus.pause()
             failing = wait_for(lambda: (s := east_activity(api))["state"] == "failing" and s,
                                "the activity source to show failing")
-            assert "no answer in 1s" in failing["last_error"]
+            assert "no answer in 2s" in failing["last_error"]
             known = last_activity(api, "dan")
             during = timed_reads(api)
-            # Route requests do not wait on Prometheus: far below its 1 s timeout, and at about
+            # Route requests do not wait on Prometheus: none near its 2 s timeout, and at about
             # their usual speed (generous: two cores are shared with the rest of the suite).
-            assert max(during) < 0.5, during
-            assert statistics.median(during) <= 3 * statistics.median(usual) + 0.02, (usual, during)
+            assert max(during) < 1.5, during
+            assert statistics.median(during) <= 3 * statistics.median(usual) + 0.05, (usual, during)
             assert last_activity(api, "dan") == known  # the last known activity stays
             assert last_activity(api, "eve") == written["eve"]
 
@@ -229,7 +230,7 @@ def test_prometheus_down_never_slows_routes_and_recovery_needs_no_restart(
                                "the source to fail on a stopped Prometheus")
             assert refused["last_error"].startswith("ConnectError"), refused
             during = timed_reads(api)
-            assert max(during) < 0.5, during
+            assert max(during) < 1.5, during
             prometheus.start()
             wait_for(lambda: east_activity(api)["state"] == "ok", "the source to recover again")
             before = time.time()
