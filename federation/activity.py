@@ -323,6 +323,26 @@ class ActivitySource:
             await self._http.aclose()
 
 
+async def probe(
+    cluster: str, activity: Activity, interval: float, span: float = 300.0
+) -> tuple[bool | None, str]:
+    """One read of the last ``span`` seconds, as a starting replica reads them, for
+    ``federation check``: (ok, what it found)."""
+    source = ActivitySource(cluster, activity)
+    try:
+        seen = await source.read(time.time(), interval, span)
+    except ActivityError as exc:
+        return False, f"{activity.prometheus_url}: {exc}"
+    finally:
+        await source.close()
+    if not seen:
+        # Readable, but nothing went through this gateway lately: fine on a quiet hub, or a
+        # gatewayWorkload that is not the gateway's source_workload label.
+        return None, (f"{activity.prometheus_url}: no gateway requests in the last {span:g}s "
+                      f"(source_workload {activity.gateway_workload!r})")
+    return True, f"{activity.prometheus_url}: {len(seen)} destinations with requests in the last {span:g}s"
+
+
 # --------------------------------------------------------------------------------------------
 # The poller
 

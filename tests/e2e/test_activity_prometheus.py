@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import yaml
 
 from federation.activity import iso
-from federation.testing.harness import ServiceThread, write_clusters_yaml
+from federation.testing.harness import ServiceThread, free_port, write_clusters_yaml
 
 from ..conftest import TOKEN, base_config, fast_settings
 from ..prometheus import GatewayMetrics, Prometheus
@@ -243,3 +245,28 @@ def test_prometheus_down_never_slows_routes_and_recovery_needs_no_restart(
             assert failures and float(failures[0].split()[-1]) >= 2, failures
     finally:
         svc.stop()
+
+
+def test_check_reads_each_activity_source_once(
+    tmp_path: Path, clusters: Any, mesh: tuple[Prometheus, GatewayMetrics],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+
+    from federation.check import run_check
+    from federation.config import load_registry
+
+    prometheus, gateway = mesh
+    gateway.hit(svc_of("fay"), 1)
+    prometheus.wait_scraped(svc_of("fay"), 1)
+    time.sleep(2 * INTERVAL)  # a point of the interval's grid after it
+    config = activity_config(tmp_path / "clusters.yaml", str(clusters.kubeconfig), prometheus.url)
+    doc = yaml.safe_load(config.read_text())
+    doc["clusters"][2]["activity"] = {"prometheusUrl": f"http://127.0.0.1:{free_port()}"}
+    write_clusters_yaml(config, doc)
+    asyncio.run(run_check(load_registry(config), fast_settings(config, activity_interval=INTERVAL)))
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    east = [line for line in lines if "activity from Prometheus" in line and prometheus.url in line]
+    assert len(east) == 1 and east[0].startswith("ok") and "destinations with requests" in east[0]
+    west = [line for line in lines if "activity from Prometheus" in line and line not in east]
+    assert len(west) == 1 and west[0].startswith("FAIL") and "ConnectError" in west[0]
