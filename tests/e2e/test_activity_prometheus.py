@@ -270,3 +270,29 @@ def test_check_reads_each_activity_source_once(
     assert len(east) == 1 and east[0].startswith("ok") and "destinations with requests" in east[0]
     west = [line for line in lines if "activity from Prometheus" in line and line not in east]
     assert len(west) == 1 and west[0].startswith("FAIL") and "ConnectError" in west[0]
+
+
+def test_a_reloaded_config_adds_and_removes_a_source(
+    tmp_path: Path, clusters: Any, mesh: tuple[Prometheus, GatewayMetrics]
+) -> None:
+    from federation.app import reload_config
+
+    prometheus, gateway = mesh
+    config = write_clusters_yaml(tmp_path / "clusters.yaml", base_config(str(clusters.kubeconfig)))
+    svc = start_service(config)
+    try:
+        with client(svc) as api:
+            written = add_user(api, "gus")
+            assert api.get("/clusters/east").json()["activity"] is None
+            activity_config(config, str(clusters.kubeconfig), prometheus.url)
+            assert svc.run(reload_config(svc.app)) is True
+            wait_for(lambda: (api.get("/clusters/east").json()["activity"] or {}).get("state") == "ok",
+                     "the new source's first read")
+            gateway.hit(svc_of("gus"), 1)
+            wait_for(lambda: last_activity(api, "gus") > written, "gus's activity after the reload")
+            write_clusters_yaml(config, base_config(str(clusters.kubeconfig)))
+            assert svc.run(reload_config(svc.app)) is True
+            wait_for(lambda: api.get("/clusters/east").json()["activity"] is None,
+                     "the source to go with its config")
+    finally:
+        svc.stop()
