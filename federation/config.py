@@ -494,7 +494,6 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
             edge=entry.edge,
             activity=resolve_activity(source, entry.name, d.activity, entry.activity),
         )
-
     return Registry(
         path=None,
         kubeconfig=doc.kubeconfig,
