@@ -13,10 +13,12 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _json, metrics
+from .activity import ActivityBook
 from .layout import ShardKey
 from .objects import (
     ANN_HOST,
@@ -52,6 +54,7 @@ class RouteTable:
         self.fragments: dict[str, str] = {}
         self.version = 0
         self._rendered: tuple[int, bytes] | None = None
+        self.activity = ActivityBook()  # traffic activity overlaid on write times (activity.py)
 
     def update(self, cluster: str, path: str, entry: Entry | None) -> None:
         owners = self.owned.get(path)
@@ -89,12 +92,12 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self.owned)
 
-    @staticmethod
-    def public(entry: Entry) -> dict[str, Any]:
+    def public(self, entry: Entry) -> dict[str, Any]:
         route = dict(entry.data)
         route["target"] = entry.target
-        if entry.last_activity:
-            route["last_activity"] = entry.last_activity
+        last_activity = self.activity.last_activity(entry)
+        if last_activity:
+            route["last_activity"] = last_activity
         return route
 
     def render(self) -> bytes:
@@ -108,9 +111,26 @@ class RouteTable:
         table = {}
         for path in self.owned:
             entry = self.get(path)
-            if entry is not None and entry.last_activity and entry.last_activity < inactive_since:
+            last_activity = None if entry is None else self.activity.last_activity(entry)
+            if entry is not None and last_activity and last_activity < inactive_since:
                 table[path] = self.public(entry)
         return _dumps(table).encode("utf-8")
+
+    # -- traffic activity (federation/activity.py) -------------------------------------------
+
+    def routes(self) -> Iterator[tuple[str, Entry]]:
+        """Every route and the entry that answers for it."""
+        for path in list(self.owned):
+            entry = self.get(path)
+            if entry is not None:
+                yield path, entry
+
+    def note_activity(self, seen: dict[str, str]) -> int:
+        """Newer activity times (path -> ISO time); the routes they move are rendered again."""
+        moved = [p for p in self.activity.merge(seen) if p in self.owned]
+        for path in moved:
+            self._changed(path)
+        return len(moved)
 
 
 def _dumps(value: Any) -> str:

@@ -6,6 +6,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
+from .activity import probe as probe_activity
 from .config import Registry
 from .errors import ConfigError, KubeError
 from .kube import Resource, build_clients
@@ -83,6 +84,10 @@ async def run_check(registry: Registry, settings: Settings) -> int:
     try:
         for name, client in clients.items():
             findings = await _check_cluster(name, client, registry)
+            activity = registry.clusters[name].activity
+            if activity is not None:
+                ok, detail = await probe_activity(name, activity, settings.activity_interval)
+                findings.append(Finding(name, "activity from Prometheus", ok, detail))
             role = " (home)" if name == registry.home else ""
             print(f"{name}{role}: context {registry.clusters[name].context or '(in-cluster)'}")
             for finding in findings:

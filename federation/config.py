@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,132 @@ class HttpOptions(_Strict):
         return value
 
 
+# -- traffic activity (federation/activity.py) --------------------------------------------------
+
+ACTIVITY_PLACEHOLDERS = {"window", "cluster", "gateway_workload"}
+
+
+class ActivityOptions(_Strict):
+    """Where a cluster's traffic activity is read: its mesh's Prometheus (or Thanos, Mimir).
+
+    Every key is optional here, so ``defaults`` can hold the shared ones; the cluster's own keys
+    win key by key.
+    """
+
+    enabled: bool | None = None
+    prometheusUrl: str | None = None
+    query: str | None = None
+    gatewayWorkload: str | None = None
+    bearerTokenFile: str | None = None
+    caFile: str | None = None
+    timeout: float | None = Field(None, gt=0, le=300)
+    headers: dict[str, str] | None = None
+
+    @field_validator("prometheusUrl")
+    @classmethod
+    def _prom_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        origin_of(value)  # raises ValueError with a readable message
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            # The URL is shown at /clusters and in logs: credentials belong in a file.
+            raise ValueError("credentials in the URL are not allowed: use bearerTokenFile")
+        if parts.query or parts.fragment:
+            raise ValueError("give the base URL only (no ?query or #fragment); /api/v1/... is appended")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        template = string.Template(value)
+        if not template.is_valid():
+            raise ValueError("a '$' that is not a placeholder: write '$$' for a literal '$'")
+        used = set(template.get_identifiers())
+        unknown = used - ACTIVITY_PLACEHOLDERS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {sorted(unknown)}; only "
+                + ", ".join("${" + p + "}" for p in sorted(ACTIVITY_PLACEHOLDERS))
+            )
+        if "window" not in used:
+            raise ValueError("the query must use ${window} as its range, e.g. [${window}]")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in ("authorization", "cookie"):
+                raise ValueError(f"{name} would be shown in plain text: use bearerTokenFile")
+        return value
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A cluster's resolved activity source (see :mod:`federation.activity`)."""
+
+    prometheus_url: str
+    query: str | None  # None: the default query
+    gateway_workload: str
+    bearer_token_file: str | None
+    ca_file: str | None
+    timeout: float
+    headers: tuple[tuple[str, str], ...]
+
+
+def resolve_activity(
+    source: str, cluster: str, defaults: ActivityOptions | None, own: ActivityOptions | None
+) -> Activity | None:
+    merged = {
+        **(defaults.model_dump(exclude_none=True) if defaults else {}),
+        **(own.model_dump(exclude_none=True) if own else {}),
+    }
+    if not merged.get("enabled", True):
+        return None
+    url = merged.get("prometheusUrl")
+    if url is None:
+        if own is None:
+            return None  # defaults may hold shared keys for the clusters that name a Prometheus
+        raise ConfigError(
+            f"{source}: clusters[{cluster}].activity.prometheusUrl: missing; set it on the cluster "
+            "or under defaults.activity (or enabled: false to read no activity for this cluster)"
+        )
+    return Activity(
+        prometheus_url=url,
+        query=merged.get("query"),
+        gateway_workload=merged.get("gatewayWorkload", "istio-ingressgateway"),
+        bearer_token_file=merged.get("bearerTokenFile"),
+        ca_file=merged.get("caFile"),
+        timeout=merged.get("timeout", 10.0),
+        headers=tuple(sorted((merged.get("headers") or {}).items())),
+    )
+
+
+def check_activity_files(source: str, cluster: str, activity: Activity) -> None:
+    """The token and CA files exist and the CA parses: refused at load, not at the first read."""
+    where = f"{source}: clusters[{cluster}].activity"
+    if activity.bearer_token_file is not None:
+        path = Path(activity.bearer_token_file)
+        if not os.access(path, os.R_OK) or not path.is_file():
+            raise ConfigError(
+                f"{where}.bearerTokenFile: {path} is not a readable file; mount the token there "
+                "or remove the key"
+            )
+    if activity.ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=activity.ca_file)
+        except (OSError, ssl.SSLError):
+            raise ConfigError(
+                f"{where}.caFile: {activity.ca_file} is not a readable PEM CA bundle; "
+                "point it at the CA that signed Prometheus's certificate or remove the key"
+            ) from None
+
+
 class ClusterSettings(_Strict):
     """Keys allowed both under ``defaults`` and on each cluster."""
 
@@ -98,6 +226,7 @@ class ClusterSettings(_Strict):
     # ignored (shards now split as they grow; FEDERATION_SHARD_ROUTES sizes them).
     shards: int | None = Field(None, ge=1, le=1024)
     http: HttpOptions | None = None
+    activity: ActivityOptions | None = None
 
     @field_validator("namespace")
     @classmethod
@@ -195,6 +324,7 @@ class Cluster:
     ingress_origin: tuple[str, str, int] | None
     user_service: UserService
     edge: bool
+    activity: Activity | None = None
 
 
 @dataclass(frozen=True)
@@ -362,6 +492,7 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
             ingress_origin=origin_of(entry.ingressPublicUrl) if entry.ingressPublicUrl else None,
             user_service=entry.userService or UserService(),
             edge=entry.edge,
+            activity=resolve_activity(source, entry.name, d.activity, entry.activity),
         )
     return Registry(
         path=None,
@@ -386,6 +517,10 @@ def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registr
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
     registry = parse_registry(raw, source=str(path), check_kubeconfig=check_kubeconfig)
+    for cluster in registry.clusters.values():
+        if cluster.activity is not None:
+            # Files it names are checked here (parse_registry stays pure), not at the first read.
+            check_activity_files(str(path), cluster.name, cluster.activity)
     return Registry(
         path=path,
         kubeconfig=registry.kubeconfig,

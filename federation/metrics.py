@@ -28,3 +28,17 @@ WARMUP_TIMEOUTS = Counter(
     "federation_warmup_timeouts_total", "Writes answered before the gateway showed the route",
     ["cluster"],
 )
+ACTIVITY_READS = Counter(
+    "federation_activity_reads_total", "Activity reads from a cluster's Prometheus", ["cluster"]
+)
+ACTIVITY_FAILURES = Counter(
+    "federation_activity_read_failures_total",
+    "Activity reads that failed (routes kept their last known activity)", ["cluster"],
+)
+ACTIVITY_LATENCY = Histogram(
+    "federation_activity_read_seconds", "Activity read latency, failures included", ["cluster"]
+)
+ACTIVITY_LAST_SUCCESS = Gauge(
+    "federation_activity_last_success_timestamp_seconds",
+    "When the cluster's activity was last read successfully", ["cluster"],
+)

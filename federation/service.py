@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import housekeeping, logs, metrics
+from .activity import ActivityMonitor
 from .cache import RouteTable
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
@@ -51,6 +52,7 @@ class Federation:
         self.tasks: list[asyncio.Task[None]] = []
         self.last_reload_error: str | None = None
         self.orphans: dict[str, float] = {}  # edge rules without a route, since when
+        self.activity = ActivityMonitor(lambda: self.registry, self.table, settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -59,8 +61,10 @@ class Federation:
             store.start()
         self.tasks.append(asyncio.create_task(self._probe_loop()))
         self.tasks.append(asyncio.create_task(self._reconcile_loop()))
+        self.activity.start()
 
     async def stop(self) -> None:
+        await self.activity.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     reload_interval: float = Field(5.0, gt=0, description="seconds between checks of clusters.yaml for changes (SIGHUP reloads at once)")
 
+    # Traffic activity from each cluster's Prometheus (clusters.yaml: activity)
+    activity_interval: float = Field(60.0, gt=0, description="seconds between activity reads")
+    activity_recovery: float = Field(
+        3600.0, ge=0, description="seconds of past activity a starting replica reads back"
+    )
+
     # Optional warm-up wait after a write
     warmup: bool = Field(False, description="after a write, poll the gateway until the new rule answers")
     warmup_timeout: float = Field(10.0, gt=0, description="seconds the warm-up wait lasts at most (the write succeeds anyway)")

@@ -18,6 +18,18 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The activity tests run a real Prometheus server: Debian's package, installed where missing
+# (as root; elsewhere they skip with the reason, except under CI=true, where they fail).
+if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing prometheus"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends prometheus; } >/dev/null || echo "could not install prometheus" >&2
+  else
+    echo "prometheus is missing (apt-get install prometheus): the activity tests will skip" >&2
+  fi
+fi
+
 if HELM_PATH=$(bash scripts/install-helm.sh); then
   export HELM="$HELM_PATH"
   echo "== helm: $HELM ($("$HELM" version --short))"

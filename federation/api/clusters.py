@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from ..service import Federation
 from ..store import ClusterStore
 from .deps import Authorized, FederationDep
 
@@ -43,10 +44,24 @@ def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
     }
 
 
+def _row(rt: ClusterStore, federation: Federation) -> dict[str, Any]:
+    row = describe(rt, federation.registry.home)
+    # The cluster's traffic activity source (null when clusters.yaml configures none).
+    row["activity"] = federation.activity.describe(rt.cluster.name)
+    return row
+
+
 def _text(rows: list[dict[str, Any]]) -> str:
     cols = ["name", "reachable", "latency_ms", "kubernetes_version", "routes", "watch",
-            "circuit_open", "last_sync", "last_error"]
-    table = [cols] + [["" if r[c] is None else str(r[c]) for c in cols] for r in rows]
+            "circuit_open", "last_sync", "activity", "last_error"]
+
+    def cell(row: dict[str, Any], col: str) -> str:
+        value = row[col]
+        if col == "activity":
+            return "-" if value is None else value["state"]
+        return "" if value is None else str(value)
+
+    table = [cols] + [[cell(r, c) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
                      for row in table) + "\n"
@@ -59,7 +74,7 @@ def _wants_text(request: Request) -> bool:
 
 @router.get("", summary="Health of every cluster")
 async def list_clusters(request: Request, federation: FederationDep) -> Response:
-    rows = [describe(rt, federation.registry.home) for rt in federation.stores.values()]
+    rows = [_row(rt, federation) for rt in federation.stores.values()]
     if _wants_text(request):
         return PlainTextResponse(_text(rows))
     return JSONResponse({"clusters": rows})
@@ -70,7 +85,7 @@ async def get_cluster(name: str, request: Request, federation: FederationDep) ->
     rt = federation.stores.get(name)
     if rt is None:
         raise HTTPException(404, detail=f"no cluster named {name!r}")
-    row = describe(rt, federation.registry.home)
+    row = _row(rt, federation)
     if _wants_text(request):
         return PlainTextResponse(_text([row]))
     return JSONResponse(row)

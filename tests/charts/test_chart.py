@@ -372,6 +372,23 @@ def test_kubeconfig_default_key(render) -> None:
     assert clusters_yaml(rendered)["kubeconfig"] == "/etc/federation-kubeconfig/config"
 
 
+def test_activity_secret_is_mounted_read_only(render) -> None:
+    rendered = render(values={
+        "activitySecret": {"name": "prometheus-reader"},
+        "config": {"defaults": {"activity": {
+            "prometheusUrl": "https://prometheus.istio-system:9090",
+            "bearerTokenFile": "/etc/federation-activity/token"}}},
+    })
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["activity"]["secret"]["secretName"] == "prometheus-reader"
+    mounts = {m["name"]: m for m in container(rendered)["volumeMounts"]}
+    assert mounts["activity"] == {"name": "activity", "mountPath": "/etc/federation-activity",
+                                  "readOnly": True}
+    assert clusters_yaml(rendered)["defaults"]["activity"]["bearerTokenFile"] == (
+        "/etc/federation-activity/token")
+
+
 def test_existing_token_secret(render) -> None:
     rendered = render("existing-secret.yaml")
     assert token_ref(rendered) == ("federation-proxy-token", "proxy-token")
@@ -635,6 +652,8 @@ def test_schema_matches_the_service_config_model() -> None:
     http = cluster["properties"]["http"]
     _schema_of_model(http, config_module.HttpOptions)
     _schema_of_model(http["properties"]["requestHeaders"], config_module.RequestHeaders)
+    for activity in (cluster, config["properties"]["defaults"]):
+        _schema_of_model(activity["properties"]["activity"], config_module.ActivityOptions)
     required = {n for n, f in config_module.ClustersFile.model_fields.items() if f.is_required()}
     assert set(config["required"]) == required
 
