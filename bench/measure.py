@@ -17,7 +17,8 @@ import httpx
 from kubernetes import client as k8s
 
 from federation.config import Registry
-from federation.objects import GROUP, LABEL_INSTANCE, VERSION, ShardKey, build_shard
+from federation.layout import ShardKey
+from federation.objects import GROUP, LABEL_INSTANCE, VERSION, build_shard
 from federation.plan import plan_route
 
 from .clusters import NAMESPACE, Route
@@ -168,7 +169,7 @@ def comparable_virtualservice(registry: Registry, name: str, route: Route) -> di
     path, body = route
     plan = plan_route(registry, path, body, "2026-01-01T00:00:00.000Z")
     owner, entry = plan.writes[0]
-    obj = build_shard(registry, registry.clusters[owner], ShardKey("", 2, 0), {path: entry})
+    obj = build_shard(registry, registry.clusters[owner], ShardKey("", 2, 0, 0), {path: entry})
     return _foreign(obj, name)
 
 

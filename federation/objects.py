@@ -306,7 +306,9 @@ def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
     if not raw:
         return {}
     try:
-        data = _json.loads(raw)
+        # The standard library, not orjson: route data is any JSON the hub sent, and orjson
+        # reads integers past 64 bits as floats, which would change the data handed back.
+        data = json.loads(raw)
     except ValueError:
         return {}
     out: dict[str, Entry] = {}
