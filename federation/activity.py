@@ -353,9 +353,11 @@ class ActivityMonitor:
     ``registry`` is called each round, so a reloaded clusters.yaml takes effect at the next read.
     """
 
-    def __init__(self, registry: Callable[[], Registry], table: RouteTable, settings: Settings):
+    def __init__(self, registry: Callable[[], Registry], table: RouteTable, settings: Settings,
+                 ready: Callable[[], bool] = lambda: True):
         self.registry = registry
         self.table = table
+        self.ready = ready
         self.interval = settings.activity_interval
         self.recovery = settings.activity_recovery
         self.sources: dict[str, ActivitySource] = {}
@@ -380,6 +382,10 @@ class ActivityMonitor:
         return None if source is None else source.describe()
 
     async def _run(self) -> None:
+        # The first read recovers the recent past, which only lands on routes the table holds:
+        # wait until the caches have listed them.
+        while not self.ready():
+            await asyncio.sleep(0.05)
         while True:
             started = time.monotonic()
             try:

@@ -52,7 +52,7 @@ class Federation:
         self.tasks: list[asyncio.Task[None]] = []
         self.last_reload_error: str | None = None
         self.orphans: dict[str, float] = {}  # edge rules without a route, since when
-        self.activity = ActivityMonitor(lambda: self.registry, self.table, settings)
+        self.activity = ActivityMonitor(lambda: self.registry, self.table, settings, self.ready)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
