@@ -252,6 +252,16 @@ class ClusterCache:
                 size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
                 self._put_shard(ShardState(name, str(rv), key, split, entries, size))
 
+    def put_written_shard(self, name: str, rv: str, key: ShardKey, entries: dict[str, Entry],
+                          size: int) -> None:
+        """Our own write of a shard, known without reading the answer back (only its
+        resourceVersion): the same as applying the stored object."""
+        if int(rv) <= max(self.rv_of("virtualservices", name),
+                          self.tombstones.get(("virtualservices", name), 0)):
+            return
+        self.tombstones.pop(("virtualservices", name), None)
+        self._put_shard(ShardState(name, rv, key, False, entries, size))
+
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
         """A deletion (a watch event or our own delete)."""
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)

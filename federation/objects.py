@@ -207,6 +207,7 @@ class ShardMemo:
     def __init__(self) -> None:
         self.rules: dict[str, tuple[Entry, bytes | None]] = {}
         self.fragments: dict[str, tuple[Entry, str]] = {}
+        self.routes_size = 0  # characters of the routes annotation last rendered
 
     @staticmethod
     def _same(held: Entry, entry: Entry) -> bool:
@@ -259,6 +260,7 @@ def shard_body(
     if len(ordered) > 1 and len(routes.encode()) > MAX_ROUTES_BYTES:
         raise ShardFull(key)
     meta["annotations"][ANN_ROUTES] = routes
+    memo.routes_size = len(routes)
     if resource_version is not None:
         meta["resourceVersion"] = resource_version
     rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]

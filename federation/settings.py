@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     kube_backoff_initial: float = Field(0.1, ge=0, description="first retry delay, in seconds (doubles per retry)")
     kube_backoff_max: float = Field(2.0, ge=0, description="longest retry delay, in seconds")
     kube_deadline: float = Field(8.0, gt=0, description="seconds after which one write is given up")
-    kube_workers: int = Field(16, ge=1, description="concurrent Kubernetes requests per cluster")
+    kube_workers: int = Field(8, ge=1, description="concurrent Kubernetes requests per cluster (each waits for a connection of its own)")
     circuit_threshold: int = Field(5, ge=1, description="consecutive failures that open a cluster's circuit (its writes then fail fast with 503)")
     circuit_reset: float = Field(10.0, gt=0, description="seconds before an open circuit lets one call through again")
 

@@ -25,8 +25,8 @@ from . import _json, logs, metrics
 from ._batch import Codec, ObjectWriter, Redirect
 from .cache import ClusterCache, RouteTable, ShardState, canonical
 from .config import Cluster, Registry
-from .errors import Conflict, InvalidRoute, KubeError, NotFound, Rejected
-from .kube import ClusterClient, Resource
+from .errors import ClusterUnavailable, Conflict, InvalidRoute, KubeError, NotFound, Rejected
+from .kube import ClusterClient, Resource, resource_version_of
 from .layout import MAX_LEVEL, ShardKey, locate, partition
 from .objects import (
     GROUP,
@@ -90,6 +90,7 @@ class ClusterStore:
         self._splits: dict[ShardKey, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: list[asyncio.Task[None]] = []
+        self._own_writes: set[str] = set()  # resourceVersions of our shard writes, until echoed
         self._unused_since: dict[tuple[str, str], float] = {}
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
         # Filled by the federation's probe.
@@ -193,7 +194,18 @@ class ClusterStore:
 
     async def _follow(self, res: Resource, sel: str, plural: str, rv: str) -> str | None:
         """One watch request; returns where to resume (None: relist)."""
-        async for event in self.client.watch(res, sel, rv, self.settings.watch_timeout):
+        async for line in self.client.watch(res, sel, rv, self.settings.watch_timeout):
+            echoed = resource_version_of(line)
+            if echoed is not None and echoed in self._own_writes:
+                # The echo of our own write, already in the cache: not worth parsing.
+                self._own_writes.discard(echoed)
+                rv = echoed
+                continue
+            try:
+                event = _json.loads(line)
+            except ValueError as exc:
+                raise ClusterUnavailable(f"watch on cluster {self.name!r}: malformed event",
+                                         cluster=self.name, verb="watch") from exc
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 code = obj.get("code")
@@ -356,10 +368,13 @@ class ClusterStore:
             return state.entries, state.rv
 
         async def store(entries: dict[str, Entry] | None, body: bytes, exists: bool) -> None:
-            res = RESOURCES[VS]
-            stored = await (self.client.replace(res, body, name) if exists
-                            else self.client.create(res, body, name))
-            self.cache.apply(VS, "MODIFIED", stored, entries)
+            raw = await self.client.write_raw(RESOURCES[VS], body, name, exists)
+            rv = resource_version_of(raw)
+            if rv is None:  # an API server that writes JSON otherwise: read it all
+                self.cache.apply(VS, "MODIFIED", _json.loads(raw), entries)
+                return
+            self._note_own_write(rv)
+            self.cache.put_written_shard(name, rv, key, entries or {}, self._memo(key).routes_size)
 
         codec: Codec[dict[str, Entry]] = Codec(
             cached=cached,
@@ -371,6 +386,11 @@ class ClusterStore:
         )
         writer = self._writers[name] = ObjectWriter(self.name, name, codec)
         return writer
+
+    def _note_own_write(self, rv: str) -> None:
+        if len(self._own_writes) > 10_000:
+            self._own_writes.clear()  # echoes lost to a watch restart: forget them
+        self._own_writes.add(rv)
 
     async def _reread(self, name: str, cached: Callable[[], Any]) -> Any:
         try:
