@@ -4,7 +4,9 @@ them, the route tables the benchmark POSTs, and direct preloading of stored obje
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from federation.objects import GROUP, VERSION, decode_entries, plural_of
 from federation.plan import render_table
 from federation.testing import EmulatedClusters
 from federation.testing.harness import write_clusters_yaml
+
+from .watch import BOOKMARK_SECONDS, WriteRecorder
 
 HOME = "hub"
 NAMESPACE = "jupyterhub"
@@ -128,6 +132,24 @@ class World:
     def set_latency(self, seconds: float) -> None:
         for server in self.emulated.servers.values():
             server.latency = seconds
+
+    @contextmanager
+    def recorder(self) -> Iterator[WriteRecorder]:
+        """Watches on every cluster, recording what the service stores (see bench.watch).
+        Idle watches get a bookmark every BOOKMARK_SECONDS meanwhile, so that a sync knows
+        they are caught up."""
+        servers = self.emulated.servers.values()
+        saved = [server.bookmark_interval for server in servers]
+        for server in servers:
+            server.bookmark_interval = BOOKMARK_SECONDS
+        recorder = WriteRecorder({n: (s.url, s.token) for n, s in self.emulated.servers.items()},
+                                 NAMESPACE)
+        try:
+            yield recorder.start()
+        finally:
+            recorder.stop()
+            for server, interval in zip(servers, saved, strict=True):
+                server.bookmark_interval = interval
 
     def custom_api(self, name: str) -> k8s.CustomObjectsApi:
         """A bare ``kubernetes`` client for one cluster, configured as the service's is."""
