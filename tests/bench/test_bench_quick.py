@@ -18,7 +18,7 @@ from bench.stats import Spread, percentile
 from bench.watch import PLURALS
 from federation.objects import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
