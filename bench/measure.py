@@ -34,11 +34,14 @@ class Timed:
 
     seconds: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # transport errors (status 0) by type
     wall: float = 0.0
 
-    def add(self, seconds: float, status: int) -> None:
+    def add(self, seconds: float, status: int, error: BaseException | None = None) -> None:
         self.seconds.append(seconds)
         self.statuses[status] += 1
+        if error is not None:
+            self.errors[type(error).__name__] += 1
 
     def p(self, q: float) -> float:
         return percentile(self.seconds, q)
@@ -81,11 +84,12 @@ def sequential(client: httpx.Client, method: str, requests: Sequence[Request]) -
     start = time.perf_counter()
     for path, body in requests:
         t0 = time.perf_counter()
+        error: httpx.HTTPError | None = None
         try:
             status = client.request(method, "/api/routes" + path, json=body).status_code
-        except httpx.HTTPError:
-            status = 0
-        timed.add(time.perf_counter() - t0, status)
+        except httpx.HTTPError as exc:
+            status, error = 0, exc
+        timed.add(time.perf_counter() - t0, status, error)
     timed.wall = time.perf_counter() - start
     return timed
 
@@ -98,12 +102,13 @@ async def _concurrent(url: str, method: str, requests: Sequence[Request], client
         # One client, one connection, sending its next request when the last one is done.
         for path, body in pending:
             t0 = time.perf_counter()
+            error: httpx.HTTPError | None = None
             try:
                 response = await http.request(method, "/api/routes" + path, json=body)
                 status = response.status_code
-            except httpx.HTTPError:
-                status = 0
-            timed.add(time.perf_counter() - t0, status)
+            except httpx.HTTPError as exc:
+                status, error = 0, exc
+            timed.add(time.perf_counter() - t0, status, error)
 
     # Each client its own AsyncClient: one pool shared by 100 connections costs the harness
     # O(connections) CPU per request, which would be taken from the service on a small

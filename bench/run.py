@@ -75,8 +75,9 @@ class Runner:
 
     def check_statuses(self, timed: Timed, what: str, *ok: int) -> None:
         bad = timed.unexpected(*ok)
+        errors = f", transport errors {dict(timed.errors)}" if timed.errors else ""
         self.check(bad == 0, f"{what}: {bad} of {len(timed.seconds)} requests failed "
-                             f"(statuses {dict(timed.statuses)})")
+                             f"(statuses {dict(timed.statuses)}{errors})")
 
     def guarded(self, what: str, measure: Callable[[], object]) -> None:
         """Run one figure; if it breaks (the service does not start, a request hangs), record
