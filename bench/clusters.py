@@ -162,15 +162,19 @@ class World:
     def virtualservices(self, name: str) -> list[dict[str, Any]]:
         return self.emulated.servers[name].objects(GROUP, VERSION, "virtualservices", NAMESPACE)
 
-    def stored_routes(self) -> dict[str, int]:
-        """Route entries stored per cluster, edge entries excluded (they mirror a remote's)."""
-        counts: dict[str, int] = {}
+    def stored_paths(self) -> dict[str, set[str]]:
+        """Route paths stored per cluster, edge entries excluded (they mirror a remote's)."""
+        stored: dict[str, set[str]] = {}
         for name in self.names:
             paths: set[str] = set()
             for obj in self.virtualservices(name):
                 paths.update(p for p, e in decode_entries(obj).items() if not e.edge)
-            counts[name] = len(paths)
-        return counts
+            stored[name] = paths
+        return stored
+
+    def stored_routes(self) -> dict[str, int]:
+        """Route entries stored per cluster, edge entries excluded."""
+        return {name: len(paths) for name, paths in self.stored_paths().items()}
 
     def median_shard(self, name: str = HOME) -> dict[str, Any]:
         """A shard of median size: what one route write in this cluster typically rewrites."""

@@ -369,6 +369,7 @@ def stored_bytes(results: Results) -> list[str]:
                      s.spread("traffic.seq").fmt(1 / 1024, "KiB"),
                      s.spread("bytes.bulk").fmt(1 / 1024, "KiB"),
                      s.spread("traffic.bulk").fmt(1 / 1024, "KiB"), adds,
+                     s.spread("traffic.total").fmt(MIB, "MiB"),
                      s.spread("largest").fmt(1 / 1024, "KiB")])
     writes = 2 * (plan.changed_samples + 2 * plan.post_samples)
     out = ["### 6. Bytes stored per route write", "",
@@ -385,7 +386,7 @@ def stored_bytes(results: Results) -> list[str]:
     out += _table(["Routes", "objects stored", "stored / write, one at a time",
                    "revisions / write", "watch traffic / write", "stored / write, 10 clients",
                    "watch traffic / write, 10 clients", "stored / write, adds (fig. 7)",
-                   "largest object written"], rows)
+                   "watch traffic, all writes of a run", "largest object written"], rows)
     return out
 
 

@@ -351,8 +351,10 @@ class Runner:
         if point.routes == plan.adds_table and point.clusters == 4 and not point.shards:
             self._adds(world, svc, client, point, run, s, chp)
             self._stored(recorder, mark, s, "adds", 2 * plan.adds, point.label)
-        s.add("largest", recorder.tally().largest)
-        info["largest_what"] = recorder.tally().largest_what
+        total = recorder.tally()
+        s.add("largest", total.largest)
+        s.add("traffic.total", total.traffic_bytes)
+        info["largest_what"] = total.largest_what
 
     def _stored(self, recorder: WriteRecorder, mark: Tally, s: Series, key: str, writes: int,
                 what: str) -> Tally:
@@ -379,8 +381,10 @@ class Runner:
         s.add("adds.p50", added.p(50))
         s.add("adds.p99", added.p(99))
         _, _, listed = table_reads(client, 1)
-        stored = sum(world.stored_routes().values())
-        s.add("adds.stored", stored - point.routes)
+        stored_paths = world.stored_paths()
+        stored = sum(len(paths) for paths in stored_paths.values())
+        everywhere = set().union(*stored_paths.values())
+        s.add("adds.stored", sum(1 for path, _ in batch if path in everywhere))
         self.check(listed == point.routes + plan.adds,
                    f"{label}: GET /api/routes lists {listed}, expected {point.routes + plan.adds}")
         self.check(stored == point.routes + plan.adds,

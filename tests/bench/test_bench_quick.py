@@ -82,6 +82,9 @@ def test_stored_bytes_are_counted(results: Results) -> None:
             assert s["revisions.seq"][run] >= 1
             assert 0 < s["bytes.seq"][run] / s["revisions.seq"][run] <= s["largest"][run]
             assert s["traffic.seq"][run] >= s["bytes.seq"][run]
+            # The whole window's watch traffic holds the sequential writes' share of it.
+            seq_writes = 2 * (plan.changed_samples + 2 * plan.post_samples)
+            assert s["traffic.total"][run] >= s["traffic.seq"][run] * seq_writes * (1 - 1e-9)
         assert r.info["largest_what"].count("/") == 2
 
 
