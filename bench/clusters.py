@@ -4,7 +4,9 @@ them, the route tables the benchmark POSTs, and direct preloading of stored obje
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from federation.objects import GROUP, VERSION, decode_entries, plural_of
 from federation.plan import render_table
 from federation.testing import EmulatedClusters
 from federation.testing.harness import write_clusters_yaml
+
+from .watch import BOOKMARK_SECONDS, WriteRecorder
 
 HOME = "hub"
 NAMESPACE = "jupyterhub"
@@ -129,6 +133,24 @@ class World:
         for server in self.emulated.servers.values():
             server.latency = seconds
 
+    @contextmanager
+    def recorder(self) -> Iterator[WriteRecorder]:
+        """Watches on every cluster, recording what the service stores (see bench.watch).
+        Idle watches get a bookmark every BOOKMARK_SECONDS meanwhile, so that a sync knows
+        they are caught up."""
+        servers = self.emulated.servers.values()
+        saved = [server.bookmark_interval for server in servers]
+        for server in servers:
+            server.bookmark_interval = BOOKMARK_SECONDS
+        recorder = WriteRecorder({n: (s.url, s.token) for n, s in self.emulated.servers.items()},
+                                 NAMESPACE)
+        try:
+            yield recorder.start()
+        finally:
+            recorder.stop()
+            for server, interval in zip(servers, saved, strict=True):
+                server.bookmark_interval = interval
+
     def custom_api(self, name: str) -> k8s.CustomObjectsApi:
         """A bare ``kubernetes`` client for one cluster, configured as the service's is."""
         api_client = k8s_config.new_client_from_config(
@@ -140,15 +162,19 @@ class World:
     def virtualservices(self, name: str) -> list[dict[str, Any]]:
         return self.emulated.servers[name].objects(GROUP, VERSION, "virtualservices", NAMESPACE)
 
-    def stored_routes(self) -> dict[str, int]:
-        """Route entries stored per cluster, edge entries excluded (they mirror a remote's)."""
-        counts: dict[str, int] = {}
+    def stored_paths(self) -> dict[str, set[str]]:
+        """Route paths stored per cluster, edge entries excluded (they mirror a remote's)."""
+        stored: dict[str, set[str]] = {}
         for name in self.names:
             paths: set[str] = set()
             for obj in self.virtualservices(name):
                 paths.update(p for p, e in decode_entries(obj).items() if not e.edge)
-            counts[name] = len(paths)
-        return counts
+            stored[name] = paths
+        return stored
+
+    def stored_routes(self) -> dict[str, int]:
+        """Route entries stored per cluster, edge entries excluded."""
+        return {name: len(paths) for name, paths in self.stored_paths().items()}
 
     def median_shard(self, name: str = HOME) -> dict[str, Any]:
         """A shard of median size: what one route write in this cluster typically rewrites."""

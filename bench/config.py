@@ -14,7 +14,8 @@ class ScalePoint:
 
     routes: int
     clusters: int
-    shards: int | None = None  # None: the service's default (64 per depth)
+    # A clusters.yaml `shards` override; None (every preset): the service's own layout.
+    shards: int | None = None
 
     @property
     def label(self) -> str:
@@ -49,10 +50,20 @@ class Plan:
     post_samples: int  # sequential POSTs per run at each scale point
     cpu_writes: int  # POSTs (then DELETEs) per run for CPU per 1,000 writes
     cpu_writes_large: int  # the same above 10,000 routes, where each write costs more
-    idle_seconds: float  # idle window (0: skip), one reconcile; at 4 clusters, default shards
+    idle_seconds: float  # idle window (0: skip), at 4 clusters, default layout
+    # FEDERATION_RECONCILE_INTERVAL of the service processes that have an idle window: short
+    # enough that reconcile passes fall inside it.
+    reconcile_interval: float
+    # 6, 7. adds from many clients into a stored table (the scale point of that size, 4 clusters)
+    adds_table: int
+    adds: int
+    adds_clients: int
     # 3. spawn storm
     storm_routes: int
     storms: tuple[StormScenario, ...]
+    # 8. the largest object, at a table loaded only for it (0: skip)
+    largest_routes: int = 0
+    largest_writes: int = 0  # sequential POSTs (then DELETEs) through the service there
     chp: bool = True
     install_chp: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -84,8 +95,6 @@ def full(latency: float = 0.005) -> Plan:
             ScalePoint(50_000, 4),
             ScalePoint(10_000, 1),
             ScalePoint(10_000, 8),
-            # The sizing clusters.example.yaml recommends (shards ~ routes / 150) at 50,000.
-            ScalePoint(50_000, 4, shards=334),
         ),
         get_samples=20,
         changed_samples=5,
@@ -93,8 +102,14 @@ def full(latency: float = 0.005) -> Plan:
         cpu_writes=300,
         cpu_writes_large=60,
         idle_seconds=16.0,
+        reconcile_interval=4.0,
+        adds_table=10_000,
+        adds=1_000,
+        adds_clients=50,
         storm_routes=1_000,
         storms=STORMS,
+        largest_routes=100_000,
+        largest_writes=20,
     )
 
 
@@ -106,15 +121,21 @@ def quick(latency: float = 0.005) -> Plan:
         runs=1,
         write_table=200,
         write_samples=30,
-        points=(ScalePoint(200, 4), ScalePoint(200, 1), ScalePoint(200, 8)),
+        points=(ScalePoint(400, 4), ScalePoint(400, 1)),
         get_samples=5,
         changed_samples=2,
         post_samples=10,
-        cpu_writes=200,
-        cpu_writes_large=200,
-        idle_seconds=0.0,
+        cpu_writes=100,
+        cpu_writes_large=100,
+        idle_seconds=2.0,
+        reconcile_interval=0.5,
+        adds_table=400,
+        adds=50,
+        adds_clients=50,
         storm_routes=200,
         storms=STORMS,
+        largest_routes=500,
+        largest_writes=5,
         notes=("Quick mode: small sizes and one run each; the figures show that every "
                "measurement works, not how the service performs.",),
     )
@@ -128,15 +149,21 @@ def tiny(latency: float = 0.001) -> Plan:
         runs=1,
         write_table=20,
         write_samples=4,
-        points=(ScalePoint(30, 4), ScalePoint(30, 1)),
+        points=(ScalePoint(20, 4), ScalePoint(40, 4), ScalePoint(30, 1)),
         get_samples=2,
         changed_samples=1,
         post_samples=3,
         cpu_writes=20,
         cpu_writes_large=20,
-        idle_seconds=0.0,
+        idle_seconds=0.6,
+        reconcile_interval=0.2,
+        adds_table=40,
+        adds=20,
+        adds_clients=10,
         storm_routes=40,
         storms=(StormScenario("httpx", 10), StormScenario("jupyterhub", 10)),
+        largest_routes=80,
+        largest_writes=3,
         chp=False,
         install_chp=False,
     )

@@ -59,13 +59,89 @@ def _point(results: Results, routes: int, clusters: int = 4) -> ScaleResult | No
 # -- sections ---------------------------------------------------------------------------------
 
 
+def _verdict_min(value: float, floor: float, unit: str, digits: int = 2) -> str:
+    """For a figure that must be at least ``floor``."""
+    if math.isnan(value):
+        return "not measured"
+    if value >= floor:
+        return "**met**"
+    return f"**missed** by {floor - value:,.{digits}f}{unit} ({value / floor:.2f}x the target)"
+
+
+def _at(results: Results, routes: int, key: str) -> Spread:
+    point = _point(results, routes)
+    return point.series.spread(key) if point else Spread.of([])
+
+
+def _per_run_ratio(results: Results, key: str, small: int, big: int) -> Spread:
+    a, b = _point(results, small), _point(results, big)
+    if a is None or b is None:
+        return Spread.of([])
+    return Spread.of([ratio(y, x) for x, y in zip(a.series.get(key, []), b.series.get(key, []),
+                                                   strict=False)])
+
+
 def targets(results: Results) -> list[str]:
+    """The targets of the write-path work (issue 9), then the earlier ones still tracked."""
+    plan = results.plan
+    rows: list[list[str]] = []
+    per_write = _per_run_ratio(results, "bytes.seq", 1_000, 50_000)
+    rows.append(["Bytes stored per route write at 50,000 routes at most 1.5x the figure at "
+                 "1,000", _x(per_write), _verdict(per_write.median, 1.5, "x")])
+    at50k = _at(results, 50_000, "bytes.seq")
+    rows.append(["Bytes stored per route write at 50,000 routes under 40 KiB",
+                 at50k.fmt(1 / 1024, "KiB"), _verdict(at50k.median / 1024, 40, " KiB", digits=1)])
+    p10k = _point(results, 10_000) if plan.adds_table == 10_000 else None
+    adds = p10k.series.spread("adds.ratio") if p10k else Spread.of([])
+    what = f"{plan.adds:,} adds from {plan.adds_clients} concurrent clients into 10,000 routes"
+    rows.append([f"{what}: at least 0.5x CHP's rate (CHP holding the same table)", _x(adds),
+                 _verdict_min(adds.median, 0.5, "x")])
+    stored = p10k.series.get("adds.stored", []) if p10k else []
+    rows.append([f"{what}: all stored", ", ".join(f"{v:,.0f}" for v in stored) or "n/a",
+                 ("**met**" if all(v == plan.adds for v in stored) else "**missed**")
+                 if stored else "not measured"])
+    for key, what in (("post.service.ratio", "Service-name target, one object"),
+                      ("post.ratio", "the table's mix, two objects written at once")):
+        r = _at(results, 10_000, key)
+        rows.append([f"POST p50 with 10,000 routes stored within 1.3x of a bare create ({what})",
+                     _x(r), _verdict(r.median, 1.3, "x")])
+    for routes, limit in ((10_000, 128), (50_000, 320)):
+        rss = _at(results, routes, "rss.after")
+        rows.append([f"Resident memory at {routes:,} routes under {limit} MiB (after the writes)",
+                     rss.fmt(MIB, "MiB", 0), _verdict(rss.median * MIB, limit, " MiB", digits=0)])
+    for routes in (10_000, 50_000):
+        peak = _at(results, routes, "rss.start_ratio")
+        rows.append([f"Peak RSS during start at {routes:,} routes at most 1.5x the steady figure "
+                     "(peak by the table listed / RSS after the writes)",
+                     _x(peak), _verdict(peak.median, 1.5, "x")])
+    stall = _at(results, 50_000, "stall.max")
+    rows.append(["Slowest /healthz while idle housekeeping runs at 50,000 routes under 50 ms",
+                 _ms(stall), _verdict(stall.median * MS, 50, " ms", digits=0)])
+    listed = _at(results, 50_000, "listed")
+    rows.append(["Restart to the full table listed at 50,000 routes under 5 s",
+                 listed.fmt(1.0, "s"), _verdict(listed.median, 5.0, " s")])
+    largest = (results.largest.spread("largest") if plan.largest_routes == 100_000
+               else Spread.of([]))
+    rows.append(["Largest object written at 100,000 routes under 512 KiB",
+                 largest.fmt(1 / 1024, "KiB", 0),
+                 _verdict(largest.median / 1024, 512, " KiB", digits=0)])
+    out = ["### Targets", "",
+           f"Measured at {plan.latency * 1000:g} ms API latency; bytes per route write are "
+           "those of single writes sent one at a time (fig. 6).", ""]
+    out += _table(["Target", "Measured: median (min–max)", "Verdict"], rows, "lrl")
+    out += earlier_targets(results)
+    if plan.name != "full":
+        out += ["A target shows *not measured* where this plan has no point of that size.", ""]
+    return out
+
+
+def earlier_targets(results: Results) -> list[str]:
     plan, w = results.plan, results.writes
     rows: list[list[str]] = []
     for kind in WRITE_KINDS:
         r = w.spread(f"{kind}.post.p50.ratio")
-        rows.append([f"POST p50 within 1.2x of a bare create: {KIND_LABELS[kind]}", _x(r),
-                     _verdict(r.median, 1.2, "x")])
+        rows.append([f"POST p50 within 1.2x of a bare create at {plan.write_table:,} routes: "
+                     f"{KIND_LABELS[kind]}", _x(r), _verdict(r.median, 1.2, "x")])
     p10k = _point(results, 10_000)
     for key, what in (("get.cached.ratio", "table unchanged since the last GET"),
                       ("get.changed.ratio", "table changed since the last GET")):
@@ -75,21 +151,13 @@ def targets(results: Results) -> list[str]:
     storm = next((s for s in results.storms
                   if s.scenario.client == "httpx" and s.scenario.concurrency == 100), None)
     wall = storm.series.spread("wall") if storm and plan.storm_routes == 1_000 else Spread.of([])
-    at = f" (measured at {plan.latency * 1000:g} ms)" if plan.latency != 0.005 else ""
-    rows.append([f"1,000 adds from 100 concurrent clients, 5 ms API latency, under 3 s{at}",
+    rows.append(["1,000 adds from 100 concurrent clients into empty clusters under 3 s",
                  wall.fmt(1.0, "s"), _verdict(wall.median, 3.0, " s")])
-    for key, when in (("rss", "right after start"), ("rss.after", "after the writes of fig. 4")):
-        rss = p10k.series.spread(key) if p10k else Spread.of([])
-        rows.append([f"10,000 cached routes under 256 MiB RSS ({when})", rss.fmt(MIB, "MiB", 0),
-                     _verdict(rss.median * MIB, 256, " MiB", digits=0)])
     ready = p10k.series.spread("ready") if p10k else Spread.of([])
     rows.append(["start to ready at 10,000 routes under 5 s", ready.fmt(1.0, "s"),
                  _verdict(ready.median, 5.0, " s")])
-    out = ["### Targets", ""]
-    out += _table(["Target", "Measured: median (min–max)", "Verdict"], rows, "lrl")
-    if plan.name != "full":
-        out += ["A target shows *not measured* where this plan has no point of that size.", ""]
-    return out
+    out = ["Earlier targets, still tracked:", ""]
+    return out + _table(["Target", "Measured: median (min–max)", "Verdict"], rows, "lrl")
 
 
 def write_overhead(results: Results) -> list[str]:
@@ -189,6 +257,7 @@ def storms(results: Results) -> list[str]:
 
 
 def scale_of_state(results: Results) -> list[str]:
+    plan = results.plan
     rows = []
     for r in results.scale:
         if r.point.clusters != 4 or r.point.shards:
@@ -197,21 +266,29 @@ def scale_of_state(results: Results) -> list[str]:
         rows.append([f"{r.point.routes:,}", s.spread("rss.ready").fmt(MIB, "MiB", 0),
                      s.spread("rss").fmt(MIB, "MiB", 0), s.spread("rss.after").fmt(MIB, "MiB", 0),
                      s.spread("rss.peak").fmt(MIB, "MiB", 0),
-                     s.spread("ready").fmt(1.0, "s"), s.spread("cpu.post").fmt(1.0, "s"),
-                     s.spread("cpu.delete").fmt(1.0, "s"),
+                     s.spread("ready").fmt(1.0, "s"), s.spread("listed").fmt(1.0, "s"),
+                     s.spread("rss.start_peak").fmt(MIB, "MiB", 0),
+                     s.spread("cpu.post").fmt(1.0, "s"), s.spread("cpu.delete").fmt(1.0, "s"),
                      s.spread("cpu.idle").fmt(1.0, "s") if "cpu.idle" in s else "n/a",
                      _ms(s.spread("stall.max")) if "stall.max" in s else "n/a",
                      s.spread("chp.rss").fmt(MIB, "MiB", 0) if "chp.rss" in s else "n/a"])
+    idle = (f"and per idle minute ({plan.idle_seconds:g} s; probes, watches, and the reconcile "
+            f"passes, every {plan.reconcile_interval:g} s in these processes so that some fall "
+            "inside the window) while /healthz is asked 5 times a second: its slowest answer "
+            "shows how long background work holds the event loop."
+            if plan.idle_seconds else "(no idle window in this plan).")
     out = ["### 4. Scale of state", "",
-           "One `federation serve` process (production settings) over 4 clusters. RSS right "
-           "after ready, after the first GET (table rendered), after the writes below (the "
-           "table is back to its size), and its peak; CPU seconds "
+           "One `federation serve` process (production settings) over 4 clusters, started on "
+           "the stored table. RSS right after ready, after the first GET (table rendered), "
+           "after the writes below and of fig. 7 (the table back to its size: the steady "
+           "figure), and its high-water mark at the end; start to ready (/readyz). Then a "
+           "restart: a second process on the same table, its time from spawn until GET "
+           "/api/routes (asked every 50 ms from the start) lists the whole table, and its "
+           "high-water mark of RSS then (the start's peak). CPU seconds "
            f"(user + system) of the process per 1,000 writes from 10 concurrent clients "
-           f"({_cpu_writes(results)} writes per run), and per idle minute (probes, watches, "
-           "the 15 s reconcile) while /healthz is asked 5 times a second: its slowest answer "
-           "shows how long background work holds the event loop.", ""]
+           f"({_cpu_writes(results)} writes per run), {idle}", ""]
     out += _table(["Routes", "RSS at ready", "RSS, table rendered", "RSS after writes",
-                   "peak RSS", "start to ready",
+                   "peak RSS", "start to ready", "restart to table listed", "peak RSS at restart",
                    "CPU / 1,000 POSTs", "CPU / 1,000 DELETEs", "idle CPU / min",
                    "longest /healthz, idle", "CHP RSS"], rows)
     return out
@@ -228,10 +305,14 @@ GROWTH: list[tuple[str, str, Callable[[float], float], str, int | None]] = [
     ("RSS after writes", "rss.after", lambda v: v * MIB, "MiB", 0),
     ("GET, unchanged", "get.cached.p50", lambda v: v * MS, "ms", None),
     ("GET after a write", "get.changed.p50", lambda v: v * MS, "ms", None),
+    ("restart to table listed", "listed", lambda v: v, "s", None),
     ("POST p50", "post.p50", lambda v: v * MS, "ms", None),
+    ("POST p50, Service-name target", "post.service.p50", lambda v: v * MS, "ms", None),
+    ("bare create", "bare.create.p50", lambda v: v * MS, "ms", None),
     ("bare replace of a home shard", "api.replace.p50", lambda v: v * MS, "ms", None),
     ("DELETE p50", "delete.p50", lambda v: v * MS, "ms", None),
     ("CPU / 1,000 POSTs", "cpu.post", lambda v: v, "s", None),
+    ("bytes stored / write", "bytes.seq", lambda v: v / 1024, "KiB", None),
     ("POST throughput (10 clients)", "bulk.post.throughput", lambda v: v, "/s", 0),
 ]
 
@@ -250,7 +331,8 @@ def growth(results: Results) -> list[str]:
            "Every scale point; each cell is the median over runs (min–max). Entries per home "
            "shard: the routes one write to the home cluster re-serialises. The bare replace "
            "of a median home shard is what one such write costs the (emulated) API server "
-           "without the service.", ""]
+           "without the service; the bare create, one new VirtualService for one route. Bytes "
+           "stored per write: fig. 6, one at a time.", ""]
     out += _table(header, rows)
     factors = _growth_factors(results)
     if factors:
@@ -270,6 +352,86 @@ def _growth_factors(results: Results) -> list[tuple[str, dict[str, float]]]:
         if a and b:
             out.append((label, {g[1]: ratio(b.series.spread(g[1]).median,
                                             a.series.spread(g[1]).median) for g in GROWTH}))
+    return out
+
+
+def stored_bytes(results: Results) -> list[str]:
+    plan = results.plan
+    rows = []
+    for r in results.scale:
+        if r.point.clusters != 4 or r.point.shards:
+            continue
+        s = r.series
+        adds = (s.spread("bytes.adds").fmt(1 / 1024, "KiB") if "bytes.adds" in s else "")
+        rows.append([f"{r.point.routes:,}", f"{r.info.get('objects', 0):,}",
+                     s.spread("bytes.seq").fmt(1 / 1024, "KiB"),
+                     s.spread("revisions.seq").fmt(1.0, "", 2),
+                     s.spread("traffic.seq").fmt(1 / 1024, "KiB"),
+                     s.spread("bytes.bulk").fmt(1 / 1024, "KiB"),
+                     s.spread("traffic.bulk").fmt(1 / 1024, "KiB"), adds,
+                     s.spread("traffic.total").fmt(MIB, "MiB"),
+                     s.spread("largest").fmt(1 / 1024, "KiB")])
+    writes = 2 * (plan.changed_samples + 2 * plan.post_samples)
+    out = ["### 6. Bytes stored per route write", "",
+           "Seen as any Kubernetes client sees it: during the writes of fig. 4 and 7, a REST "
+           "watch on every cluster and every kind the service writes (VirtualServices, "
+           "ServiceEntries, DestinationRules of networking.istio.io/v1 in its namespace, "
+           "label `app.kubernetes.io/managed-by=jupyterhub-federation-proxy`) sums the "
+           "serialised size of every object revision stored (ADDED and MODIFIED events), "
+           "divided by the route writes sent (POSTs and DELETEs): each revision is kept by "
+           "etcd until compaction and sent to every watching replica and to istiod. "
+           f"One at a time: {writes} sequential writes per run (the table's mix and Service-name "
+           f"targets); 10 clients: the {_cpu_writes(results)} bulk writes of fig. 4; adds: "
+           f"fig. 7. Watch traffic counts whole event lines (deletions included).", ""]
+    out += _table(["Routes", "objects stored", "stored / write, one at a time",
+                   "revisions / write", "watch traffic / write", "stored / write, 10 clients",
+                   "watch traffic / write, 10 clients", "stored / write, adds (fig. 7)",
+                   "watch traffic, all writes of a run", "largest object written"], rows)
+    return out
+
+
+def adds(results: Results) -> list[str]:
+    plan = results.plan
+    rows = []
+    for r in results.scale:
+        s = r.series
+        if "adds.throughput" not in s:
+            continue
+        stored = ", ".join(f"{v:,.0f}" for v in s.get("adds.stored", []))
+        rows.append([f"{r.point.routes:,}", s.spread("adds.throughput").fmt(1.0, "/s", 0),
+                     _ms(s.spread("adds.p50")), _ms(s.spread("adds.p99")),
+                     s.spread("chp.adds.throughput").fmt(1.0, "/s", 0),
+                     _ms(s.spread("chp.adds.p99")), _x(s.spread("adds.ratio")), stored])
+    out = ["### 7. Adds into a stored table", "",
+           f"{plan.adds:,} new routes (spread as the table) POSTed by {plan.adds_clients} "
+           "concurrent clients into the table of the scale point, then the same into CHP "
+           "holding the same table, in the same run; both removed again afterwards. Stored: "
+           "the new routes found in the clusters afterwards.", ""]
+    out += _table(["Routes stored", "service: adds/s", "p50", "p99", "CHP: adds/s", "CHP p99",
+                   "service / CHP", "stored"], rows)
+    return out
+
+
+def largest(results: Results) -> list[str]:
+    plan, s, info = results.plan, results.largest, results.largest_info
+    if not plan.largest_routes:
+        return []
+    rows = [[f"{plan.largest_routes:,}", f"{info.get('objects', 0):,}",
+             s.spread("largest.loaded").fmt(1 / 1024, "KiB"),
+             s.spread("largest.written").fmt(1 / 1024, "KiB"),
+             s.spread("bytes").fmt(1 / 1024, "KiB"), _ms(s.spread("post.p50")),
+             s.spread("listed").fmt(1.0, "s"), s.spread("rss.start_peak").fmt(MIB, "MiB", 0),
+             s.spread("rss").fmt(MIB, "MiB", 0)]]
+    out = ["### 8. Largest object", "",
+           f"A table of {plan.largest_routes:,} routes, 4 clusters, stored straight into the "
+           "clusters (the objects the service's own renderer makes) while the watches of fig. 6 "
+           f"record it, then {plan.largest_writes} POSTs and as many DELETEs, one at a time, "
+           "through a service started on it. The target takes the larger of the two "
+           f"(loaded: {info.get('loaded_what', 'n/a')}; written: "
+           f"{info.get('written_what', 'n/a') or 'n/a'}).", ""]
+    out += _table(["Routes", "objects stored", "largest object loaded",
+                   "largest object the service wrote", "stored / write", "POST p50",
+                   "start to table listed", "peak RSS at start", "RSS"], rows)
     return out
 
 
@@ -298,7 +460,14 @@ def method(results: Results) -> list[str]:
         "there plus an edge entry in home). Paths are `/user/u<n>`.",
         "- Large tables are stored straight into the clusters (the objects "
         "`federation.plan.render_table` renders) and the service is started on them, so "
-        "start-to-ready includes listing and indexing the whole table.",
+        "start-to-ready includes listing and indexing the whole table. Every measured write "
+        "goes through the service's HTTP API.",
+        "- Stored bytes come from REST watches opened by the harness (resuming from the last "
+        "resourceVersion seen; caught up, before each total is read, with the clusters' "
+        "current resourceVersion through bookmarks the emulated API servers send every "
+        "0.5 s while the watches are open).",
+        f"- Service processes with an idle window run with FEDERATION_RECONCILE_INTERVAL="
+        f"{plan.reconcile_interval:g} (production default 15 s), writes included.",
         "- Percentiles are taken within a run; each cell is the median over runs with the "
         "min–max; ratios are taken within a run, then summarised the same way.",
         "- The service, CHP, the emulated clusters and the clients share the machine's cores, "
@@ -319,7 +488,8 @@ def render(results: Results) -> str:
     ]
     head += _table(["Machine", ""], [[k, v] for k, v in results.machine.items()], "ll")
     sections = [head, targets(results), write_overhead(results), table_read(results),
-                storms(results), scale_of_state(results), growth(results), checks(results),
+                storms(results), scale_of_state(results), growth(results),
+                stored_bytes(results), adds(results), largest(results), checks(results),
                 method(results)]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"
 

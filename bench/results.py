@@ -45,5 +45,7 @@ class Results:
     write_info: dict[str, Any] = field(default_factory=dict)
     scale: list[ScaleResult] = field(default_factory=list)
     storms: list[StormResult] = field(default_factory=list)
+    largest: Series = field(default_factory=Series)  # 8. the table loaded for its largest object
+    largest_info: dict[str, Any] = field(default_factory=dict)
     chp: str = ""  # the CHP version used, or why it was left out
     failures: list[str] = field(default_factory=list)

@@ -35,6 +35,7 @@ from .measure import (
 from .results import Results, ScaleResult, Series, StormResult
 from .service import ServiceProcess
 from .stats import ratio
+from .watch import Tally, WriteRecorder
 
 LOAD_CLIENTS = 10  # concurrent clients for bulk writes that are measured for CPU, not latency
 IDLE_POLL = 0.2  # seconds between /healthz probes while idle (5/s: cheap, catches 0.2 s stalls)
@@ -74,8 +75,9 @@ class Runner:
 
     def check_statuses(self, timed: Timed, what: str, *ok: int) -> None:
         bad = timed.unexpected(*ok)
+        errors = f", transport errors {dict(timed.errors)}" if timed.errors else ""
         self.check(bad == 0, f"{what}: {bad} of {len(timed.seconds)} requests failed "
-                             f"(statuses {dict(timed.statuses)})")
+                             f"(statuses {dict(timed.statuses)}{errors})")
 
     def guarded(self, what: str, measure: Callable[[], object]) -> None:
         """Run one figure; if it breaks (the service does not start, a request hangs), record
@@ -86,10 +88,12 @@ class Runner:
             self.check(False, f"{what}: {type(exc).__name__}: {exc}")
 
     @contextmanager
-    def service(self, world: World, tag: str) -> Iterator[ServiceProcess]:
+    def service(self, world: World, tag: str, env: dict[str, str] | None = None,
+                expect_routes: int | None = None) -> Iterator[ServiceProcess]:
         profile = self.profile_dir / f"{tag}.prof" if self.profile_dir else None
         svc = ServiceProcess(world.config_path, profile=profile,
-                             log=world.directory / f"{tag}.log", sources=self.sources)
+                             log=world.directory / f"{tag}.log", sources=self.sources, env=env,
+                             expect_routes=expect_routes)
         svc.start()
         try:
             yield svc
@@ -109,6 +113,9 @@ class Runner:
             self.results.scale.sort(key=lambda r: plan.points.index(r.point))
             for scenario in plan.storms:
                 self.guarded(f"storm, {scenario.label}", functools.partial(self.storm, scenario))
+            if plan.largest_routes:
+                self.guarded(f"largest object at {plan.largest_routes:,} routes",
+                             self.largest_object)
         finally:
             if self._chp is not None:
                 self._chp.stop()
@@ -231,8 +238,16 @@ class Runner:
             for run in range(plan.runs):
                 log(f"{point.label}: run {run + 1}/{plan.runs}")
                 tag = f"scale-{point.routes}r-{point.clusters}c-{point.shards or 'd'}s-{run}"
-                with self.service(world, tag) as svc:
-                    self._scale_run(world, svc, point, run, result)
+                env = ({"FEDERATION_RECONCILE_INTERVAL": f"{plan.reconcile_interval:g}"}
+                       if self._idles(point) else None)
+                with self.service(world, tag, env) as svc:
+                    self._scale_run(world, svc, point, run, result, chp)
+                # A restart on the same table: until GET /api/routes lists all of it (asked
+                # throughout, so the run above keeps its first GET after start cold).
+                with self.service(world, tag + "-restart", expect_routes=point.routes) as svc:
+                    s.add("listed", svc.listed_seconds)
+                    s.add("rss.start_peak", svc.start_peak_rss)
+                    s.add("rss.start_ratio", ratio(svc.start_peak_rss, s["rss.after"][-1]))
                 if chp is not None:
                     with api_client(chp.url) as client:
                         reads, size, _ = table_reads(client, plan.get_samples)
@@ -245,8 +260,11 @@ class Runner:
             self.check(stored == point.routes,
                        f"{point.label}: {stored} routes stored at the end, expected {point.routes}")
 
+    def _idles(self, point: ScalePoint) -> bool:
+        return bool(self.plan.idle_seconds) and point.clusters == 4 and not point.shards
+
     def _scale_run(self, world: World, svc: ServiceProcess, point: ScalePoint, run: int,
-                   result: ScaleResult) -> None:
+                   result: ScaleResult, chp: CHPProcess | None) -> None:
         plan, s, info = self.plan, result.series, result.info
         base = 10_000_000 * (run + 1)
         s.add("ready", svc.ready_seconds)
@@ -260,42 +278,21 @@ class Runner:
             s.add("rss", svc.rss())
             cached, _, _ = table_reads(client, plan.get_samples)
             s.add("get.cached.p50", cached.p(50))
-            # A GET right after a write: the table changed, so the body is rendered anew.
-            changed = Timed()
-            written = routes(base, plan.changed_samples, world.names)
-            for path, body in written:
-                client.post("/api/routes" + path, json=body)
-                reads, _, _ = table_reads(client, 1)
-                changed.add(reads.seconds[0], 200)
-            s.add("get.changed.p50", changed.p(50))
-            sequential(client, "DELETE", [(p, None) for p, _ in written])
-            # Sequential single writes at this size.
-            batch = routes(base + 100_000, plan.post_samples, world.names)
-            post = sequential(client, "POST", batch)
-            delete = sequential(client, "DELETE", [(p, None) for p, _ in batch])
-            self.check_statuses(post, f"{point.label}: POST", 201)
-            self.check_statuses(delete, f"{point.label}: DELETE", 204)
-            s.add("post.p50", post.p(50))
-            s.add("post.p99", post.p(99))
-            s.add("delete.p50", delete.p(50))
             # What one API call costs at this shard size, without the service: the split of
-            # the POST latency between the (emulated) API server and the service.
+            # the POST latency between the (emulated) API server and the service; and the
+            # bare create a POST is compared with, on the same API.
             api = world.custom_api(HOME)
             replace = bare_replace(api, world.median_shard(HOME), f"bench-replace-{run}",
                                    plan.post_samples)
-            api.api_client.close()
             s.add("api.replace.p50", replace.p(50))
-            # CPU of the service process for bulk writes from 10 clients.
-            n = plan.cpu_writes_at(point)
-            info["cpu_writes"] = n
-            batch = routes(base + 200_000, n, world.names)
-            for verb, method, ok in (("post", "POST", 201), ("delete", "DELETE", 204)):
-                cpu0 = svc.cpu_seconds()
-                bulk = concurrent(svc.url, method, batch, LOAD_CLIENTS)
-                s.add(f"cpu.{verb}", (svc.cpu_seconds() - cpu0) / n * 1000)
-                s.add(f"bulk.{verb}.throughput", bulk.throughput)
-                self.check_statuses(bulk, f"{point.label}: bulk {method}", ok)
-            if plan.idle_seconds and point.clusters == 4 and not point.shards:
+            creates, _ = bare_create_delete(
+                api, world.registry, routes(base + 300_000, plan.post_samples, world.names,
+                                            "service"), f"bench-bare-{run}")
+            api.api_client.close()
+            s.add("bare.create.p50", creates.p(50))
+            with world.recorder() as recorder:
+                self._measured_writes(world, svc, client, point, run, result, chp, recorder)
+            if self._idles(point):
                 self._idle(svc, client, s)
             _, _, count = table_reads(client, 1)
             self.check(count == point.routes,
@@ -303,6 +300,111 @@ class Runner:
                        f"expected {point.routes}")
             s.add("rss.after", svc.rss())
             s.add("rss.peak", svc.peak_rss())
+
+    def _measured_writes(self, world: World, svc: ServiceProcess, client: httpx.Client,
+                         point: ScalePoint, run: int, result: ScaleResult,
+                         chp: CHPProcess | None, recorder: WriteRecorder) -> None:
+        """Every route write of a scale run, with what the clusters stored for them."""
+        plan, s, info = self.plan, result.series, result.info
+        base = 10_000_000 * (run + 1)
+        mark = recorder.tally()
+        # A GET right after a write: the table changed, so the body is rendered anew.
+        changed = Timed()
+        written = routes(base, plan.changed_samples, world.names)
+        for path, body in written:
+            client.post("/api/routes" + path, json=body)
+            reads, _, _ = table_reads(client, 1)
+            changed.add(reads.seconds[0], 200)
+        s.add("get.changed.p50", changed.p(50))
+        sequential(client, "DELETE", [(p, None) for p, _ in written])
+        # Sequential single writes at this size: the table's mix (pod IPs in home, remote
+        # ingresses), then Service-name targets in home (one object, as the bare create).
+        batch = routes(base + 100_000, plan.post_samples, world.names)
+        post = sequential(client, "POST", batch)
+        delete = sequential(client, "DELETE", [(p, None) for p, _ in batch])
+        self.check_statuses(post, f"{point.label}: POST", 201)
+        self.check_statuses(delete, f"{point.label}: DELETE", 204)
+        s.add("post.p50", post.p(50))
+        s.add("post.p99", post.p(99))
+        s.add("delete.p50", delete.p(50))
+        single = routes(base + 400_000, plan.post_samples, world.names, "service")
+        post_one = sequential(client, "POST", single)
+        delete_one = sequential(client, "DELETE", [(p, None) for p, _ in single])
+        self.check_statuses(post_one, f"{point.label}: POST (Service-name target)", 201)
+        self.check_statuses(delete_one, f"{point.label}: DELETE (Service-name target)", 204)
+        s.add("post.service.p50", post_one.p(50))
+        s.add("post.service.ratio", ratio(post_one.p(50), s["bare.create.p50"][-1]))
+        s.add("post.ratio", ratio(post.p(50), s["bare.create.p50"][-1]))
+        mark = self._stored(recorder, mark, s, "seq", 2 * (len(written) + len(batch) + len(single)),
+                            point.label)
+        # CPU of the service process for bulk writes from 10 clients.
+        n = plan.cpu_writes_at(point)
+        info["cpu_writes"] = n
+        batch = routes(base + 200_000, n, world.names)
+        for verb, method, ok in (("post", "POST", 201), ("delete", "DELETE", 204)):
+            cpu0 = svc.cpu_seconds()
+            bulk = concurrent(svc.url, method, batch, LOAD_CLIENTS)
+            s.add(f"cpu.{verb}", (svc.cpu_seconds() - cpu0) / n * 1000)
+            s.add(f"bulk.{verb}.throughput", bulk.throughput)
+            self.check_statuses(bulk, f"{point.label}: bulk {method}", ok)
+        mark = self._stored(recorder, mark, s, "bulk", 2 * n, point.label)
+        if point.routes == plan.adds_table and point.clusters == 4 and not point.shards:
+            self._adds(world, svc, client, point, run, s, chp)
+            self._stored(recorder, mark, s, "adds", 2 * plan.adds, point.label)
+        total = recorder.tally()
+        s.add("largest", total.largest)
+        s.add("traffic.total", total.traffic_bytes)
+        info["largest_what"] = total.largest_what
+
+    def _stored(self, recorder: WriteRecorder, mark: Tally, s: Series, key: str, writes: int,
+                what: str) -> Tally:
+        """Bytes stored (and sent on the watch) per route write since ``mark``."""
+        self.check(recorder.sync(), f"{what}: the watches did not catch up with the clusters")
+        now = recorder.tally()
+        seen = now - mark
+        s.add(f"bytes.{key}", seen.stored_bytes / writes)
+        s.add(f"traffic.{key}", seen.traffic_bytes / writes)
+        s.add(f"revisions.{key}", seen.revisions / writes)
+        return now
+
+    def _adds(self, world: World, svc: ServiceProcess, client: httpx.Client, point: ScalePoint,
+              run: int, s: Series, chp: CHPProcess | None) -> None:
+        """``adds`` new routes from ``adds_clients`` concurrent clients into the stored table,
+        then the same into CHP holding the same table; both removed again afterwards."""
+        plan = self.plan
+        batch = routes(10_000_000 * (run + 1) + 500_000, plan.adds, world.names)
+        label = f"{point.label}: {plan.adds:,} adds from {plan.adds_clients} clients"
+        log(f"{label} (run {run + 1})")
+        added = concurrent(svc.url, "POST", batch, plan.adds_clients)
+        self.check_statuses(added, label, 201)
+        s.add("adds.throughput", added.throughput)
+        s.add("adds.p50", added.p(50))
+        s.add("adds.p99", added.p(99))
+        _, _, listed = table_reads(client, 1)
+        stored_paths = world.stored_paths()
+        stored = sum(len(paths) for paths in stored_paths.values())
+        everywhere = set().union(*stored_paths.values())
+        s.add("adds.stored", sum(1 for path, _ in batch if path in everywhere))
+        self.check(listed == point.routes + plan.adds,
+                   f"{label}: GET /api/routes lists {listed}, expected {point.routes + plan.adds}")
+        self.check(stored == point.routes + plan.adds,
+                   f"{label}: {stored} routes stored in the clusters, "
+                   f"expected {point.routes + plan.adds}")
+        removed = concurrent(svc.url, "DELETE", [(p, None) for p, _ in batch], plan.adds_clients)
+        self.check_statuses(removed, f"{label}: DELETE", 204)
+        if chp is None:
+            return
+        added = concurrent(chp.url, "POST", batch, plan.adds_clients)
+        self.check_statuses(added, f"CHP: {label}", 201)
+        s.add("chp.adds.throughput", added.throughput)
+        s.add("chp.adds.p99", added.p(99))
+        s.add("adds.ratio", ratio(s["adds.throughput"][-1], added.throughput))
+        with api_client(chp.url) as chp_client:
+            _, _, listed = table_reads(chp_client, 1)
+        self.check(listed == point.routes + plan.adds + 1,
+                   f"CHP: {label}: lists {listed}, expected {point.routes + plan.adds + 1}")
+        removed = concurrent(chp.url, "DELETE", [(p, None) for p, _ in batch], plan.adds_clients)
+        self.check_statuses(removed, f"CHP: {label}: DELETE", 204)
 
     def _idle(self, svc: ServiceProcess, client: httpx.Client, s: Series) -> None:
         """CPU of an idle service over one reconcile interval, and the longest time it takes
@@ -315,6 +417,7 @@ class Runner:
             status = client.get("/healthz").status_code
             health.add(time.perf_counter() - t0, status)
             time.sleep(max(0.0, IDLE_POLL - (time.perf_counter() - t0)))
+        self.check_statuses(health, "idle: GET /healthz", 200)
         s.add("cpu.idle", (svc.cpu_seconds() - cpu0) / self.plan.idle_seconds * 60)
         s.add("stall.max", max(health.seconds))
         s.add("stall.p50", health.p(50))
@@ -355,3 +458,39 @@ class Runner:
             s.add("throughput", timed.throughput)
             s.add("p50", timed.p(50))
             s.add("p99", timed.p(99))
+
+    # -- 8. the largest object ---------------------------------------------------------------
+
+    def largest_object(self) -> None:
+        """A table of ``largest_routes`` loaded (watched: the objects as stored), then a few
+        writes through the service: the largest object either holds."""
+        plan, s, info = self.plan, self.results.largest, self.results.largest_info
+        n = plan.largest_routes
+        with World.create(4) as world, world.recorder() as recorder:
+            log(f"largest object: preloading {n:,} routes")
+            info["objects"] = world.preload(routes(0, n, world.names))
+            self.check(recorder.sync(120), "largest object: the watches did not catch up")
+            loaded = recorder.tally()
+            s.add("largest.loaded", loaded.largest)
+            info["loaded_what"] = loaded.largest_what
+            world.set_latency(plan.latency)
+            recorder.reset_largest()
+            with self.service(world, f"largest-{n}", expect_routes=n) as svc:
+                s.add("listed", svc.listed_seconds)
+                s.add("rss.start_peak", svc.start_peak_rss)
+                with api_client(svc.url) as client:
+                    batch = routes(n + 1_000_000, plan.largest_writes, world.names)
+                    post = sequential(client, "POST", batch)
+                    delete = sequential(client, "DELETE", [(p, None) for p, _ in batch])
+                    self.check_statuses(post, f"{n:,} routes: POST", 201)
+                    self.check_statuses(delete, f"{n:,} routes: DELETE", 204)
+                    s.add("post.p50", post.p(50))
+                    _, _, count = table_reads(client, 1)
+                    self.check(count == n, f"{n:,} routes: GET /api/routes lists {count}")
+                s.add("rss", svc.rss())
+                self.check(recorder.sync(), "largest object: the watches did not catch up")
+                written = recorder.tally() - loaded
+                s.add("largest.written", written.largest)
+                s.add("bytes", written.stored_bytes / (2 * plan.largest_writes))
+                info["written_what"] = written.largest_what
+        s.add("largest", max(s["largest.loaded"][-1], s["largest.written"][-1]))

@@ -7,15 +7,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench import __main__ as bench_main
 from bench import config, report
-from bench.clusters import World
+from bench.clusters import NAMESPACE, World
 from bench.run import Results, Runner
 from bench.stats import Spread, percentile
+from bench.watch import PLURALS
+from federation.objects import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,9 @@ def test_every_section_is_reported(results: Results) -> None:
     text = report.render(results)
     for heading in ("### Targets", "### 1. Write overhead", "### 2. Table read",
                     "### 3. Spawn storm", "### 4. Scale of state", "### 5. Growth",
-                    "### Functional checks", "### How it was measured"):
+                    "### 6. Bytes stored per route write", "### 7. Adds into a stored table",
+                    "### 8. Largest object", "### Functional checks",
+                    "### How it was measured"):
         assert heading in text
     assert "| CPU |" in text and "Kubernetes API latency" in text
     assert results.failures == []
@@ -46,8 +51,112 @@ def test_counts_are_right(results: Results) -> None:
         assert scale.info["objects"] > 0
 
 
+def test_every_target_has_a_row(results: Results) -> None:
+    text = report.render(results)
+    for target in ("Bytes stored per route write at 50,000 routes at most 1.5x",
+                   "Bytes stored per route write at 50,000 routes under 40 KiB",
+                   "at least 0.5x CHP's rate", "into 10,000 routes: all stored",
+                   "POST p50 with 10,000 routes stored within 1.3x",
+                   "Resident memory at 10,000 routes under 128 MiB",
+                   "Resident memory at 50,000 routes under 320 MiB",
+                   "Peak RSS during start at 50,000 routes at most 1.5x",
+                   "Slowest /healthz while idle housekeeping runs at 50,000 routes",
+                   "Restart to the full table listed at 50,000 routes",
+                   "Largest object written at 100,000 routes"):
+        assert target in text
+    # The tiny plan has none of the target sizes: no verdict is made up.
+    assert "**met**" not in text.split("Earlier targets")[0]
+
+
+def test_stored_bytes_are_counted(results: Results) -> None:
+    plan = results.plan
+    measured = [r for r in results.scale if r.point.clusters == 4]
+    assert len(measured) == 2
+    for r in measured:
+        s = r.series
+        for key in ("bytes.seq", "traffic.seq", "revisions.seq", "bytes.bulk", "largest"):
+            assert len(s[key]) == plan.runs, key
+        for run in range(plan.runs):
+            # Every route write sent one at a time stores at least one object revision, and
+            # an object's revision is no larger than the largest seen.
+            assert s["revisions.seq"][run] >= 1
+            assert 0 < s["bytes.seq"][run] / s["revisions.seq"][run] <= s["largest"][run]
+            assert s["traffic.seq"][run] >= s["bytes.seq"][run]
+            # The whole window's watch traffic holds the sequential writes' share of it.
+            seq_writes = 2 * (plan.changed_samples + 2 * plan.post_samples)
+            assert s["traffic.total"][run] >= s["traffic.seq"][run] * seq_writes * (1 - 1e-9)
+        assert r.info["largest_what"].count("/") == 2
+
+
+def test_adds_into_a_stored_table(results: Results) -> None:
+    plan = results.plan
+    (point,) = [r for r in results.scale if "adds.throughput" in r.series]
+    assert point.point.routes == plan.adds_table and point.point.clusters == 4
+    assert point.series["adds.stored"] == [plan.adds] * plan.runs
+    assert "bytes.adds" in point.series
+    assert all(r.series.get("adds.throughput") is None for r in results.scale if r is not point)
+
+
+def test_restart_memory_and_idle(results: Results) -> None:
+    plan = results.plan
+    for r in results.scale:
+        s = r.series
+        assert len(s["listed"]) == plan.runs and all(v > 0 for v in s["listed"])
+        assert all(v > 0 for v in s["rss.start_peak"])
+        assert len(s["rss.start_ratio"]) == plan.runs and all(v > 0 for v in s["rss.start_ratio"])
+        # A process's high-water mark is at least what it holds.
+        assert all(a <= b for a, b in zip(s["rss.after"], s["rss.peak"], strict=True))
+        assert len(s["post.service.ratio"]) == plan.runs
+        assert ("stall.max" in s) == (r.point.clusters == 4)
+
+
+def test_largest_object(results: Results) -> None:
+    s, info = results.largest, results.largest_info
+    assert info["objects"] > 0
+    assert s["largest.loaded"][0] > 0 and s["largest.written"][0] > 0
+    assert s["largest"] == [max(s["largest.loaded"][0], s["largest.written"][0])]
+    assert s["listed"][0] > 0
+
+
+def test_watch_counts_what_is_stored() -> None:
+    """The recorder sums the stored size of every revision of the service's objects (and only
+    theirs), each counted once, whichever kind."""
+    with World.create(2) as world, world.recorder() as recorder:
+        server = world.emulated.servers["hub"]
+        base = f"{server.url}/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}"
+        written = []
+        with httpx.Client(headers={"Authorization": f"Bearer {server.token}"}) as http:
+            kinds = ("VirtualService", "ServiceEntry", "DestinationRule")
+            for i, (plural, kind) in enumerate(zip(PLURALS, kinds, strict=True)):
+                labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: "default"}
+                obj = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+                       "metadata": {"name": f"o{i}", "labels": labels},
+                       "spec": {"n": "x" * (i + 1) * 100}}
+                created = http.post(f"{base}/{plural}", json=obj)
+                changed = {**created.json(), "spec": {"n": "y"}}
+                replaced = http.put(f"{base}/{plural}/o{i}", json=changed)
+                assert http.delete(f"{base}/{plural}/o{i}").status_code == 200
+                written += [len(created.content), len(replaced.content)]
+                # The bench's own look-alike objects are not the service's.
+                bare = {**obj, "metadata": {"name": f"b{i}",
+                                            "labels": {**labels, LABEL_INSTANCE: "bench-bare"}}}
+                assert http.post(f"{base}/{plural}", json=bare).status_code == 201
+        assert recorder.sync()
+        tally = recorder.tally()
+    assert tally.revisions == 2 * len(PLURALS) and tally.deletions == len(PLURALS)
+    assert tally.stored_bytes == sum(written)
+    assert tally.largest == max(written) and tally.largest_what == "hub/destinationrules/o2"
+    assert tally.traffic_bytes > tally.stored_bytes
+
+
+def test_unknown_figure_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        bench_main.main(["--only", "nothing"])
+
+
 def test_a_wrong_count_fails_the_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    tiny = dataclasses.replace(config.tiny(), points=(), storms=config.tiny().storms[:1])
+    tiny = dataclasses.replace(config.tiny(), points=(), storms=config.tiny().storms[:1],
+                               largest_routes=0)
     monkeypatch.setattr(config, "quick", lambda latency: tiny)
     real = World.stored_routes
 
