@@ -79,8 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, registry=registry)
     # log_config=None: uvicorn's lines go through our handler (format, redaction); our
     # middleware writes the access log, so uvicorn's own is off.
+    # Keep-alive past uvicorn's 5 s: a client that pauses longer must not race the server
+    # closing its idle connection (a POST lost that way is not retried by most clients).
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level,
-                access_log=False, log_config=None)
+                access_log=False, log_config=None, timeout_keep_alive=75)
     return 0
 
 
