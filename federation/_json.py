@@ -28,7 +28,15 @@ def dumps(value: Any) -> bytes:
 
 
 def dumps_sorted(value: Any) -> bytes:
-    """Canonical JSON: keys sorted, so equal values give equal bytes."""
+    """Canonical JSON: keys sorted, so equal values give equal bytes. For values that are kept:
+    orjson's output keeps its whole working buffer (4 KiB at least), so it is copied to size."""
     if orjson is not None:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return bytes(memoryview(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)))
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+
+
+def dumps_text(value: Any) -> str:
+    """Compact JSON as text, sized to its content: for JSON that is kept (rendered rules)."""
+    if orjson is not None:
+        return orjson.dumps(value).decode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -205,7 +205,7 @@ class ShardMemo:
     """
 
     def __init__(self) -> None:
-        self.rules: dict[str, tuple[Entry, bytes | None]] = {}
+        self.rules: dict[str, tuple[Entry, str | None]] = {}
         self.fragments: dict[str, tuple[Entry, str]] = {}
         self.routes_size = 0  # characters of the routes annotation last rendered
 
@@ -215,14 +215,14 @@ class ShardMemo:
         # write was applied before the write's response.
         return held is entry or held == entry
 
-    def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> bytes | None:
+    def rule(self, registry: Registry, cluster: Cluster, entry: Entry) -> str | None:
         """The rule's JSON, or None for an entry this configuration cannot route (its cluster
         left the registry): it stays stored, so the table stays whole, with no rule."""
         held = self.rules.get(entry.path)
         if held is not None and self._same(held[0], entry):
             return held[1]
         try:
-            text: bytes | None = _json.dumps(route_rule(registry, cluster, entry))
+            text: str | None = _json.dumps_text(route_rule(registry, cluster, entry))
         except (KeyError, InvalidRoute, ValueError):
             text = None
         self.rules[entry.path] = (entry, text)
@@ -266,7 +266,7 @@ def shard_body(
     rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]
     memo.forget_others(entries)
     head = _json.dumps({"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta})
-    return head[:-1] + b',"spec":{"http":[' + b",".join(rules) + b"]}}"
+    return head[:-1] + b',"spec":{"http":[' + ",".join(rules).encode() + b"]}}"
 
 
 def build_shard(
