@@ -9,8 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..service import Federation
-from ..store import ClusterStore
+from ..service import Federation, Store
 from .deps import Authorized, FederationDep
 
 router = APIRouter(prefix="/clusters", dependencies=[Authorized], tags=["clusters"])
@@ -20,7 +19,7 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
+def describe(rt: Store, home: str) -> dict[str, Any]:
     health = rt.health
     circuit = rt.client.circuit
     last_error = health.last_error if rt.reachable is not False else (rt.probe_error or health.last_error)
@@ -44,7 +43,7 @@ def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
     }
 
 
-def _row(rt: ClusterStore, federation: Federation) -> dict[str, Any]:
+def _row(rt: Store, federation: Federation) -> dict[str, Any]:
     row = describe(rt, federation.registry.home)
     # The cluster's traffic activity source (null when clusters.yaml configures none).
     row["activity"] = federation.activity.describe(rt.cluster.name)

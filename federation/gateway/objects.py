@@ -56,6 +56,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "backendtlspolicies": (GROUP, "v1", "BackendTLSPolicy"),
     "referencegrants": (GROUP, "v1beta1", "ReferenceGrant"),
 }
+ANN_SPEC = "federation.jupyter.org/spec"  # hash of the object as built (see spec_hash)
 MAX_PATH = 1024
 MAX_MATCHES = 64  # per rule
 MAX_HOSTNAMES = 16
@@ -63,6 +64,21 @@ MAX_HOSTNAMES = 16
 PATH_PATTERN = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$")
 FORBIDDEN = ("//", "/./", "/../", "%2f", "%2F", "#")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """What an object is as built, apart from its name and labels: the store compares this,
+    not the stored object, which the API server fills with defaults."""
+    body = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    body["annotations"] = {k: v for k, v in obj["metadata"].get("annotations", {}).items()
+                           if k != ANN_SPEC}
+    return short_hash(json.dumps(body, sort_keys=True, ensure_ascii=False), 16)
+
+
+def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {**obj["metadata"], "annotations": {**obj["metadata"].get("annotations", {}),
+                                               ANN_SPEC: spec_hash(obj)}}
+    return {**obj, "metadata": meta}
 
 
 def api_version(plural: str) -> str:
