@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from ..gateway.store import GatewayStore
 from ..service import Federation, Store
 from .deps import Authorized, FederationDep
 
@@ -40,6 +41,9 @@ def describe(rt: Store, home: str) -> dict[str, Any]:
         "cache_age_s": None if health.last_event is None else round(time.time() - health.last_event, 1),
         "last_error": None if last_error is None else last_error.splitlines()[0][:300],
         "circuit_open": circuit.is_open,
+        "backend": rt.cluster.backend,
+        # gateway-api: HTTPRoutes the Gateway did not accept or whose backends do not resolve
+        "route_status": rt.route_status() if isinstance(rt, GatewayStore) else None,
     }
 
 

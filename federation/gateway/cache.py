@@ -26,6 +26,17 @@ class RouteState:
     entry: Entry | None  # None: an HTTPRoute of ours that holds no readable route
 
 
+def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """The first condition of ``status.parents`` that is not True (None: no status yet, or
+    all well): (condition type, reason)."""
+    for parent in (obj.get("status") or {}).get("parents") or []:
+        for condition in parent.get("conditions") or []:
+            if condition.get("type") in ("Accepted", "ResolvedRefs") and \
+                    condition.get("status") != "True":
+                return str(condition["type"]), str(condition.get("reason") or "")
+    return None
+
+
 class GatewayCache:
     def __init__(self, name: str, table: RouteTable) -> None:
         self.name = name
@@ -37,6 +48,9 @@ class GatewayCache:
         self.entries: dict[str, tuple[str, Entry]] = {}
         self.owned = 0
         self.tombstones: dict[tuple[str, str], int] = {}
+        # HTTPRoutes the gateway has not Accepted or whose refs it has not Resolved, by name:
+        # (condition type, reason), from status.parents.
+        self.problems: dict[str, tuple[str, str]] = {}
         self.health = Health(synced={p: False for p in KINDS if p != "referencegrants"})
         self._routes_metric = metrics.ROUTES.labels(name)
 
@@ -60,6 +74,7 @@ class GatewayCache:
         self.tombstones.pop((plural, name), None)
         ann = meta.get("annotations") or {}
         if plural == ROUTES and (meta.get("labels") or {}).get(LABEL_ROLE) == "route":
+            self._note_status(name, obj)
             found = list(decode_entries(obj).values())
             self._put_route(RouteState(name, str(rv), found[0] if len(found) == 1 else None))
             return
@@ -68,7 +83,15 @@ class GatewayCache:
         # The hash of what we built, not the object as stored: the API server adds defaults.
         self.support[plural][name] = SupportState(name, str(rv), ann.get(ANN_SPEC, "").encode())
 
+    def _note_status(self, name: str, obj: dict[str, Any]) -> None:
+        problem = route_problem(obj)
+        if problem is None:
+            self.problems.pop(name, None)
+        else:
+            self.problems[name] = problem
+
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
+        self.problems.pop(name, None)
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
         if self.support[plural].pop(name, None) is not None:
             self.hosts.pop(name, None)

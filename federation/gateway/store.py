@@ -217,6 +217,17 @@ class GatewayStore(StoreBase):
         self._support_memo[entry.path] = (entry, objs)
         return objs
 
+    def route_status(self, examples: int = 5) -> dict[str, Any]:
+        """What /clusters shows: HTTPRoutes not Accepted, or with refs not Resolved, and a few
+        of their names with the reason."""
+        problems = sorted(self.cache.problems.items())
+        return {
+            "not_accepted": sum(1 for _, (kind, _) in problems if kind == "Accepted"),
+            "unresolved_refs": sum(1 for _, (kind, _) in problems if kind == "ResolvedRefs"),
+            "examples": [f"{name}: {kind} {reason}".rstrip()
+                         for name, (kind, reason) in problems[:examples]],
+        }
+
     async def settle_splits(self) -> None:
         """Nothing splits here: one object per route."""
 
