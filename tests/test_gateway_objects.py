@@ -133,3 +133,20 @@ def test_config_backend_keys() -> None:
     doc["clusters"][0]["sectionName"] = "Bad_Name"
     with pytest.raises(ConfigError, match="sectionName"):
         parse_registry(doc, check_kubeconfig=False)
+
+
+def test_example_gateway_validates_and_admits_the_namespace() -> None:
+    """The guide's example Gateway is valid and its listeners admit the service's routes."""
+    import yaml
+
+    from federation.check import admits
+
+    from .conftest import REPO
+    from .istio_schema import validators
+
+    shared_file("gateway-api")
+    gateway = yaml.safe_load((REPO / "docs" / "examples" / "gateway-api-gateway.yaml").read_text())
+    validators(str(GATEWAY_CRDS))[("Gateway", "v1")].validate(
+        {k: v for k, v in gateway.items() if k != "metadata"})
+    labels = {"kubernetes.io/metadata.name": "jupyterhub"}
+    assert all(admits(lst, "istio-system", "jupyterhub", labels) for lst in gateway["spec"]["listeners"])
