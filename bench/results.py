@@ -45,5 +45,7 @@ class Results:
     write_info: dict[str, Any] = field(default_factory=dict)
     scale: list[ScaleResult] = field(default_factory=list)
     storms: list[StormResult] = field(default_factory=list)
+    # routes in the table -> backend -> {"objects", "bytes"} per remote route write (backends.py)
+    backends: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     chp: str = ""  # the CHP version used, or why it was left out
     failures: list[str] = field(default_factory=list)

@@ -189,3 +189,36 @@ def test_switching_a_backend_moves_every_route(tmp_path: Path, gw_clusters: Any)
         assert routes_in(gw_clusters, "west", vs)
         assert api.delete("/api/routes/user/zoe").status_code == 204
         assert "/user/zoe" not in routes_in(gw_clusters, "east")
+
+
+def test_a_newer_write_of_a_route_wins_across_replicas(tmp_path: Path, gw_clusters: Any) -> None:
+    """Two replicas: an older write arriving late never replaces a newer one (written-at, then
+    owner), and every replica's table converges on what is stored."""
+    from federation.objects import Entry
+
+    from ..conftest import running_replicas
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with running_replicas(config, 2) as (one, two), client(one) as api1, client(two) as api2:
+        body = {"target": "http://10.1.2.3:8888", "user": "alice"}
+        assert api1.post("/api/routes/user/alice", json=body).status_code == 201
+        newer = {"target": "http://10.1.2.4:8888", "user": "alice"}
+        assert api2.post("/api/routes/user/alice", json=newer).status_code == 201
+        stored = routes_in(gw_clusters, "hub")["/user/alice"]
+        assert stored.target == newer["target"]
+        late = Entry("/user/alice", "http://10.9.9.9:8888", "hub", {}, "2000-01-01T00:00:00.000Z")
+        one.run(one.federation.stores["hub"].put_entry(late))
+        assert routes_in(gw_clusters, "hub")["/user/alice"] == stored
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                a.get("/api/routes/user/alice").json()["target"] != newer["target"]
+                for a in (api1, api2)):
+            time.sleep(0.05)
+        for a in (api1, api2):
+            assert a.get("/api/routes/user/alice").json()["target"] == newer["target"]
+        # a delete through one replica is seen by the other, and a stale delete is a 404
+        assert api1.delete("/api/routes/user/alice").status_code == 204
+        assert routes_in(gw_clusters, "hub") == {}
+        while time.monotonic() < deadline and api2.get("/api/routes/user/alice").status_code != 404:
+            time.sleep(0.05)
+        assert api2.delete("/api/routes/user/alice").status_code == 404
