@@ -168,7 +168,7 @@ def comparable_virtualservice(registry: Registry, name: str, route: Route) -> di
     path, body = route
     plan = plan_route(registry, path, body, "2026-01-01T00:00:00.000Z")
     owner, entry = plan.writes[0]
-    obj = build_shard(registry, registry.clusters[owner], ShardKey("", 2, 0), {path: entry})
+    obj = build_shard(registry, registry.clusters[owner], ShardKey("", 2, 0, 0), {path: entry})
     return _foreign(obj, name)
 
 
