@@ -24,6 +24,7 @@ class RouteState:
     name: str
     rv: str
     entry: Entry | None  # None: an HTTPRoute of ours that holds no readable route
+    spec: str = ""  # the hash of the object as built (objects.spec_hash)
 
 
 def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -76,7 +77,8 @@ class GatewayCache:
         if plural == ROUTES and (meta.get("labels") or {}).get(LABEL_ROLE) == "route":
             self._note_status(name, obj)
             found = list(decode_entries(obj).values())
-            self._put_route(RouteState(name, str(rv), found[0] if len(found) == 1 else None))
+            self._put_route(RouteState(name, str(rv), found[0] if len(found) == 1 else None,
+                                       ann.get(ANN_SPEC, "")))
             return
         if plural == ROUTES:
             self.hosts[name] = ann.get(ANN_HOST, "")

@@ -237,6 +237,7 @@ class GatewayStore(StoreBase):
         """Restore missing support objects and host defaults; delete the unused ones after
         ``grace`` seconds (guarded by resourceVersion, so a concurrent write wins)."""
         pace = Pacer()
+        await self._rerender(pace)
         needed: dict[tuple[str, str], dict[str, Any]] = {}
         for _, entry in list(self.cache.entries.values()):
             await pace()
@@ -251,6 +252,27 @@ class GatewayStore(StoreBase):
                 log.warning("cluster %s: cannot restore %s %s: %s", self.name, obj["kind"],
                             obj["metadata"]["name"], exc, extra={"cluster": self.name})
         await self._delete_unused(needed, grace, pace)
+
+    async def _rerender(self, pace: Pacer) -> None:
+        """Rewrite HTTPRoutes built from an older configuration (gateway, hosts, http options
+        changed by a reload), guarded by resourceVersion: a concurrent write wins."""
+        for name, state in list(self.cache.routes.items()):
+            await pace()
+            if state.entry is None:
+                continue
+            try:
+                body = with_spec_hash(build_route(self.registry, self.cluster, state.entry))
+            except (KeyError, InvalidRoute, ValueError):
+                continue  # its cluster left the registry: kept as it is, so the table stays whole
+            if body["metadata"]["annotations"][ANN_SPEC] == state.spec:
+                continue
+            async with self._writer(name).lock:
+                body["metadata"]["resourceVersion"] = state.rv
+                try:
+                    stored = await self.client.replace(RESOURCES[ROUTES], body)
+                except KubeError:
+                    continue  # written or removed meanwhile: the next pass looks again
+                self.cache.apply(ROUTES, "MODIFIED", stored)
 
     async def _delete_unused(self, needed: dict[tuple[str, str], Any], grace: float,
                              pace: Pacer) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from federation.objects import decode_entries
 from federation.placement import user_service_names
@@ -222,3 +223,39 @@ def test_a_newer_write_of_a_route_wins_across_replicas(tmp_path: Path, gw_cluste
         while time.monotonic() < deadline and api2.get("/api/routes/user/alice").status_code != 404:
             time.sleep(0.05)
         assert api2.delete("/api/routes/user/alice").status_code == 404
+
+
+def test_housekeeping_follows_config_and_removes_unused_objects(tmp_path: Path,
+                                                                gw_clusters: Any) -> None:
+    """A reload's new http options reach existing HTTPRoutes; the support objects and host
+    defaults of removed routes go (after the grace period, 0 here)."""
+    from federation.testing.harness import write_clusters_yaml
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    services = ("", "v1", "services")
+    with service_on(config) as svc, client(svc) as api:
+        assert api.post("/api/routes", json={"target": "http://hub:8081"}).status_code == 201
+        host_route = "/alice.hub.example.org/user/alice"
+        assert api.post(f"/api/routes{host_route}",
+                        json={"target": "http://10.1.2.3:8888"}).status_code == 201
+        roles = sorted(o["metadata"]["labels"]["federation.jupyter.org/role"]
+                       for o in objects(gw_clusters, "hub"))
+        assert roles == ["host-default", "route", "route"]
+        assert len(objects(gw_clusters, "hub", services)) == 1
+        doc = yaml.safe_load(config.read_text())
+        doc["defaults"]["http"] = {"timeout": "30s"}
+        write_clusters_yaml(config, doc)
+        svc.app.state.reload_trigger.set()
+        deadline = time.monotonic() + 20
+        while svc.federation.registry.home_cluster.http.timeout != "30s":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        svc.run(svc.federation.reconcile(grace=0))
+        for obj in objects(gw_clusters, "hub"):
+            assert all(r["timeouts"] == {"request": "30s"} for r in obj["spec"]["rules"])
+        assert api.delete(f"/api/routes{host_route}").status_code == 204
+        assert api.delete("/api/routes/").status_code == 204
+        svc.run(svc.federation.reconcile(grace=0))
+        assert objects(gw_clusters, "hub") == []
+        assert objects(gw_clusters, "hub", services) == []
+        assert objects(gw_clusters, "hub", ("discovery.k8s.io", "v1", "endpointslices")) == []
