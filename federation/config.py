@@ -232,6 +232,10 @@ class ClusterSettings(_Strict):
     # route attached to ``gateway`` (a gateway.networking.k8s.io Gateway), on ``sectionName``.
     backend: Literal["istio", "gateway-api"] | None = None
     sectionName: str | None = None
+    # gateway-api: how HTTPRoutes reach hosts outside the cluster (other clusters' ingresses,
+    # external targets): an ExternalName Service (portable where the implementation accepts
+    # it), or Istio's Hostname backendRef with a ServiceEntry (Istio only).
+    externalBackend: Literal["externalName", "istioHostname"] | None = None
 
     @field_validator("sectionName")
     @classmethod
@@ -339,6 +343,7 @@ class Cluster:
     activity: Activity | None = None
     backend: str = "istio"  # "istio" | "gateway-api"
     section_name: str | None = None  # gateway-api: the Gateway listener routes attach to
+    external_backend: str = "externalName"  # gateway-api: "externalName" | "istioHostname"
 
 
 @dataclass(frozen=True)
@@ -510,6 +515,10 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
             backend=pick("backend", "istio"),
             section_name=_section_name(source, entry.name, pick("backend", "istio"),
                                        pick("sectionName", None)),
+            external_backend=_gateway_only(source, entry.name, pick("backend", "istio"),
+                                           "externalBackend",
+                                           pick("externalBackend", "externalName"),
+                                           "externalName"),
         )
     return Registry(
         path=None,
@@ -527,6 +536,16 @@ def _section_name(source: str, cluster: str, backend: str, section: str | None) 
             "of the Gateway named by gateway); remove it or set backend: gateway-api"
         )
     return section
+
+
+def _gateway_only(source: str, cluster: str, backend: str, key: str, value: str,
+                  default: str) -> str:
+    if value != default and backend != "gateway-api":
+        raise ConfigError(
+            f"{source}: clusters[{cluster}].{key}: only for backend: gateway-api; remove it or "
+            "set backend: gateway-api"
+        )
+    return value
 
 
 def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registry:

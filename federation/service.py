@@ -135,7 +135,8 @@ class Federation:
 
         def connection(reg: Registry, name: str) -> tuple[object, ...]:
             c = reg.clusters[name]
-            return (c.context, c.in_cluster, c.namespace, reg.kubeconfig, reg.instance, c.backend)
+            return (c.context, c.in_cluster, c.namespace, reg.kubeconfig, reg.instance, c.backend,
+                    c.external_backend)
 
         repointed = [n for n in registry.clusters
                      if n not in old.clusters or connection(registry, n) != connection(old, n)]

@@ -95,7 +95,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     registry = parse_registry({**base_config(), "defaults": {
         **base_config()["defaults"], "backend": "gateway-api"}}, check_kubeconfig=False)
     hub = registry.clusters["hub"]
-    cache = GatewayCache("hub", RouteTable())
+    cache = GatewayCache("hub", RouteTable(), ["httproutes"])
     reasons = [("Accepted", "NotAllowedByListeners"), ("ResolvedRefs", "BackendNotFound"),
                ("Accepted", "NoMatchingListenerHostname"), None]
     for i, reason in enumerate(reasons):

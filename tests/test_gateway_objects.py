@@ -54,6 +54,39 @@ def test_every_object_of_random_tables_validates() -> None:
                      "ReferenceGrant"}
 
 
+def test_istio_hostname_edge_objects_validate() -> None:
+    """externalBackend: istioHostname: the edge hop names the remote ingress host through
+    Istio's Hostname backendRef, made known to the mesh by a ServiceEntry (and TLS by a
+    DestinationRule); every object passes its CRD (Istio's for the Istio kinds)."""
+    from .conftest import ISTIO_CRDS
+    from .istio_schema import validate
+
+    shared_file("gateway-api")
+    shared_file("istio")
+    reg = registry(externalBackend="istioHostname")
+    table, _ = random_table(random.Random(5))
+    table["/user/bob"] = {"target": "https://east.hub.example.org", "user": "bob"}
+    table["/ext/files"] = {"target": "https://files.example.com"}
+    kinds = set()
+    for objects in render_table(reg, table).values():
+        for obj in objects:
+            kinds.add(obj["kind"])
+            if obj["apiVersion"].startswith("networking.istio.io/"):
+                validate(obj, ISTIO_CRDS)
+            else:
+                validate_gateway(obj, GATEWAY_CRDS)
+    assert {"ServiceEntry", "DestinationRule", "HTTPRoute"} <= kinds
+    assert "BackendTLSPolicy" not in kinds
+    hub = render_table(reg, {"/user/bob": table["/user/bob"]})["hub"]
+    ref = hub[0]["spec"]["rules"][0]["backendRefs"][0]
+    assert ref == {"group": "networking.istio.io", "kind": "Hostname",
+                   "name": "east.hub.example.org", "port": 443}
+    doc = base_config()
+    doc["clusters"][0]["externalBackend"] = "istioHostname"
+    with pytest.raises(ConfigError, match="externalBackend: only for backend: gateway-api"):
+        parse_registry(doc, check_kubeconfig=False)
+
+
 def test_validation_can_fail() -> None:
     shared_file("gateway-api")
     reg = registry()

@@ -39,7 +39,7 @@ def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
 
 
 class GatewayCache:
-    def __init__(self, name: str, table: RouteTable) -> None:
+    def __init__(self, name: str, table: RouteTable, watched: list[str]) -> None:
         self.name = name
         self.table = table
         self.routes: dict[str, RouteState] = {}  # route HTTPRoutes by name
@@ -52,7 +52,7 @@ class GatewayCache:
         # HTTPRoutes the gateway has not Accepted or whose refs it has not Resolved, by name:
         # (condition type, reason), from status.parents.
         self.problems: dict[str, tuple[str, str]] = {}
-        self.health = Health(synced={p: False for p in KINDS if p != "referencegrants"})
+        self.health = Health(synced={p: False for p in watched})
         self._routes_metric = metrics.ROUTES.labels(name)
 
     def rv_of(self, plural: str, name: str) -> int:

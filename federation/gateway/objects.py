@@ -27,6 +27,7 @@ import json
 import re
 from typing import Any
 
+from .. import objects as istio_objects
 from ..config import Cluster, Registry
 from ..errors import InvalidRoute
 from ..layout import short_hash
@@ -55,7 +56,11 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "endpointslices": ("discovery.k8s.io", "v1", "EndpointSlice"),
     "backendtlspolicies": (GROUP, "v1", "BackendTLSPolicy"),
     "referencegrants": (GROUP, "v1beta1", "ReferenceGrant"),
+    # externalBackend: istioHostname
+    "serviceentries": ("networking.istio.io", "v1", "ServiceEntry"),
+    "destinationrules": ("networking.istio.io", "v1", "DestinationRule"),
 }
+ISTIO_HOSTNAME = {"group": "networking.istio.io", "kind": "Hostname"}
 ANN_SPEC = "federation.jupyter.org/spec"  # hash of the object as built (see spec_hash)
 MAX_PATH = 1024
 MAX_MATCHES = 64  # per rule
@@ -184,7 +189,14 @@ def backend_ref(cluster: Cluster, dest: Destination, instance: str) -> dict[str,
         if namespace != cluster.namespace:
             ref["namespace"] = namespace
         return ref
+    if _istio_hostname(cluster, dest):
+        return {**ISTIO_HOSTNAME, "name": dest.host, "port": dest.port}
     return {"group": "", "kind": "Service", "name": support_name(instance, dest), "port": dest.port}
+
+
+def _istio_hostname(cluster: Cluster, dest: Destination) -> bool:
+    """An outside host reached through Istio's Hostname backendRef (and a ServiceEntry)."""
+    return dest.kind in ("edge", "external") and cluster.external_backend == "istioHostname"
 
 
 def service_of(cluster: Cluster, dest: Destination) -> tuple[str, str]:
@@ -329,6 +341,8 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
     if dest.kind == "service":
         name, namespace = service_of(cluster, dest)
         return [] if namespace == cluster.namespace else [_reference_grant(cluster, namespace, inst)]
+    if _istio_hostname(cluster, dest):
+        return istio_objects.support_objects(registry, cluster, dest)
     name = support_name(inst, dest)
     ns = cluster.namespace
     port = {"name": "http", "port": dest.port, "protocol": "TCP", "targetPort": dest.port}

@@ -39,9 +39,18 @@ from .objects import (
 
 log = logging.getLogger(__name__)
 RESOURCES = {plural: Resource(group, version, plural) for plural, (group, version, _) in KINDS.items()}
-# ReferenceGrants live in users' namespaces: written, never watched (a namespaced watch cannot
-# see them, and a cluster-wide one would need cluster-wide rights).
-WATCHED = {plural: res for plural, res in RESOURCES.items() if plural != "referencegrants"}
+
+
+def watched(cluster: Cluster) -> dict[str, Resource]:
+    """The kinds this cluster's configuration writes in the service's namespace. ReferenceGrants
+    live in users' namespaces: written, never watched (a namespaced watch cannot see them, and
+    a cluster-wide one would need cluster-wide rights)."""
+    plurals = ["httproutes", "services", "endpointslices"]
+    if cluster.external_backend == "istioHostname":
+        plurals += ["serviceentries", "destinationrules"]
+    else:
+        plurals.append("backendtlspolicies")
+    return {p: RESOURCES[p] for p in plurals}
 
 
 def _rank(entry: Entry) -> Rank:
@@ -49,13 +58,14 @@ def _rank(entry: Entry) -> Rank:
 
 
 class GatewayStore(StoreBase):
-    resources = WATCHED
-    optional = frozenset({"backendtlspolicies"})  # only https edges and targets need it
+    # Needed only for https edges and external targets; a cluster may lack their CRDs.
+    optional = frozenset({"backendtlspolicies", "serviceentries", "destinationrules"})
 
     def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
                  table: RouteTable, settings: Settings) -> None:
         self._init_base(registry, cluster, client, settings)
-        self.cache = GatewayCache(cluster.name, table)
+        self.resources = watched(cluster)
+        self.cache = GatewayCache(cluster.name, table, list(self.resources))
         self._writers: dict[str, ObjectWriter[Any]] = {}
         self._unused_since: dict[tuple[str, str], float] = {}
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}

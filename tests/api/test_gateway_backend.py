@@ -50,7 +50,9 @@ def write_config(tmp_path: Path, clusters: Any, backends: dict[str, str]) -> Pat
 
     doc = base_config(str(clusters.kubeconfig))
     for c in doc["clusters"]:
-        c["backend"] = backends[c["name"]]
+        c["backend"], _, option = backends[c["name"]].partition("+")
+        if option == "hostname":
+            c["externalBackend"] = "istioHostname"
     return write_clusters_yaml(tmp_path / "clusters.yaml", doc)
 
 
@@ -147,6 +149,7 @@ def test_contract_rows_on_gateway_api(tmp_path: Path, gw_clusters: Any) -> None:
 @pytest.mark.parametrize("backends", [
     {"hub": "istio", "east": "gateway-api", "west": "gateway-api"},
     {"hub": "gateway-api", "east": "istio", "west": "istio"},
+    {"hub": "gateway-api+hostname", "east": "istio", "west": "gateway-api"},
 ])
 def test_mixed_backends_store_each_side_in_its_kind(tmp_path: Path, gw_clusters: Any,
                                                     backends: dict[str, str]) -> None:
@@ -156,12 +159,21 @@ def test_mixed_backends_store_each_side_in_its_kind(tmp_path: Path, gw_clusters:
             assert api.post(f"/api/routes{path}", json={"target": target, **data}).status_code == 201
         assert len(api.get("/api/routes").json()) == len(ROUTES)
     kind = {"istio": vs, "gateway-api": GW}
-    home = routes_in(gw_clusters, "hub", kind[backends["hub"]])
+    hub_backend = backends["hub"].partition("+")[0]
+    home = routes_in(gw_clusters, "hub", kind[hub_backend])
     east = routes_in(gw_clusters, "east", kind[backends["east"]])
     assert set(east) == {"/user/zoe", "/user/秀樹"}
     assert home["/user/zoe"].edge and not home["/"].edge
-    other = "gateway-api" if backends["hub"] == "istio" else "istio"
+    other = "gateway-api" if hub_backend == "istio" else "istio"
     assert routes_in(gw_clusters, "hub", kind[other]) == {}
+    if backends["hub"].endswith("+hostname"):
+        # the edge hop's ServiceEntry (and DestinationRule for east's https), no ExternalName
+        entries = objects(gw_clusters, "hub", ("networking.istio.io", "v1", "serviceentries"))
+        assert {"east.hub.example.org", "west.hub.example.org"} <= {
+            h for e in entries for h in e["spec"]["hosts"]}
+        assert objects(gw_clusters, "hub", ("networking.istio.io", "v1", "destinationrules"))
+        assert not any(s["spec"].get("type") == "ExternalName"
+                       for s in objects(gw_clusters, "hub", ("", "v1", "services")))
 
 
 def test_switching_a_backend_moves_every_route(tmp_path: Path, gw_clusters: Any) -> None:

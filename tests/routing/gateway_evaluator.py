@@ -216,6 +216,11 @@ def _granted(objects: Sequence[Obj], route: Obj, namespace: str) -> bool:
 
 
 def _resolve(objects: Sequence[Obj], route: Obj, ref: Obj, domain: str) -> tuple[str | None, int | None]:
+    if (ref.get("group"), ref.get("kind")) == ("networking.istio.io", "Hostname"):
+        # Istio: a host the mesh knows, from a ServiceEntry; unknown hosts do not resolve.
+        known = any(o.get("kind") == "ServiceEntry" and ref["name"] in o["spec"]["hosts"]
+                    for o in objects)
+        return (ref["name"], ref.get("port")) if known else (None, None)
     if ref.get("kind", "Service") != "Service" or ref.get("group", "") != "":
         return f"{ref.get('group')}/{ref.get('kind')}/{ref['name']}", ref.get("port")
     own = _meta(route).get("namespace", "default")

@@ -24,13 +24,19 @@ SETUPS = {
     "gateway-api": {"hub": "gateway-api", "east": "gateway-api", "west": "gateway-api"},
     "istio-home": {"hub": "istio", "east": "gateway-api", "west": "gateway-api"},
     "gateway-home": {"hub": "gateway-api", "east": "istio", "west": "gateway-api"},
+    # the edge hop through Istio's Hostname backendRef and a ServiceEntry
+    "gateway-home-istio-hostname": {"hub": "gateway-api+hostname", "east": "istio",
+                                    "west": "gateway-api"},
 }
 
 
 def make_registry(backends: dict[str, str], http: dict[str, Any] | None = None) -> Registry:
     doc = base_config()
     for c in doc["clusters"]:
-        c["backend"] = backends[c["name"]]
+        backend, _, option = backends[c["name"]].partition("+")
+        c["backend"] = backend
+        if option == "hostname":
+            c["externalBackend"] = "istioHostname"
         if http:
             c["http"] = http
     return parse_registry(doc, check_kubeconfig=False)
