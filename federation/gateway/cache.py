@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import metrics
 from ..cache import Health, RouteTable, SupportState, _rv
-from ..objects import ANN_HOST, LABEL_ROLE, Entry, decode_entries
+from ..objects import LABEL_ROLE, Entry, decode_entries
 from .objects import ANN_SPEC, KINDS
 
 ROUTES = "httproutes"
@@ -45,7 +45,6 @@ class GatewayCache:
         self.routes: dict[str, RouteState] = {}  # route HTTPRoutes by name
         # Everything else we write, by kind then name; host defaults are "httproutes" here.
         self.support: dict[str, dict[str, SupportState]] = {p: {} for p in KINDS}
-        self.hosts: dict[str, str] = {}  # host default name -> its host
         self.entries: dict[str, tuple[str, Entry]] = {}
         self.owned = 0
         self.tombstones: dict[tuple[str, str], int] = {}
@@ -80,8 +79,6 @@ class GatewayCache:
             self._put_route(RouteState(name, str(rv), found[0] if len(found) == 1 else None,
                                        ann.get(ANN_SPEC, "")))
             return
-        if plural == ROUTES:
-            self.hosts[name] = ann.get(ANN_HOST, "")
         # The hash of what we built, not the object as stored: the API server adds defaults.
         self.support[plural][name] = SupportState(name, str(rv), ann.get(ANN_SPEC, "").encode())
 
@@ -96,8 +93,8 @@ class GatewayCache:
         self.problems.pop(name, None)
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
         if self.support[plural].pop(name, None) is not None:
-            self.hosts.pop(name, None)
-        elif plural == ROUTES and name in self.routes:
+            return
+        if plural == ROUTES and name in self.routes:
             old = self.routes.pop(name)
             if old.entry is not None:
                 self._set(old.entry.path, None)

@@ -49,7 +49,7 @@ from ..routespec import RouteKey, brief, wire_forms
 
 GROUP = "gateway.networking.k8s.io"
 API_VERSION = f"{GROUP}/v1"
-# path, kind, apiVersion of every kind this backend writes; the store watches each
+# plural -> (group, version, kind) of every kind this backend writes
 KINDS: dict[str, tuple[str, str, str]] = {
     "httproutes": (GROUP, "v1", "HTTPRoute"),
     "services": ("", "v1", "Service"),
