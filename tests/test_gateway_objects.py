@@ -183,3 +183,18 @@ def test_example_gateway_validates_and_admits_the_namespace() -> None:
         {k: v for k, v in gateway.items() if k != "metadata"})
     labels = {"kubernetes.io/metadata.name": "jupyterhub"}
     assert all(admits(lst, "istio-system", "jupyterhub", labels) for lst in gateway["spec"]["listeners"])
+
+
+def test_activity_follows_the_service_a_pod_ip_route_names() -> None:
+    """Traffic activity is matched by the mesh's destination_service: on the Gateway API a
+    pod IP is reached through the selector-less Service its rule names."""
+    from federation.activity import Destinations
+
+    reg = registry()
+    hub = reg.clusters["hub"]
+    e = Entry("/user/a", "http://10.1.2.3:8888", "hub", {}, NOW)
+    ref = build_route(reg, hub, e)["spec"]["rules"][0]["backendRefs"][0]
+    assert Destinations().host(reg, hub, e) == f"{ref['name']}.jupyterhub.svc.cluster.local"
+    istio = parse_registry(base_config(), check_kubeconfig=False)
+    assert Destinations().host(istio, istio.clusters["hub"], e) == \
+        "ip-10-1-2-3.jupyterhub.federation.internal"

@@ -199,6 +199,14 @@ def _istio_hostname(cluster: Cluster, dest: Destination) -> bool:
     return dest.kind in ("edge", "external") and cluster.external_backend == "istioHostname"
 
 
+def mesh_host(registry: Registry, cluster: Cluster, dest: Destination) -> str:
+    """The host a mesh's metrics name as ``destination_service`` for ``dest``: on the Gateway
+    API a pod IP is reached through its selector-less Service, not a ServiceEntry host."""
+    if cluster.backend == "gateway-api" and dest.kind == "ip":
+        return f"{support_name(registry.instance, dest)}.{cluster.namespace}.svc.{cluster.cluster_domain}"
+    return dest.host
+
+
 def service_of(cluster: Cluster, dest: Destination) -> tuple[str, str]:
     """(name, namespace) of a Service destination (``<name>.<namespace>.svc.<domain>``)."""
     name, namespace, _ = dest.host.split(".", 2)
