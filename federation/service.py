@@ -56,6 +56,7 @@ async def _move_routes(old: Store, new: Store) -> None:
 
 
 async def _write(store: Store, entry: Entry) -> None:
+    """A route's entry and the support objects it needs, together."""
     await asyncio.gather(*(store.ensure_object(obj) for obj in store.support_for(entry)),
                          store.put_entry(entry))
 
@@ -151,7 +152,13 @@ class Federation:
             await asyncio.sleep(0.02)
         switched = [n for n in repointed if n in old.clusters
                     and old.clusters[n].backend != registry.clusters[n].backend]
-        await asyncio.gather(*(_move_routes(self.stores[n], fresh[n]) for n in switched))
+        try:
+            await asyncio.gather(*(_move_routes(self.stores[n], fresh[n]) for n in switched))
+        except KubeError as exc:
+            # Nothing swapped yet: the running stores keep serving, the next reload retries.
+            await asyncio.gather(*(store.stop() for store in fresh.values()))
+            raise ConfigError(f"cannot move the routes of {', '.join(switched)} to the new "
+                              f"backend yet ({exc}); keeping the running config") from None
         # The swap: no await until it is done, so no request sees half of it.
         retired = [self.stores.pop(n) for n in removed + repointed if n in self.stores]
         for store in retired:
@@ -214,8 +221,7 @@ class Federation:
             await self._warmup(plan.writes[-1][0], plan.key)  # home, for an edge route
 
     async def write_entry(self, store: Store, entry: Entry) -> None:
-        await asyncio.gather(*(store.ensure_object(obj) for obj in store.support_for(entry)),
-                             store.put_entry(entry))
+        await _write(store, entry)
 
     async def delete_route(self, raw_path: str) -> bool:
         path = normalize_path(raw_path)

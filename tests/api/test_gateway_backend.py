@@ -271,3 +271,34 @@ def test_housekeeping_follows_config_and_removes_unused_objects(tmp_path: Path,
         assert objects(gw_clusters, "hub") == []
         assert objects(gw_clusters, "hub", services) == []
         assert objects(gw_clusters, "hub", ("discovery.k8s.io", "v1", "endpointslices")) == []
+
+
+def test_a_switch_that_cannot_write_keeps_the_running_config(tmp_path: Path,
+                                                              gw_clusters: Any) -> None:
+    """When the new kind cannot be written (here: creates refused), the reload is refused as a
+    whole: the old backend keeps serving every route, and a later reload completes it."""
+    vs = ("networking.istio.io", "v1", "virtualservices")
+    istio = {"hub": "istio", "east": "istio", "west": "istio"}
+    config = write_config(tmp_path, gw_clusters, istio)
+    with service_on(config) as svc, client(svc) as api:
+        for path, target, data in ROUTES[:3]:
+            assert api.post(f"/api/routes{path}", json={"target": target, **data}).status_code == 201
+        before = api.get("/api/routes").json()
+        east_before = routes_in(gw_clusters, "east", vs)
+        gw_clusters.servers[CONTEXTS["east"]].inject_errors(2, 422, verbs=["create"])
+        write_config(tmp_path, gw_clusters, {**istio, "east": "gateway-api"})
+        svc.app.state.reload_trigger.set()
+        deadline = time.monotonic() + 20
+        while svc.federation.last_reload_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert "cannot move the routes of east" in svc.federation.last_reload_error
+        assert svc.federation.registry.clusters["east"].backend == "istio"
+        assert api.get("/api/routes").json() == before
+        assert routes_in(gw_clusters, "east", vs) == east_before
+        while svc.federation.registry.clusters["east"].backend != "gateway-api":
+            assert time.monotonic() < deadline
+            svc.app.state.reload_trigger.set()
+            time.sleep(0.2)
+        assert api.get("/api/routes").json() == before
+        assert routes_in(gw_clusters, "east") == east_before
