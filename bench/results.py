@@ -47,5 +47,7 @@ class Results:
     storms: list[StormResult] = field(default_factory=list)
     largest: Series = field(default_factory=Series)  # 8. the table loaded for its largest object
     largest_info: dict[str, Any] = field(default_factory=dict)
+    # routes in the table -> backend -> {"objects", "bytes"} per remote route write (backends.py)
+    backends: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     chp: str = ""  # the CHP version used, or why it was left out
     failures: list[str] = field(default_factory=list)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
+from .backends import write_cost
 from .chp import CHPProcess, chp_version, find_chp
 from .clusters import HOME, Route, World, entries_in, routes
 from .config import WRITE_KINDS, Plan, ScalePoint, StormScenario
@@ -111,6 +112,7 @@ class Runner:
             for point in sorted(plan.points, key=lambda p: (p.routes, p.shards or 0)):
                 self.guarded(point.label, functools.partial(self.scale_point, point))
             self.results.scale.sort(key=lambda r: plan.points.index(r.point))
+            self.guarded("write cost by backend", self.backend_costs)
             for scenario in plan.storms:
                 self.guarded(f"storm, {scenario.label}", functools.partial(self.storm, scenario))
             if plan.largest_routes:
@@ -122,6 +124,10 @@ class Runner:
             self._tmp.cleanup()
         self.results.duration = time.perf_counter() - start
         return self.results
+
+    def backend_costs(self) -> None:
+        for count in sorted({p.routes for p in self.plan.points}):
+            self.results.backends[count] = write_cost(count)
 
     # -- 1. write overhead -------------------------------------------------------------------
 

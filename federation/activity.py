@@ -32,6 +32,7 @@ import httpx
 from . import metrics
 from .config import Activity, Cluster, Registry
 from .errors import InvalidRoute
+from .gateway.objects import mesh_host
 from .objects import Entry, entry_destination
 
 if TYPE_CHECKING:
@@ -195,7 +196,8 @@ class Destinations:
         if held is not None and held[0] is entry and held[1] is cluster:
             return held[2]
         try:
-            host: str | None = entry_destination(registry, cluster, entry).host
+            host: str | None = mesh_host(registry, cluster,
+                                         entry_destination(registry, cluster, entry))
         except (KeyError, InvalidRoute, ValueError):
             host = None  # a route this configuration cannot place: it has no destination here
         self._memo[entry.path] = (entry, cluster, host)

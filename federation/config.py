@@ -12,7 +12,7 @@ import ssl
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -24,6 +24,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h)$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$")
+SECTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -227,6 +228,21 @@ class ClusterSettings(_Strict):
     shards: int | None = Field(None, ge=1, le=1024)
     http: HttpOptions | None = None
     activity: ActivityOptions | None = None
+    # Which objects carry the routes: Istio VirtualServices, or one Gateway API HTTPRoute per
+    # route attached to ``gateway`` (a gateway.networking.k8s.io Gateway), on ``sectionName``.
+    backend: Literal["istio", "gateway-api"] | None = None
+    sectionName: str | None = None
+    # gateway-api: how HTTPRoutes reach hosts outside the cluster (other clusters' ingresses,
+    # external targets): an ExternalName Service (portable where the implementation accepts
+    # it), or Istio's Hostname backendRef with a ServiceEntry (Istio only).
+    externalBackend: Literal["externalName", "istioHostname"] | None = None
+
+    @field_validator("sectionName")
+    @classmethod
+    def _section(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not SECTION_NAME.match(value)):
+            raise ValueError(f"{value!r} is not a listener name (lower-case DNS subdomain)")
+        return value
 
     @field_validator("namespace")
     @classmethod
@@ -325,6 +341,9 @@ class Cluster:
     user_service: UserService
     edge: bool
     activity: Activity | None = None
+    backend: str = "istio"  # "istio" | "gateway-api"
+    section_name: str | None = None  # gateway-api: the Gateway listener routes attach to
+    external_backend: str = "externalName"  # gateway-api: "externalName" | "istioHostname"
 
 
 @dataclass(frozen=True)
@@ -493,6 +512,13 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
             user_service=entry.userService or UserService(),
             edge=entry.edge,
             activity=resolve_activity(source, entry.name, d.activity, entry.activity),
+            backend=pick("backend", "istio"),
+            section_name=_section_name(source, entry.name, pick("backend", "istio"),
+                                       pick("sectionName", None)),
+            external_backend=_gateway_only(source, entry.name, pick("backend", "istio"),
+                                           "externalBackend",
+                                           pick("externalBackend", "externalName"),
+                                           "externalName"),
         )
     return Registry(
         path=None,
@@ -501,6 +527,25 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
         home=doc.home,
         clusters=clusters,
     )
+
+
+def _section_name(source: str, cluster: str, backend: str, section: str | None) -> str | None:
+    if section is not None and backend != "gateway-api":
+        raise ConfigError(
+            f"{source}: clusters[{cluster}].sectionName: only for backend: gateway-api (a listener "
+            "of the Gateway named by gateway); remove it or set backend: gateway-api"
+        )
+    return section
+
+
+def _gateway_only(source: str, cluster: str, backend: str, key: str, value: str,
+                  default: str) -> str:
+    if value != default and backend != "gateway-api":
+        raise ConfigError(
+            f"{source}: clusters[{cluster}].{key}: only for backend: gateway-api; remove it or "
+            "set backend: gateway-api"
+        )
+    return value
 
 
 def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registry:

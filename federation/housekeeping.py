@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from .errors import KubeError
 from .objects import Entry
-from .store import ClusterStore, Pacer
+from .store import Pacer
 
 if TYPE_CHECKING:
-    from .service import Federation
+    from .service import Federation, Store
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ async def _repair_edges(fed: Federation, grace: float, pace: Pacer) -> None:
                          path, exc, extra={"cluster": home.name})
 
 
-async def _repair_edge(fed: Federation, home: ClusterStore, path: str, grace: float) -> None:
+async def _repair_edge(fed: Federation, home: Store, path: str, grace: float) -> None:
     held = home.entry(path)
     if held is None:
         return

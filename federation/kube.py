@@ -44,14 +44,15 @@ _WATCHED = ("virtualservices", "serviceentries", "destinationrules")  # one watc
 
 @dataclass(frozen=True)
 class Resource:
-    """A namespaced custom resource kind: where its objects live in the API."""
+    """A namespaced resource kind (group "" is the core API): where its objects live."""
 
     group: str
     version: str
     plural: str
 
     def path(self, namespace: str, name: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}/namespaces/{namespace}/{self.plural}"
+        api = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        base = f"{api}/namespaces/{namespace}/{self.plural}"
         return base if name is None else f"{base}/{name}"
 
 
@@ -369,10 +370,11 @@ class ClusterClient:
         return await self._json("get", "GET", res.path(self.namespace, name))
 
     async def create(self, res: Resource, body: dict[str, Any] | bytes,
-                     name: str | None = None) -> dict[str, Any]:
+                     name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
+        """Create in the service's namespace, or in ``namespace`` (a ReferenceGrant in a user's)."""
         if name is None and isinstance(body, dict):
             name = body["metadata"]["name"]
-        return await self._json("create", "POST", res.path(self.namespace), body,
+        return await self._json("create", "POST", res.path(namespace or self.namespace), body,
                                 what=(res.plural, name or "(new)"))
 
     async def replace(self, res: Resource, body: dict[str, Any] | bytes,

@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import Cluster, Registry
 from .errors import InvalidRoute
+from .gateway import objects as gateway_objects
 from .layout import DEFAULT_CAPACITY, grow
 from .objects import (
     Entry,
@@ -54,6 +55,10 @@ def plan_route(registry: Registry, raw_path: str, body: Mapping[str, Any], now: 
     writes = [(owner.name, entry)]
     if owner.name != registry.home and owner.edge:
         writes.append((registry.home, Entry(key.path, target, owner.name, {}, now, edge=True)))
+    for name, written in writes:
+        cluster = registry.clusters[name]
+        if cluster.backend == "gateway-api":
+            gateway_objects.check_route(registry, cluster, written)
     return RoutePlan(key, owner, writes)
 
 
@@ -96,6 +101,8 @@ def render_cluster(
     """Every object one cluster should hold for these entries (docs, tests, preloading), in
     the layout the service reaches by splitting shards of ``capacity`` routes."""
     entries = list(entries)
+    if cluster.backend == "gateway-api":
+        return gateway_objects.render_cluster(registry, cluster, entries)
     leaves, markers = grow(((RouteKey.parse(e.path), e) for e in entries), capacity)
     objects = [build_shard(registry, cluster, k, leaves[k]) for k in sorted(leaves)]
     objects += [build_split_marker(registry, cluster, k) for k in markers]

@@ -20,18 +20,45 @@ from .activity import ActivityMonitor
 from .cache import RouteTable
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
+from .gateway.store import GatewayStore
 from .kube import ClusterClient, build_clients
-from .objects import ROUTE_HEADER, Entry, entry_destination, route_id, support_objects
+from .objects import ROUTE_HEADER, Entry, route_id
 from .plan import plan_route
 from .routespec import RouteKey, normalize_path, wire_forms
 from .settings import Settings
 from .store import ClusterStore
+
+Store = ClusterStore | GatewayStore
+
+
+def make_store(registry: Registry, name: str, client: ClusterClient, table: RouteTable,
+               settings: Settings) -> Store:
+    """The store of the cluster's backend (clusters.yaml ``backend``)."""
+    cluster = registry.clusters[name]
+    kind = GatewayStore if cluster.backend == "gateway-api" else ClusterStore
+    return kind(registry, cluster, client, table, settings)
 
 log = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def _move_routes(old: Store, new: Store) -> None:
+    """Write every route (and edge rule) the old backend's store holds into the new one, with
+    its support objects, before the swap: the table loses none of them on the way."""
+    entries = [e for e in (old.entry(p) for p in old.paths()) if e is not None]
+    for i in range(0, len(entries), 200):
+        await asyncio.gather(*(_write(new, e) for e in entries[i:i + 200]))
+    log.info("cluster %s: %d routes moved to the %s backend", new.name, len(entries),
+             new.cluster.backend, extra={"cluster": new.name, "event": "backend-switched"})
+
+
+async def _write(store: Store, entry: Entry) -> None:
+    """A route's entry and the support objects it needs, together."""
+    await asyncio.gather(*(store.ensure_object(obj) for obj in store.support_for(entry)),
+                         store.put_entry(entry))
 
 
 class Federation:
@@ -45,8 +72,8 @@ class Federation:
         self.settings = settings
         self.table = RouteTable()
         clients = clients if clients is not None else build_clients(registry, settings)
-        self.stores: dict[str, ClusterStore] = {
-            name: ClusterStore(registry, registry.clusters[name], client, self.table, settings)
+        self.stores: dict[str, Store] = {
+            name: make_store(registry, name, client, self.table, settings)
             for name, client in clients.items()
         }
         self.tasks: list[asyncio.Task[None]] = []
@@ -109,19 +136,29 @@ class Federation:
 
         def connection(reg: Registry, name: str) -> tuple[object, ...]:
             c = reg.clusters[name]
-            return (c.context, c.in_cluster, c.namespace, reg.kubeconfig, reg.instance)
+            return (c.context, c.in_cluster, c.namespace, reg.kubeconfig, reg.instance, c.backend,
+                    c.external_backend)
 
         repointed = [n for n in registry.clusters
                      if n not in old.clusters or connection(registry, n) != connection(old, n)]
         removed = [n for n in old.clusters if n not in registry.clusters]
         clients = build_clients(registry, self.settings, repointed)
-        fresh = {n: ClusterStore(registry, registry.clusters[n], clients[n], RouteTable(),
-                                 self.settings) for n in repointed}
+        fresh = {n: make_store(registry, n, clients[n], RouteTable(), self.settings)
+                 for n in repointed}
         for store in fresh.values():
             store.start()
         deadline = time.monotonic() + self.settings.kube_deadline
         while not all(s.synced for s in fresh.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        switched = [n for n in repointed if n in old.clusters
+                    and old.clusters[n].backend != registry.clusters[n].backend]
+        try:
+            await asyncio.gather(*(_move_routes(self.stores[n], fresh[n]) for n in switched))
+        except KubeError as exc:
+            # Nothing swapped yet: the running stores keep serving, the next reload retries.
+            await asyncio.gather(*(store.stop() for store in fresh.values()))
+            raise ConfigError(f"cannot move the routes of {', '.join(switched)} to the new "
+                              f"backend yet ({exc}); keeping the running config") from None
         # The swap: no await until it is done, so no request sees half of it.
         retired = [self.stores.pop(n) for n in removed + repointed if n in self.stores]
         for store in retired:
@@ -132,6 +169,9 @@ class Federation:
         for name, store in fresh.items():
             store.adopt_table(self.table)
             self.stores[name] = store
+        # A switched cluster's old objects go once the new ones answer for its routes.
+        await asyncio.gather(*(s.purge() for s in retired if s.name in switched),
+                             return_exceptions=True)
         await asyncio.gather(*(store.stop() for store in retired))
         await asyncio.gather(*(self.probe(store) for store in fresh.values()))
 
@@ -156,7 +196,7 @@ class Federation:
         entry = self.table.get(normalize_path(raw_path))
         return None if entry is None else self.table.public(entry)
 
-    def holders(self, path: str) -> list[ClusterStore]:
+    def holders(self, path: str) -> list[Store]:
         return [s for s in self.stores.values() if s.holds(path)]
 
     async def add_route(self, raw_path: str, body: dict[str, Any]) -> None:
@@ -180,13 +220,8 @@ class Federation:
         if self.settings.warmup:
             await self._warmup(plan.writes[-1][0], plan.key)  # home, for an edge route
 
-    async def write_entry(self, store: ClusterStore, entry: Entry) -> None:
-        dest = entry_destination(self.registry, store.cluster, entry)
-        await asyncio.gather(
-            *(store.ensure_object(obj)
-              for obj in support_objects(self.registry, store.cluster, dest)),
-            store.put_entry(entry),
-        )
+    async def write_entry(self, store: Store, entry: Entry) -> None:
+        await _write(store, entry)
 
     async def delete_route(self, raw_path: str) -> bool:
         path = normalize_path(raw_path)
@@ -231,7 +266,7 @@ class Federation:
 
     # -- housekeeping ------------------------------------------------------------------------
 
-    async def probe(self, store: ClusterStore) -> None:
+    async def probe(self, store: Store) -> None:
         start = time.perf_counter()
         try:
             store.version = await asyncio.wait_for(

@@ -76,29 +76,57 @@ class Pacer:
             self.mark = time.perf_counter()
 
 
-class ClusterStore:
-    def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
-                 table: RouteTable, settings: Settings) -> None:
+async def purge(client: ClusterClient, objects: list[tuple[Resource, str]]) -> None:
+    """Delete these objects (already gone is as good); failures are logged, not raised."""
+    for res, name in objects:
+        try:
+            await client.delete(res, name)
+        except NotFound:
+            pass
+        except KubeError as exc:
+            log.warning("cluster %s: cannot delete %s %s: %s", client.name, res.plural, name,
+                        exc, extra={"cluster": client.name})
+
+
+class StoreBase:
+    """What both backends' stores share: lifecycle, the list-then-watch of each kind into the
+    cache, the probe fields, and the queries over the cache's route index (``cache.entries``:
+    path -> (object name, entry))."""
+
+    registry: Registry
+    cluster: Cluster
+    client: ClusterClient
+    settings: Settings
+    cache: Any
+    resources: dict[str, Resource] = RESOURCES  # plural -> where its objects live
+    optional: frozenset[str] = frozenset()  # kinds a cluster may not serve (CRD not installed)
+
+    def _init_base(self, registry: Registry, cluster: Cluster, client: ClusterClient,
+                   settings: Settings) -> None:
         self.registry = registry
         self.cluster = cluster
         self.client = client
         self.settings = settings
-        self.cache = ClusterCache(cluster.name, registry.instance, table)
-        self.capacity = settings.shard_routes
-        self._writers: dict[str, ObjectWriter[Any]] = {}
-        self._memos: dict[ShardKey, ShardMemo] = {}
-        self._splits: dict[ShardKey, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: list[asyncio.Task[None]] = []
-        self._own_writes: set[str] = set()  # resourceVersions of our shard writes, until echoed
-        self._unused_since: dict[tuple[str, str], float] = {}
-        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        self._own_writes: set[str] = set()  # resourceVersions of our writes, until echoed
         # Filled by the federation's probe.
         self.reachable: bool | None = None
         self.latency: float | None = None
         self.version: str | None = None
         self.last_probe: float | None = None
         self.probe_error: str | None = None
+
+    async def _absent(self, plural: str) -> None:
+        """A kind this cluster does not serve: nothing of it to hear about (checked again
+        every minute, so installing its CRD later is noticed)."""
+        health = self.cache.health
+        health.synced[plural] = True
+        health.last_error = f"{plural}: not served by this cluster (CRD not installed?)"
+        if all(health.synced.values()):
+            health.ever_synced = True
+            health.state = "synced"
+        await asyncio.sleep(60)
 
     @property
     def name(self) -> str:
@@ -111,7 +139,7 @@ class ClusterStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._watches = [self._spawn(self._watch(plural)) for plural in KINDS]
+        self._watches = [self._spawn(self._watch(plural)) for plural in self.resources]
 
     async def stop_watching(self) -> None:
         """Stop hearing from the cluster (tests of a replica whose cache lags)."""
@@ -126,12 +154,6 @@ class ClusterStore:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.client.close()
 
-    def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
-        self.registry = registry
-        self.cluster = cluster
-        self._memos.clear()  # rendered rules depend on the configuration
-        self._support_memo.clear()
-
     def adopt_table(self, table: RouteTable) -> None:
         """Publish this store's routes into ``table`` (a reload swapping a new store in)."""
         self.cache.table = table
@@ -143,6 +165,9 @@ class ClusterStore:
         """Take this store's routes out of the table (a reload retiring it)."""
         for path in list(self.cache.entries):
             self.cache.table.update(self.name, path, None)
+        # Its watches run until it stops (and see its objects go, when its cluster switched
+        # backends): what they hear must not reach the table its successor now fills.
+        self.cache.table = RouteTable()
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -154,7 +179,7 @@ class ClusterStore:
 
     async def _watch(self, plural: str) -> None:
         """List, then watch from the list's version; resume after a break, relist after 410."""
-        res, sel = RESOURCES[plural], selector(self.registry.instance)
+        res, sel = self.resources[plural], selector(self.registry.instance)
         rv: str | None = None
         failures = 0
         while True:
@@ -169,6 +194,9 @@ class ClusterStore:
             except KubeError as exc:
                 if exc.status == 410:
                     rv = None
+                if isinstance(exc, NotFound) and plural in self.optional:
+                    await self._absent(plural)
+                    continue
                 self._restart(plural, "error", str(exc))
                 await asyncio.sleep(self.client.backoff.delay(min(failures, 5), exc))
                 failures += 1
@@ -259,6 +287,25 @@ class ClusterStore:
     @property
     def synced(self) -> bool:
         return self.cache.health.ever_synced
+
+
+class ClusterStore(StoreBase):
+    def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
+                 table: RouteTable, settings: Settings) -> None:
+        self._init_base(registry, cluster, client, settings)
+        self.cache = ClusterCache(cluster.name, registry.instance, table)
+        self.capacity = settings.shard_routes
+        self._writers: dict[str, ObjectWriter[Any]] = {}
+        self._memos: dict[ShardKey, ShardMemo] = {}
+        self._splits: dict[ShardKey, asyncio.Task[None]] = {}
+        self._unused_since: dict[tuple[str, str], float] = {}
+        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+
+    def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
+        self.registry = registry
+        self.cluster = cluster
+        self._memos.clear()  # rendered rules depend on the configuration
+        self._support_memo.clear()
 
     # -- route entries ----------------------------------------------------------------------
 
@@ -726,6 +773,13 @@ class ClusterStore:
                 elif self._unused_for(plural, name, now) >= grace:
                     self._used(plural, name)
                     await self._delete(plural, name, state.rv)
+
+    async def purge(self) -> None:
+        """Delete every object of this store (its cluster moved to the other backend): roots
+        first, so no root names a missing shard. Unconditional: nothing writes them any more."""
+        names = [(VS, n) for n in self.cache.roots] + [(VS, n) for n in self.cache.shards]
+        names += [(p, n) for p, held in self.cache.support.items() for n in held]
+        await purge(self.client, [(RESOURCES[p], n) for p, n in names])
 
     # -- for tests and docs ----------------------------------------------------------------
 

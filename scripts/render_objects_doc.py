@@ -66,17 +66,48 @@ How to read them (see [design.md](design.md)):
 """
 
 
-def render() -> str:
-    registry = parse_registry(CONFIG, check_kubeconfig=False)
-    objects = render_table(registry, ROUTES, NOW)
-    parts = [INTRO]
+GATEWAY_INTRO = """
+# The same setup on the Gateway API (`backend: gateway-api`)
+
+Every cluster with `backend: gateway-api` and `gateway: istio-system/jupyterhub-gateway` naming a
+`gateway.networking.k8s.io` Gateway. One **HTTPRoute per route** (`jupyterhub-rt-<hash>`): the
+Gateway API ranks rules across routes (the longest PathPrefix wins, matched by whole path
+elements), so no shards and no roots are needed, in any creation order.
+
+- Each HTTPRoute has one rule per spelling of its path (a URLRewrite filter allows one PathPrefix
+  match per rule), the hub's hosts as `hostnames` (plus the cluster's own ingress host in a remote
+  cluster, where the edge hop arrives), a backendRef to the destination Service, and the route's
+  state in the same `federation.jupyter.org/routes` annotation.
+- Hop one of `/user/bob/gpu`: an **ExternalName Service** for east's ingress, a
+  **BackendTLSPolicy** for its https, and a URLRewrite of the Host to east's ingress host.
+- `/user/dave`'s pod IP: a **selector-less Service** with an **EndpointSlice** (an HTTPRoute
+  cannot name an IP).
+- bob's Service lives in his own namespace: a **ReferenceGrant** there lets this namespace's
+  HTTPRoutes name it.
+- With host routing, each host-routed host also gets a *host default* HTTPRoute
+  (`jupyterhub-hd-<hash>`): `/` on that host to the hub, so the hub keeps answering every path of a
+  user's host on gateways that build one virtual host per name.
+"""
+
+
+def _clusters(objects: dict[str, list[dict[str, object]]], level: str) -> list[str]:
+    parts = []
     for cluster in ("hub", "east", "west"):
-        parts.append(f"\n## Cluster `{cluster}`\n")
+        parts.append(f"\n{level} Cluster `{cluster}`\n")
         if not objects[cluster]:
             parts.append("\nNothing: no route is placed here.\n")
             continue
         docs = yaml.safe_dump_all(objects[cluster], sort_keys=False, allow_unicode=True, width=100)
         parts.append(f"\n```yaml\n{docs}```\n")
+    return parts
+
+
+def render() -> str:
+    registry = parse_registry(CONFIG, check_kubeconfig=False)
+    parts = [INTRO, *_clusters(render_table(registry, ROUTES, NOW), "##"), GATEWAY_INTRO]
+    gateway = {**CONFIG, "defaults": {**CONFIG["defaults"], "backend": "gateway-api"}}
+    registry = parse_registry(gateway, check_kubeconfig=False)
+    parts += _clusters(render_table(registry, ROUTES, NOW), "##")
     return "".join(parts)
 
 

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEDERATION_SHARED_DIR", REPO.parent / "shared"))
 ISTIO_CRDS = SHARED / "istio"
+GATEWAY_CRDS = SHARED / "gateway-api"
 
 
 def shared_file(*parts: str) -> Path:

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..service import Federation
-from ..store import ClusterStore
+from ..gateway.store import GatewayStore
+from ..service import Federation, Store
 from .deps import Authorized, FederationDep
 
 router = APIRouter(prefix="/clusters", dependencies=[Authorized], tags=["clusters"])
@@ -20,7 +20,7 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
+def describe(rt: Store, home: str) -> dict[str, Any]:
     health = rt.health
     circuit = rt.client.circuit
     last_error = health.last_error if rt.reachable is not False else (rt.probe_error or health.last_error)
@@ -41,10 +41,13 @@ def describe(rt: ClusterStore, home: str) -> dict[str, Any]:
         "cache_age_s": None if health.last_event is None else round(time.time() - health.last_event, 1),
         "last_error": None if last_error is None else last_error.splitlines()[0][:300],
         "circuit_open": circuit.is_open,
+        "backend": rt.cluster.backend,
+        # gateway-api: HTTPRoutes the Gateway did not accept or whose backends do not resolve
+        "route_status": rt.route_status() if isinstance(rt, GatewayStore) else None,
     }
 
 
-def _row(rt: ClusterStore, federation: Federation) -> dict[str, Any]:
+def _row(rt: Store, federation: Federation) -> dict[str, Any]:
     row = describe(rt, federation.registry.home)
     # The cluster's traffic activity source (null when clusters.yaml configures none).
     row["activity"] = federation.activity.describe(rt.cluster.name)

@@ -31,7 +31,7 @@ def test_every_section_is_reported(results: Results) -> None:
     for heading in ("### Targets", "### 1. Write overhead", "### 2. Table read",
                     "### 3. Spawn storm", "### 4. Scale of state", "### 5. Growth",
                     "### 6. Bytes stored per route write", "### 7. Adds into a stored table",
-                    "### 8. Largest object", "### Functional checks",
+                    "### 8. Largest object", "### 9. Write cost by backend", "### Functional checks",
                     "### How it was measured"):
         assert heading in text
     assert "| CPU |" in text and "Kubernetes API latency" in text
@@ -186,3 +186,12 @@ def test_spread_and_percentiles() -> None:
     spread = Spread.of([0.010, 0.012, 0.011])
     assert (spread.median, spread.low, spread.high) == (0.011, 0.010, 0.012)
     assert spread.fmt(1000, "ms") == "11.0 ms (10.0–12.0)"
+
+
+def test_write_cost_by_backend(results: Results) -> None:
+    """Both backends measured at every table size; one HTTPRoute per route costs less per
+    write than re-sending whole shards (and does not grow with the table)."""
+    assert set(results.backends) == {p.routes for p in results.plan.points}
+    for costs in results.backends.values():
+        assert set(costs) == {"istio", "gateway-api"}
+        assert 0 < costs["gateway-api"]["bytes"] < costs["istio"]["bytes"]
