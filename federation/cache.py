@@ -153,6 +153,10 @@ class RootState:
     rv: str
     host_key: str
     delegates: tuple[str, ...]
+    delegate_set: frozenset[str] = frozenset()  # the same, for the membership tests of writes
+
+    def __post_init__(self) -> None:
+        self.delegate_set = frozenset(self.delegates)
 
 
 @dataclass

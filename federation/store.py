@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,7 +56,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 RESOURCES = {plural: Resource(GROUP, VERSION, plural) for plural in KINDS}
 VS = "virtualservices"
-LIST_PAGE = 100  # objects per list page: a page of shards is ~2 MB of JSON
+# Objects per list page: a page of shards is ~4 MB of JSON, of support objects ~0.5 MB.
+LIST_PAGE = {VS: 250}
+LIST_PAGE_DEFAULT = 1000
+MEMO_SHARDS = 128  # shards per cluster whose rendered rules are kept
 Rank = tuple[str, str]  # (written at, owner): the table's order between two writes of a route
 
 
@@ -207,7 +211,8 @@ class StoreBase:
         token: str | None = None
         list_rv: str | None = None
         while True:
-            page = await self.client.list(res, sel, limit=LIST_PAGE, continue_token=token)
+            limit = LIST_PAGE.get(res.plural, LIST_PAGE_DEFAULT)
+            page = await self.client.list(res, sel, limit=limit, continue_token=token)
             meta = page.get("metadata") or {}
             list_rv = list_rv or str(meta["resourceVersion"])
             items = page.get("items") or []
@@ -296,7 +301,9 @@ class ClusterStore(StoreBase):
         self.cache = ClusterCache(cluster.name, registry.instance, table)
         self.capacity = settings.shard_routes
         self._writers: dict[str, ObjectWriter[Any]] = {}
-        self._memos: dict[ShardKey, ShardMemo] = {}
+        # Rendered rules of recently written shards (LRU): a hot shard is rendered from kept
+        # text, and memory stays bounded whatever the table size.
+        self._memos: OrderedDict[ShardKey, ShardMemo] = OrderedDict()
         self._splits: dict[ShardKey, asyncio.Task[None]] = {}
         self._unused_since: dict[tuple[str, str], float] = {}
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
@@ -398,6 +405,10 @@ class ClusterStore(StoreBase):
         memo = self._memos.get(key)
         if memo is None:
             memo = self._memos[key] = ShardMemo()
+            if len(self._memos) > MEMO_SHARDS:
+                self._memos.popitem(last=False)
+        else:
+            self._memos.move_to_end(key)
         return memo
 
     def _shard_writer(self, key: ShardKey) -> ObjectWriter[Any]:
@@ -494,7 +505,7 @@ class ClusterStore(StoreBase):
         for host_key in roots_for_shard(self.cluster, key.host, key.depth, self.host_roots()):
             root = self.cache.roots.get(root_name(self._inst, host_key))
             wanted = {shard} | (self.plain_top_shards() if host_key else set())
-            if root is not None and wanted <= set(root.delegates):
+            if root is not None and wanted <= root.delegate_set:
                 continue
 
             def add(shards: set[str] | None, wanted: set[str] = wanted) -> set[str]:
@@ -757,6 +768,7 @@ class ClusterStore(StoreBase):
     async def _tidy_support(self, grace: float, pace: Pacer) -> None:
         needed = await self.needed_support(pace)
         for obj in needed.values():
+            await pace()
             try:
                 await self.ensure_object(obj)
             except KubeError as exc:
