@@ -345,7 +345,9 @@ def build_root(
     if host_key:
         meta["annotations"][ANN_HOST] = host_key
     rules = [
-        {"name": shard, "delegate": {"name": shard, "namespace": cluster.namespace}}
+        # No rule name and no namespace (the root's by default): a root lists every shard of
+        # its host and is rewritten whenever one appears or goes, so each byte counts.
+        {"delegate": {"name": shard}}
         for shard in sorted(set(shard_names), key=root_order)
     ]
     return {

@@ -111,7 +111,7 @@ def test_edge_off_writes_nothing_in_home(tmp_path: Path, clusters) -> None:
             "target": "https://east.hub.example.org", "user": "alice"}))
         svc.run(svc.federation.add_route("/user/bob", {
             "target": "http://west.hub.example.org:8080", "user": "bob"}))
-    home_paths = {r["name"] for o in cluster_vs(clusters, "hub") for r in o["spec"].get("http", [])}
+    home_paths = {r.get("name") for o in cluster_vs(clusters, "hub") for r in o["spec"].get("http", [])}
     east_rules = [r for o in cluster_vs(clusters, "east") for r in o["spec"].get("http", []) if "route" in r]
     assert len(east_rules) == 1
     from federation.objects import route_id
