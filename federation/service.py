@@ -228,8 +228,14 @@ class Federation:
         if self.table.get(path) is None:
             # Not in this replica's cache, but maybe just written through another replica and
             # not yet seen here: read the shards it would be in before answering 404.
-            await asyncio.gather(*(s.refresh(path) for s in self.stores.values()))
+            unread = [r for r in await asyncio.gather(
+                *(s.refresh(path) for s in self.stores.values()), return_exceptions=True)
+                if isinstance(r, Exception)]
             if self.table.get(path) is None:
+                if unread:
+                    # A cluster that could not be read may hold it: 503, so the hub asks again,
+                    # rather than a 404 it would believe.
+                    raise unread[0]
                 return False
         results = await asyncio.gather(*(s.remove_entry(path) for s in self.holders(path)),
                                        return_exceptions=True)

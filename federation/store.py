@@ -343,14 +343,15 @@ class ClusterStore(StoreBase):
 
     async def refresh(self, path: str) -> None:
         """Read the shard a route would be in (a write through another replica that this
-        cache has not heard of yet); absent or unreachable: nothing to learn."""
+        cache has not heard of yet). Absent: nothing to learn; unreachable: ClusterUnavailable,
+        for the caller cannot tell the route is not there."""
         key = RouteKey.parse(path)
         for _ in range(MAX_LEVEL + 1):
             shard = locate(key, self.cache.is_split)
             try:
                 self.cache.apply(VS, "MODIFIED",
                                  await self.client.get(RESOURCES[VS], shard.name(self._inst)))
-            except KubeError:
+            except (NotFound, Rejected):
                 return
             if not self.cache.is_split(shard):
                 return

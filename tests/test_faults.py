@@ -323,3 +323,24 @@ def test_secrets_never_appear(service, clusters, caplog) -> None:
     for secret in [TOKEN, *kube_tokens]:
         assert secret not in body
         assert secret not in caplog.text
+
+
+def test_delete_unseen_route_with_a_cluster_down_is_503_not_404(service, clusters) -> None:
+    """A DELETE for a route this replica has not seen reads the shards it would be in; when a
+    cluster cannot be read, the route may be there, so the hub is told to ask again (503)
+    rather than told it is gone (404)."""
+    east = clusters.servers[CONTEXTS["east"]]
+    east.set_down(True)
+    try:
+        resp = httpx.delete(service.url + "/api/routes/user/unseen", headers=HEADERS, timeout=30)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["cluster"] == "east"
+    finally:
+        east.set_down(False)
+    deadline = time.monotonic() + 15
+    while True:
+        resp = httpx.delete(service.url + "/api/routes/user/unseen", headers=HEADERS, timeout=30)
+        if resp.status_code == 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.status_code == 404

@@ -18,7 +18,7 @@ from .. import _json
 from .._batch import Codec, ObjectWriter
 from ..cache import RouteTable
 from ..config import Cluster, Registry
-from ..errors import Conflict, InvalidRoute, KubeError, NotFound
+from ..errors import Conflict, InvalidRoute, KubeError, NotFound, Rejected
 from ..kube import ClusterClient, Resource
 from ..objects import Entry, entry_destination
 from ..routespec import RouteKey
@@ -105,8 +105,8 @@ class GatewayStore(StoreBase):
         """Read the route's HTTPRoute (written through another replica, not heard of yet)."""
         try:
             obj = await self.client.get(RESOURCES[ROUTES], route_name(self._inst, path))
-        except KubeError:
-            return
+        except (NotFound, Rejected):
+            return  # absent; unreachable (ClusterUnavailable) goes to the caller
         self.cache.apply(ROUTES, "MODIFIED", obj)
 
     def _writer(self, name: str) -> ObjectWriter[Any]:
