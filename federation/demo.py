@@ -49,7 +49,7 @@ SAMPLE_ROUTES = [
 
 ROLES = {
     "root": "binds the Gateway for the hub's host, delegates to the shards deepest first",
-    "shard": "the rules of routes of one path depth (r<depth>-<bucket>)",
+    "shard": "the rules of routes of one path depth (d<depth>s<level>-<bucket>: split in two as they grow)",
     "support": "lets the gateway reach a target outside the mesh (a pod IP, a remote ingress)",
 }
 

@@ -54,9 +54,10 @@ and `west` behind `http://west.hub.example.org:8080`; four routes as the hub POS
 
 How to read them (see [design.md](design.md)):
 
-- **Shards** (`jupyterhub-r<depth>-<bucket>`) hold the rules, one per route, segment-exact
-  (`exact: P` and `prefix: P/`, in every spelling a client may send). They have no `hosts`:
-  Istio delegates.
+- **Shards** (`jupyterhub-d<depth>s<level>-<bucket>`) hold the rules, one per route,
+  segment-exact (`exact: P` and `prefix: P/`, in every spelling a client may send). They have no
+  `hosts`: Istio delegates. A table this small has one shard per path depth (level 0); past
+  `FEDERATION_SHARD_ROUTES` routes a shard splits in two and stays as a rule-less split marker.
 - **Roots** (`jupyterhub-root`) bind the gateway and hosts and list the shards deepest first.
 - In the hub cluster, `/user/bob/gpu` is an **edge rule**: hop one forwards the unchanged path to
   east's ingress (a ServiceEntry, and a DestinationRule for TLS origination, make that host
