@@ -326,6 +326,12 @@ class ClusterClient:
                      attempt: int, retry: bool) -> None:
         if not isinstance(exc, KubeError):
             return
+        if isinstance(exc, Conflict | NotFound):
+            # Another writer was first: the caller re-reads and applies its change again (the
+            # optimistic concurrency every write uses), so nothing for an operator to act on.
+            log.debug("cluster %s: %s %s: %s", self.name, verb, what, exc,
+                      extra={"cluster": self.name, "verb": verb, "status": exc.status})
+            return
         if what is not None:
             logs.write_failed(self.name, what[0], what[1], status=exc.status, attempt=attempt,
                               retry=retry, error=str(exc))

@@ -114,6 +114,7 @@ class StoreBase:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: list[asyncio.Task[None]] = []
         self._own_writes: set[str] = set()  # resourceVersions of our writes, until echoed
+        self._created: set[str] = set()  # shards this store created, until put in their roots
         # Filled by the federation's probe.
         self.reachable: bool | None = None
         self.latency: float | None = None
@@ -316,22 +317,34 @@ class ClusterStore(StoreBase):
 
     # -- route entries ----------------------------------------------------------------------
 
-    async def put_entry(self, entry: Entry) -> None:
+    async def put_entry(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
         """Store a route's entry in its shard (unless a newer write of it is there) and make
-        the shard reachable from its roots; then drop older copies from other shards."""
-        key = RouteKey.parse(entry.path)
+        the shard reachable from its roots; then drop older copies from other shards.
 
-        def put(entries: dict[str, Entry] | None) -> dict[str, Entry]:
+        ``still``: checked when the write is made; False leaves everything as it is (a
+        migration whose route was deleted meanwhile must not bring it back)."""
+        key = RouteKey.parse(entry.path)
+        applied = [False]
+
+        def put(entries: dict[str, Entry] | None) -> dict[str, Entry] | None:
+            if still is not None and not still():
+                return entries
             entries = {} if entries is None else entries
             held = entries.get(entry.path)
             if held is None or _rank(held) <= _rank(entry):
                 entries[entry.path] = entry
+            applied[0] = True
             return entries
 
         shard = await self._submit(key, put)
+        if not applied[0]:
+            return
         await self.ensure_in_roots(shard)
         self._maybe_split(shard)
-        others = [s for s in self._live_copies(entry.path) if s != shard]
+        # Another live copy in this shard's own tree can only be this very write, carried into
+        # a child by a split that finished meanwhile: never drop that one.
+        others = [s for s in self._live_copies(entry.path) if s != shard
+                  and (s.legacy or (s.host, s.depth) != (shard.host, shard.depth))]
         await asyncio.gather(*(self._drop(s, entry.path, _rank(entry), inclusive=True)
                                for s in others))
 
@@ -396,8 +409,11 @@ class ClusterStore(StoreBase):
 
         try:
             await self._shard_writer(shard).submit(drop)
-        except Redirect:
-            # The shard split meanwhile: the route is in one of its children now.
+        except (Redirect, ShardFull):
+            # The shard split meanwhile (or must split first): the route is in one of its
+            # children now, which this cache may not have heard of: read them before dropping,
+            # or the drop would find nothing to remove and the route would stay.
+            await self.refresh(path)
             await self._submit(RouteKey.parse(path), drop)
 
     # -- object writers ----------------------------------------------------------------------
@@ -428,6 +444,8 @@ class ClusterStore(StoreBase):
 
         async def store(entries: dict[str, Entry] | None, body: bytes, exists: bool) -> None:
             raw = await self.client.write_raw(RESOURCES[VS], body, name, exists)
+            if not exists:
+                self._created.add(name)
             rv = resource_version_of(raw)
             if rv is None:  # an API server that writes JSON otherwise: read it all
                 self.cache.apply(VS, "MODIFIED", _json.loads(raw), entries)
@@ -503,8 +521,15 @@ class ClusterStore(StoreBase):
     async def ensure_in_roots(self, key: ShardKey) -> None:
         """Make every root that must delegate to this shard do so (idempotent, cached)."""
         shard = key.name(self._inst)
+        created = shard in self._created
+        self._created.discard(shard)
         for host_key in roots_for_shard(self.cluster, key.host, key.depth, self.host_roots()):
-            root = self.cache.roots.get(root_name(self._inst, host_key))
+            name = root_name(self._inst, host_key)
+            if created:
+                # A shard we just (re)created may have been taken out of the root by another
+                # replica's housekeeping that this cache has not heard of: read the root.
+                await self._fresh(name)
+            root = self.cache.roots.get(name)
             wanted = {shard} | (self.plain_top_shards() if host_key else set())
             if root is not None and wanted <= root.delegate_set:
                 continue
@@ -732,8 +757,12 @@ class ClusterStore(StoreBase):
         to its new shard (and root) before it leaves the old one, so it always answers."""
         current = [e for p, e in state.entries.items()
                    if self.cache.entries.get(p, ("",))[0] == state.name]
+        def still(entry: Entry) -> Callable[[], bool]:
+            # Still the route's current copy, in the legacy shard (not deleted meanwhile).
+            return lambda: self.cache.entries.get(entry.path) == (state.name, entry)
+
         for i in range(0, len(current), 200):
-            await asyncio.gather(*(self.put_entry(e) for e in current[i:i + 200]))
+            await asyncio.gather(*(self.put_entry(e, still(e)) for e in current[i:i + 200]))
             await pace()
         log.info("cluster %s: moved %d routes out of legacy shard %s", self.name, len(current),
                  state.name, extra={"cluster": self.name, "object": state.name})

@@ -245,3 +245,25 @@ def test_big_route_data_splits_shards_instead_of_failing(service, clusters) -> N
         size = len(json.dumps(obj["metadata"]["annotations"]).encode())
         assert size < 256 * 1024, obj["metadata"]["name"]
     assert len([o for o in shards_of(clusters, "hub") if decode_entries(o)]) >= 2
+
+
+def test_a_lagging_replica_deletes_routes_that_moved_into_new_shards(config_path: Path,
+                                                                      clusters) -> None:
+    """Replica b stops hearing from the clusters while a's writes split shards: b's DELETEs
+    follow the markers into children b has never seen, and really remove the routes."""
+    with running_replicas(config_path, 2, shard_routes=CAPACITY) as (a, b):
+        first = {f"/user/f{i}": body_for(i) for i in range(6)}
+        for path, body in first.items():
+            assert httpx.post(a.url + "/api/routes" + path, headers=HEADERS, json=body).status_code == 201
+        wait_for(lambda: len(httpx.get(b.url + "/api/routes", headers=HEADERS).json()) == 6, 5.0)
+        for store in b.federation.stores.values():
+            b.run(store.stop_watching())
+        for i in range(40):  # splits b does not hear of
+            assert httpx.post(a.url + f"/api/routes/user/g{i}", headers=HEADERS,
+                              json=body_for(i)).status_code == 201
+        for path in first:
+            assert httpx.delete(b.url + "/api/routes" + path, headers=HEADERS).status_code == 204
+        a.run(a.federation.reconcile(grace=0))
+        stored = stored_routes(clusters)
+        left = [p for routes in stored.values() for p in routes if p in first]
+        assert left == [], left
