@@ -44,6 +44,7 @@ from .objects import (
     entry_destination,
     is_split_marker,
     plural_of,
+    root_delegates,
     root_name,
     roots_for_shard,
     selector,
@@ -442,6 +443,11 @@ class ClusterStore(StoreBase):
                 raise Redirect(name)
             return state.entries, state.rv
 
+        def decode(obj: dict[str, Any]) -> tuple[dict[str, Entry] | None, str | None]:
+            if is_split_marker(obj):
+                raise Redirect(name)
+            return decode_entries(obj), str(obj["metadata"]["resourceVersion"])
+
         async def store(entries: dict[str, Entry] | None, body: bytes, exists: bool) -> None:
             raw = await self.client.write_raw(RESOURCES[VS], body, name, exists)
             if not exists:
@@ -458,7 +464,7 @@ class ClusterStore(StoreBase):
             render=lambda entries, rv: shard_body(self.registry, self.cluster, key, entries or {},
                                                   self._memo(key), rv),
             store=store,
-            reread=lambda: self._reread(name, cached),
+            reread=lambda: self._reread(name, cached, decode),
             copy=lambda entries: None if entries is None else dict(entries),
         )
         writer = self._writers[name] = ObjectWriter(self.name, name, codec)
@@ -469,12 +475,19 @@ class ClusterStore(StoreBase):
             self._own_writes.clear()  # echoes lost to a watch restart: forget them
         self._own_writes.add(rv)
 
-    async def _reread(self, name: str, cached: Callable[[], Any]) -> Any:
+    async def _reread(self, name: str, cached: Callable[[], Any],
+                      decode: Callable[[dict[str, Any]], Any]) -> Any:
+        """The object as the API server has it now (after a 409 or 404), into the cache too.
+        The state is taken from what was read, not from the cache, which may hold a newer
+        tombstone and ignore it: a writer must never loop on a state it cannot see."""
         try:
-            self.cache.apply(VS, "MODIFIED", await self.client.get(RESOURCES[VS], name))
+            obj = await self.client.get(RESOURCES[VS], name)
         except NotFound:
-            self.cache.forget(VS, name)
-        return cached()
+            # Not forgotten in the cache: this answer may be older than a create whose result
+            # the cache already holds; deletions reach the cache through the watch.
+            return None, None
+        self.cache.apply(VS, "MODIFIED", obj)
+        return decode(obj)
 
     def _root_writer(self, host_key: str) -> ObjectWriter[Any]:
         name = root_name(self._inst, host_key)
@@ -502,7 +515,9 @@ class ClusterStore(StoreBase):
             cached=cached,
             render=render,
             store=store,
-            reread=lambda: self._reread(name, cached),
+            reread=lambda: self._reread(
+                name, cached,
+                lambda obj: (set(root_delegates(obj)), str(obj["metadata"]["resourceVersion"]))),
             copy=lambda shards: None if shards is None else set(shards),
         )
         writer = self._writers[name] = ObjectWriter(self.name, name, codec)
@@ -616,8 +631,7 @@ class ClusterStore(StoreBase):
         try:
             obj = await self.client.get(RESOURCES[VS], name)
         except NotFound:
-            self.cache.forget(VS, name)
-            return None
+            return None  # as in _reread: the watch, not a racing GET, reports deletions
         self.cache.apply(VS, "MODIFIED", obj)
         return obj
 
