@@ -116,6 +116,7 @@ class StoreBase:
         self._watches: list[asyncio.Task[None]] = []
         self._own_writes: set[str] = set()  # resourceVersions of our writes, until echoed
         self._created: set[str] = set()  # shards this store created, until put in their roots
+        self._unused_since: dict[tuple[str, str], float] = {}  # housekeeping's grace clocks
         # Filled by the federation's probe.
         self.reachable: bool | None = None
         self.latency: float | None = None
@@ -296,6 +297,39 @@ class StoreBase:
         return self.cache.health.ever_synced
 
 
+    # -- housekeeping helpers both backends use ----------------------------------------------
+
+    def _unused_for(self, kind: str, name: str, now: float) -> float:
+        return now - self._unused_since.setdefault((kind, name), now)
+
+    def _used(self, kind: str, name: str) -> None:
+        self._unused_since.pop((kind, name), None)
+
+    async def _delete(self, plural: str, name: str, rv: str) -> bool:
+        """Delete if unchanged since ``rv``; False when it was written meanwhile."""
+        try:
+            await self.client.delete(self.resources[plural], name, rv)
+        except NotFound:
+            pass
+        except KubeError:
+            return False
+        self.cache.forget(plural, name)
+        return True
+
+    async def _delete_unused(self, needed: dict[tuple[str, str], Any], grace: float,
+                             pace: Pacer) -> None:
+        """Support objects nothing needs go once unused for ``grace`` seconds."""
+        now = time.monotonic()
+        for plural, held in self.cache.support.items():
+            for name, state in list(held.items()):
+                await pace()
+                if (plural, name) in needed:
+                    self._used(plural, name)
+                elif self._unused_for(plural, name, now) >= grace:
+                    self._used(plural, name)
+                    await self._delete(plural, name, state.rv)
+
+
 class ClusterStore(StoreBase):
     def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
                  table: RouteTable, settings: Settings) -> None:
@@ -307,7 +341,6 @@ class ClusterStore(StoreBase):
         # text, and memory stays bounded whatever the table size.
         self._memos: OrderedDict[ShardKey, ShardMemo] = OrderedDict()
         self._splits: dict[ShardKey, asyncio.Task[None]] = {}
-        self._unused_since: dict[tuple[str, str], float] = {}
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
 
     def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
@@ -705,23 +738,6 @@ class ClusterStore(StoreBase):
 
     # -- housekeeping of its own objects ----------------------------------------------------
 
-    def _unused_for(self, kind: str, name: str, now: float) -> float:
-        return now - self._unused_since.setdefault((kind, name), now)
-
-    def _used(self, kind: str, name: str) -> None:
-        self._unused_since.pop((kind, name), None)
-
-    async def _delete(self, plural: str, name: str, rv: str) -> bool:
-        """Delete if unchanged since ``rv``; False when it was written meanwhile."""
-        try:
-            await self.client.delete(RESOURCES[plural], name, rv)
-        except NotFound:
-            pass
-        except KubeError:
-            return False
-        self.cache.forget(plural, name)
-        return True
-
     async def tidy(self, grace: float) -> None:
         """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
         pace = Pacer()
@@ -819,16 +835,8 @@ class ClusterStore(StoreBase):
                 log.warning("cluster %s: cannot restore %s %s: %s", self.name, obj["kind"],
                             obj["metadata"]["name"], exc,
                             extra={"cluster": self.name, "kind": obj["kind"],
-                                   "name": obj["metadata"]["name"], "status": exc.status})
-        now = time.monotonic()
-        for plural, held in self.cache.support.items():
-            for name, state in list(held.items()):
-                await pace()
-                if (plural, name) in needed:
-                    self._used(plural, name)
-                elif self._unused_for(plural, name, now) >= grace:
-                    self._used(plural, name)
-                    await self._delete(plural, name, state.rv)
+                                   "object": obj["metadata"]["name"], "status": exc.status})
+        await self._delete_unused(needed, grace, pace)
 
     async def purge(self) -> None:
         """Delete every object of this store (its cluster moved to the other backend): roots

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from .. import _json
@@ -67,7 +66,6 @@ class GatewayStore(StoreBase):
         self.resources = watched(cluster)
         self.cache = GatewayCache(cluster.name, table, list(self.resources))
         self._writers: dict[str, ObjectWriter[Any]] = {}
-        self._unused_since: dict[tuple[str, str], float] = {}
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
         self._granted: set[tuple[str, str]] = set()  # ReferenceGrants known to exist
 
@@ -283,30 +281,6 @@ class GatewayStore(StoreBase):
                 except KubeError:
                     continue  # written or removed meanwhile: the next pass looks again
                 self.cache.apply(ROUTES, "MODIFIED", stored)
-
-    async def _delete_unused(self, needed: dict[tuple[str, str], Any], grace: float,
-                             pace: Pacer) -> None:
-        now = time.monotonic()
-        for plural, held in self.cache.support.items():
-            for name, state in list(held.items()):
-                await pace()
-                if (plural, name) in needed:
-                    self._unused_since.pop((plural, name), None)
-                    continue
-                since = self._unused_since.setdefault((plural, name), now)
-                if now - since >= grace:
-                    self._unused_since.pop((plural, name), None)
-                    await self._delete(plural, name, state.rv)
-
-    async def _delete(self, plural: str, name: str, rv: str) -> bool:
-        try:
-            await self.client.delete(RESOURCES[plural], name, rv)
-        except NotFound:
-            pass
-        except KubeError:
-            return False
-        self.cache.forget(plural, name)
-        return True
 
     async def purge(self) -> None:
         """Delete every object of this store (its cluster moved to the other backend)."""
