@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from federation.config import parse_registry
-from federation.objects import decode_entries
+from federation.model import decode_entries
 from federation.plan import render_table
 
 from .clusters import HOME, cluster_names, clusters_document, routes

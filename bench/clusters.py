@@ -15,7 +15,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from federation.config import Registry, load_registry
-from federation.objects import GROUP, VERSION, decode_entries, plural_of
+from federation.mesh import GROUP, VERSION, plural_of
+from federation.model import decode_entries
 from federation.plan import render_table
 from federation.testing import EmulatedClusters
 from federation.testing.harness import write_clusters_yaml

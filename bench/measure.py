@@ -17,8 +17,10 @@ import httpx
 from kubernetes import client as k8s
 
 from federation.config import Registry
-from federation.layout import ShardKey
-from federation.objects import GROUP, LABEL_INSTANCE, VERSION, build_shard
+from federation.istio.layout import ShardKey
+from federation.istio.objects import build_shard
+from federation.mesh import GROUP, VERSION
+from federation.model import LABEL_INSTANCE
 from federation.plan import plan_route
 
 from .clusters import NAMESPACE, Route

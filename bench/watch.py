@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
-from federation.objects import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from federation.mesh import GROUP, VERSION
+from federation.model import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
 PLURALS = ("virtualservices", "serviceentries", "destinationrules")
 # The service's objects; the bench's own look-alike objects (bare-client baselines) are left out.

@@ -10,7 +10,8 @@ written to Kubernetes: every replica computes the same answer from Prometheus.
 
 The pure parts (query, read window, response parsing) are functions tested without Prometheus;
 :class:`ActivityMonitor` owns the polling and its per-cluster state. Route requests never wait on
-any of it: they read :class:`ActivityBook` through the route table.
+any of it: they read the :class:`~federation.activity_book.ActivityBook` through the route
+table.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import metrics
+from .backend import builders
 from .config import Activity, Cluster, Registry
 from .errors import InvalidRoute
-from .gateway.objects import mesh_host
-from .objects import Entry, entry_destination
+from .model import Entry, entry_destination
 
 if TYPE_CHECKING:
-    from .cache import RouteTable
     from .settings import Settings
+    from .table import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -154,36 +155,6 @@ def _active_times(points: Any) -> Iterable[float]:
             yield ts
 
 
-# --------------------------------------------------------------------------------------------
-# The overlay the route table reads
-
-
-class ActivityBook:
-    """path -> the newest activity seen for it (the route table shows the later of this and the
-    route's write time). Times only move forward."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, str] = {}
-
-    def last_activity(self, entry: Entry) -> str:
-        seen = self.times.get(entry.path, "")
-        return seen if seen > entry.last_activity else entry.last_activity
-
-    def merge(self, seen: dict[str, str]) -> list[str]:
-        """Record newer times; returns the paths whose time moved."""
-        moved = []
-        for path, when in seen.items():
-            if when > self.times.get(path, ""):
-                self.times[path] = when
-                moved.append(path)
-        return moved
-
-    def retain(self, paths: set[str]) -> None:
-        """Forget routes that are gone (a route added again starts from its write time)."""
-        for path in [p for p in self.times if p not in paths]:
-            del self.times[path]
-
-
 class Destinations:
     """Which routes a cluster owns, by destination host (memoised per entry object: the table
     keeps unchanged entries as the same objects)."""
@@ -196,8 +167,8 @@ class Destinations:
         if held is not None and held[0] is entry and held[1] is cluster:
             return held[2]
         try:
-            host: str | None = mesh_host(registry, cluster,
-                                         entry_destination(registry, cluster, entry))
+            host: str | None = builders(cluster).mesh_host(
+                registry, cluster, entry_destination(registry, cluster, entry))
         except (KeyError, InvalidRoute, ValueError):
             host = None  # a route this configuration cannot place: it has no destination here
         self._memo[entry.path] = (entry, cluster, host)

@@ -11,7 +11,8 @@ from .activity import probe as probe_activity
 from .config import Cluster, Registry
 from .errors import ConfigError, KubeError
 from .kube import Resource, build_clients
-from .objects import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, selector
+from .mesh import API_VERSION
+from .model import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, selector
 from .settings import Settings
 
 VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")

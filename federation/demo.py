@@ -24,7 +24,8 @@ import httpx
 from pydantic import SecretStr
 
 from .config import Registry, load_registry
-from .objects import ANN_ROUTES, GROUP, VERSION
+from .mesh import GROUP, VERSION
+from .model import ANN_ROUTES
 from .placement import destination_in, place
 from .settings import Settings
 from .testing.harness import ServiceThread, write_clusters_yaml

@@ -10,14 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .config import Registry
 from .errors import KubeError
-from .objects import Entry
-from .store import Pacer
+from .mirror import Pacer
+from .model import Entry
+from .store import ClusterStore as Store
+from .table import RouteTable
 
-if TYPE_CHECKING:
-    from .service import Federation, Store
+
+class Federation(Protocol):
+    """What housekeeping reads and writes of the federation (federation.service)."""
+
+    registry: Registry
+    stores: dict[str, Store]
+    table: RouteTable
+    orphans: dict[str, float]  # edge rules without a route, since when
+
+    async def write_entry(self, store: Store, entry: Entry) -> None: ...
 
 log = logging.getLogger(__name__)
 

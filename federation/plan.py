@@ -8,21 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .backend import builders
 from .config import Cluster, Registry
 from .errors import InvalidRoute
-from .gateway import objects as gateway_objects
-from .layout import DEFAULT_CAPACITY, grow
-from .objects import (
-    Entry,
-    build_root,
-    build_shard,
-    build_split_marker,
-    entry_destination,
-    plural_of,
-    root_host_key,
-    roots_for_shard,
-    support_objects,
-)
+from .istio.layout import DEFAULT_CAPACITY
+from .model import Entry
 from .placement import destination_in, place
 from .routespec import RouteKey, has_surrogate, normalize_path, validate_key, validate_target
 
@@ -57,8 +47,7 @@ def plan_route(registry: Registry, raw_path: str, body: Mapping[str, Any], now: 
         writes.append((registry.home, Entry(key.path, target, owner.name, {}, now, edge=True)))
     for name, written in writes:
         cluster = registry.clusters[name]
-        if cluster.backend == "gateway-api":
-            gateway_objects.check_route(registry, cluster, written)
+        builders(cluster).check_route(registry, cluster, written)
     return RoutePlan(key, owner, writes)
 
 
@@ -99,24 +88,8 @@ def render_cluster(
     registry: Registry, cluster: Cluster, entries: Iterable[Entry], capacity: int = DEFAULT_CAPACITY
 ) -> list[dict[str, Any]]:
     """Every object one cluster should hold for these entries (docs, tests, preloading), in
-    the layout the service reaches by splitting shards of ``capacity`` routes."""
-    entries = list(entries)
-    if cluster.backend == "gateway-api":
-        return gateway_objects.render_cluster(registry, cluster, entries)
-    leaves, markers = grow(((RouteKey.parse(e.path), e) for e in entries), capacity)
-    objects = [build_shard(registry, cluster, k, leaves[k]) for k in sorted(leaves)]
-    objects += [build_split_marker(registry, cluster, k) for k in markers]
-    host_roots = {root_host_key(cluster, k.host) for k in leaves} - {""}
-    roots: dict[str, list[str]] = {}
-    for k in leaves:
-        for host_key in roots_for_shard(cluster, k.host, k.depth, host_roots):
-            roots.setdefault(host_key, []).append(k.name(registry.instance))
-    objects += [build_root(registry, cluster, hk, names) for hk, names in sorted(roots.items())]
-    support: dict[tuple[str, str], dict[str, Any]] = {}
-    for entry in entries:
-        for obj in support_objects(registry, cluster, entry_destination(registry, cluster, entry)):
-            support[(plural_of(obj), obj["metadata"]["name"])] = obj
-    return objects + [support[k] for k in sorted(support)]
+    its backend's layout (Istio: as reached by splitting shards of ``capacity`` routes)."""
+    return builders(cluster).render_cluster(registry, cluster, list(entries), capacity)
 
 
 def render_table(

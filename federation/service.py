@@ -18,26 +18,22 @@ from typing import Any
 
 from . import housekeeping, logs, metrics
 from .activity import ActivityMonitor
-from .cache import RouteTable
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
-from .gateway.store import GatewayStore
 from .kube import ClusterClient, build_clients
-from .objects import ROUTE_HEADER, Entry, route_id
+from .model import ROUTE_HEADER, Entry, route_id
 from .plan import plan_route
 from .routespec import RouteKey, normalize_path, wire_forms
 from .settings import Settings
-from .store import ClusterStore
-
-Store = ClusterStore | GatewayStore
+from .store import ClusterStore as Store
+from .table import RouteTable
 
 
 def make_store(registry: Registry, name: str, client: ClusterClient, table: RouteTable,
                settings: Settings) -> Store:
-    """The store of the cluster's backend (clusters.yaml ``backend``)."""
-    cluster = registry.clusters[name]
-    kind = GatewayStore if cluster.backend == "gateway-api" else ClusterStore
-    return kind(registry, cluster, client, table, settings)
+    """The store of a cluster (its backend is chosen inside: federation.backend)."""
+    return Store(registry, registry.clusters[name], client, table, settings)
+
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +194,7 @@ class Federation:
         for store in self.stores.values():
             if store.synced:
                 synced_any = True
-            elif store.reachable is not False:
+            elif store.probe.reachable is not False:
                 return False
         return synced_any
 
@@ -291,17 +287,18 @@ class Federation:
 
     async def probe(self, store: Store) -> None:
         start = time.perf_counter()
+        probe = store.probe
         try:
-            store.version = await asyncio.wait_for(
+            probe.version = await asyncio.wait_for(
                 store.client.version(), timeout=self.settings.kube_connect_timeout + 1
             )
-            store.reachable = True
-            store.probe_error = None
+            probe.reachable = True
+            probe.error = None
         except (KubeError, TimeoutError) as exc:
-            store.reachable = False
-            store.probe_error = str(exc) or "timed out"
-        store.latency = time.perf_counter() - start
-        store.last_probe = time.time()
+            probe.reachable = False
+            probe.error = str(exc) or "timed out"
+        probe.latency = time.perf_counter() - start
+        probe.last_probe = time.time()
         if store.health.last_event:
             metrics.CACHE_AGE.labels(store.name).set(time.time() - store.health.last_event)
 

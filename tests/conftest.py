@@ -119,7 +119,7 @@ def objects_in(clusters: Any, name: str, plural: str = "virtualservices") -> lis
 
 def stored_routes(clusters: Any) -> dict[str, dict[str, Any]]:
     """Every route entry stored in every cluster: {cluster: {path: entry json}}."""
-    from federation.objects import decode_entries
+    from federation.model import decode_entries
 
     out: dict[str, dict[str, Any]] = {}
     for name in CONTEXTS:

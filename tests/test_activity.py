@@ -20,10 +20,10 @@ from federation.activity import (
     plan_read,
     render_query,
 )
-from federation.cache import RouteTable
 from federation.config import Activity, load_registry, parse_registry
 from federation.errors import ConfigError
-from federation.objects import Entry
+from federation.model import Entry
+from federation.table import RouteTable
 
 from .conftest import REPO, base_config
 from .prometheus import prometheus_binary

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from federation.activity import ActivityMonitor, ActivitySource
-from federation.cache import RouteTable
 from federation.config import Activity, parse_registry
-from federation.objects import Entry
+from federation.model import Entry
+from federation.table import RouteTable
 
 from .conftest import base_config, fast_settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-from federation.cache import RouteTable
-from federation.objects import Entry
+from federation.model import Entry
+from federation.table import RouteTable
 
 
 def entry(path: str, owner: str, at: str, target: str = "http://t:1", **data) -> Entry:

@@ -86,16 +86,18 @@ def test_listener_admission(listener: dict[str, Any], want: bool | None) -> None
 
 
 def test_route_status_counts_what_the_gateway_refused() -> None:
-    from federation.cache import RouteTable
-    from federation.gateway.cache import ROUTES, GatewayCache
+    from federation.gateway.backend import GatewayBackend
+    from federation.gateway.index import ROUTES
     from federation.gateway.objects import build_route
-    from federation.gateway.store import GatewayStore
-    from federation.objects import Entry
+    from federation.model import Entry
+    from federation.scope import Scope
+    from federation.table import RouteTable
 
     registry = parse_registry({**base_config(), "defaults": {
         **base_config()["defaults"], "backend": "gateway-api"}}, check_kubeconfig=False)
     hub = registry.clusters["hub"]
-    cache = GatewayCache("hub", RouteTable(), ["httproutes"])
+    backend = GatewayBackend(Scope(registry, hub), RouteTable())
+    cache = backend.index
     reasons = [("Accepted", "NotAllowedByListeners"), ("ResolvedRefs", "BackendNotFound"),
                ("Accepted", "NoMatchingListenerHostname"), None]
     for i, reason in enumerate(reasons):
@@ -105,10 +107,8 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
         if reason:
             conditions = [{"type": reason[0], "status": "False", "reason": reason[1]}]
         obj["status"] = {"parents": [{"parentRef": {"name": "g"}, "conditions": conditions}]}
-        cache.apply(ROUTES, "ADDED", obj)
-    store = GatewayStore.__new__(GatewayStore)
-    store.cache = cache
-    status = store.route_status(examples=2)
+        cache.put(ROUTES, obj["metadata"]["name"], str(i + 1), obj, None)
+    status = backend.status(examples=2)
     assert (status["not_accepted"], status["unresolved_refs"]) == (2, 1)
     assert len(status["examples"]) == 2
     assert all(": Accepted " in e or ": ResolvedRefs " in e for e in status["examples"])
@@ -117,5 +117,5 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     obj = {"metadata": {"name": name, "resourceVersion": "99", "labels": {
         "federation.jupyter.org/role": "route"}, "annotations": {}},
         "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
-    cache.apply(ROUTES, "MODIFIED", obj)
-    assert sum(store.route_status().get(k) for k in ("not_accepted", "unresolved_refs")) == 2
+    cache.put(ROUTES, name, "99", obj, None)
+    assert sum(backend.status().get(k) for k in ("not_accepted", "unresolved_refs")) == 2

@@ -17,7 +17,7 @@ from federation.gateway.objects import (
     gateway_duration,
     path_problem,
 )
-from federation.objects import ANN_ROUTES, Entry, decode_entries
+from federation.model import ANN_ROUTES, Entry, decode_entries
 from federation.placement import user_service_names
 from federation.plan import plan_route, render_table
 

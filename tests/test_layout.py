@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from federation.layout import (
+from federation.istio.layout import (
     MAX_LEVEL,
     ShardKey,
     grow,

@@ -5,17 +5,10 @@ import json
 import pytest
 
 from federation.config import parse_registry
-from federation.layout import ShardKey, top
-from federation.objects import (
-    ANN_ROUTES,
-    Entry,
-    build_root,
-    build_shard,
-    decode_entries,
-    dns_label,
-    route_rule,
-    support_objects,
-)
+from federation.istio.layout import ShardKey, top
+from federation.istio.objects import build_root, build_shard, route_rule
+from federation.mesh import support_objects
+from federation.model import ANN_ROUTES, Entry, decode_entries, dns_label
 from federation.placement import destination_in, edge_destination
 from federation.routespec import RouteKey, normalize_path
 
@@ -161,7 +154,7 @@ def test_memo_takes_any_json_as_user_and_keeps_types_apart(registry) -> None:
     """Route data is any JSON: a dict 'user' must not break the memo, and user "1" (a name)
     must not be served the rule memoised for user 1 (refused at an ingress target)."""
     from federation.errors import InvalidRoute
-    from federation.objects import ShardMemo
+    from federation.istio.objects import ShardMemo
 
     east, memo = registry.clusters["east"], ShardMemo()
     for user in ({"name": "a"}, ["a"], 1):

@@ -15,18 +15,10 @@ import httpx
 import pytest
 
 from federation.config import Registry
-from federation.layout import ShardKey, path_hash
-from federation.objects import (
-    ANN_SPLIT,
-    Entry,
-    build_root,
-    build_shard,
-    decode_entries,
-    entry_destination,
-    plural_of,
-    roots_for_shard,
-    support_objects,
-)
+from federation.istio.layout import ShardKey, path_hash
+from federation.istio.objects import ANN_SPLIT, build_root, build_shard, roots_for_shard
+from federation.mesh import plural_of, support_objects
+from federation.model import Entry, decode_entries, entry_destination
 from federation.plan import plan_route
 from federation.routespec import RouteKey
 from federation.testing.harness import ServiceThread

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..gateway.store import GatewayStore
 from ..service import Federation, Store
 from .deps import Authorized, FederationDep
 
@@ -21,21 +20,21 @@ def _iso(ts: float | None) -> str | None:
 
 
 def describe(rt: Store, home: str) -> dict[str, Any]:
-    health = rt.health
+    health, probe = rt.health, rt.probe
     circuit = rt.client.circuit
-    last_error = health.last_error if rt.reachable is not False else (rt.probe_error or health.last_error)
+    last_error = health.last_error if probe.reachable is not False else (probe.error or health.last_error)
     return {
         "name": rt.cluster.name,
         "home": rt.cluster.name == home,
         "context": rt.cluster.context or "(in-cluster)",
         "server": rt.client.server_url,
         "namespace": rt.cluster.namespace,
-        "reachable": rt.reachable,
-        "latency_ms": None if rt.latency is None else round(rt.latency * 1000, 1),
-        "kubernetes_version": rt.version,
+        "reachable": probe.reachable,
+        "latency_ms": None if probe.latency is None else round(probe.latency * 1000, 1),
+        "kubernetes_version": probe.version,
         "routes": rt.route_count(),
         "last_sync": _iso(health.last_sync),
-        "last_probe": _iso(rt.last_probe),
+        "last_probe": _iso(probe.last_probe),
         "watch": health.state,
         "watch_restarts": health.watch_restarts,
         "cache_age_s": None if health.last_event is None else round(time.time() - health.last_event, 1),
@@ -43,7 +42,7 @@ def describe(rt: Store, home: str) -> dict[str, Any]:
         "circuit_open": circuit.is_open,
         "backend": rt.cluster.backend,
         # gateway-api: HTTPRoutes the Gateway did not accept or whose backends do not resolve
-        "route_status": rt.route_status() if isinstance(rt, GatewayStore) else None,
+        "route_status": rt.status(),
     }
 
 

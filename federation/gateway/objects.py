@@ -27,22 +27,19 @@ import json
 import re
 from typing import Any
 
-from .. import objects as istio_objects
+from .. import mesh
 from ..config import Cluster, Registry
 from ..errors import InvalidRoute
-from ..layout import short_hash
-from ..objects import (
+from ..model import (
     ANN_HOST,
     ANN_ROUTES,
-    LABEL_INSTANCE,
-    LABEL_MANAGED_BY,
-    LABEL_ROLE,
-    MANAGED_BY,
     ROUTE_HEADER,
     Entry,
     dns_label,
     entry_destination,
+    labels,
     route_id,
+    short_hash,
 )
 from ..placement import Destination
 from ..routespec import RouteKey, brief, wire_forms
@@ -111,7 +108,7 @@ def _metadata(name: str, namespace: str, instance: str, role: str) -> dict[str, 
     return {
         "name": name,
         "namespace": namespace,
-        "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance, LABEL_ROLE: role},
+        "labels": labels(instance, role),
         "annotations": {},
     }
 
@@ -202,7 +199,7 @@ def _istio_hostname(cluster: Cluster, dest: Destination) -> bool:
 def mesh_host(registry: Registry, cluster: Cluster, dest: Destination) -> str:
     """The host a mesh's metrics name as ``destination_service`` for ``dest``: on the Gateway
     API a pod IP is reached through its selector-less Service, not a ServiceEntry host."""
-    if cluster.backend == "gateway-api" and dest.kind == "ip":
+    if dest.kind == "ip":
         return f"{support_name(registry.instance, dest)}.{cluster.namespace}.svc.{cluster.cluster_domain}"
     return dest.host
 
@@ -350,7 +347,7 @@ def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> 
         name, namespace = service_of(cluster, dest)
         return [] if namespace == cluster.namespace else [_reference_grant(cluster, namespace, inst)]
     if _istio_hostname(cluster, dest):
-        return istio_objects.support_objects(registry, cluster, dest)
+        return mesh.support_objects(registry, cluster, dest)
     name = support_name(inst, dest)
     ns = cluster.namespace
     port = {"name": "http", "port": dest.port, "protocol": "TCP", "targetPort": dest.port}

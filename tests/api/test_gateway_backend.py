@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from federation.objects import decode_entries
+from federation.model import decode_entries
 from federation.placement import user_service_names
 
 from ..conftest import CONTEXTS, GATEWAY_CRDS, ISTIO_CRDS, TOKEN, base_config, fast_settings
@@ -207,7 +207,7 @@ def test_switching_a_backend_moves_every_route(tmp_path: Path, gw_clusters: Any)
 def test_a_newer_write_of_a_route_wins_across_replicas(tmp_path: Path, gw_clusters: Any) -> None:
     """Two replicas: an older write arriving late never replaces a newer one (written-at, then
     owner), and every replica's table converges on what is stored."""
-    from federation.objects import Entry
+    from federation.model import Entry
 
     from ..conftest import running_replicas
 

@@ -16,7 +16,8 @@ from bench.clusters import NAMESPACE, World
 from bench.run import Results, Runner
 from bench.stats import Spread, percentile
 from bench.watch import PLURALS
-from federation.objects import GROUP, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from federation.mesh import GROUP, VERSION
+from federation.model import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from federation.objects import decode_entries, selector
+from federation.model import decode_entries, selector
 from federation.testing.harness import ServiceThread
 
 from ..conftest import TOKEN, fast_settings

@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from federation.objects import LABEL_ROLE, decode_entries, route_id
+from federation.model import LABEL_ROLE, decode_entries, route_id
 from federation.testing.harness import ServiceThread, free_port
 
 from ..conftest import CONTEXTS, REPO, TOKEN, fast_settings, objects_in, stored_routes

@@ -114,7 +114,7 @@ def test_edge_off_writes_nothing_in_home(tmp_path: Path, clusters) -> None:
     home_paths = {r.get("name") for o in cluster_vs(clusters, "hub") for r in o["spec"].get("http", [])}
     east_rules = [r for o in cluster_vs(clusters, "east") for r in o["spec"].get("http", []) if "route" in r]
     assert len(east_rules) == 1
-    from federation.objects import route_id
+    from federation.model import route_id
 
     assert route_id("/user/alice") not in home_paths  # edge off: east is reached by DNS
     assert route_id("/user/bob") in home_paths  # west still has its edge rule

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from federation.config import Registry, parse_registry
-from federation.layout import DEFAULT_CAPACITY
+from federation.istio.layout import DEFAULT_CAPACITY
 from federation.placement import destination_in, dns_safe, edge_destination
 from federation.plan import render_table
 from federation.routespec import RouteKey

@@ -3,7 +3,7 @@
 The object model, per cluster (see docs/design.md for why):
 
 * **Shard VirtualServices** hold the route rules. A shard holds routes of one host key and one
-  path depth; shards split in two as they grow (:mod:`federation.layout`), leaving a rule-less
+  path depth; shards split in two as they grow (:mod:`federation.istio.layout`), leaving a rule-less
   *split marker*. Two different routes of the same depth can never both serve one request
   (matches are segment-exact), so rule order inside a shard does not matter. Shards have no
   ``hosts``: they are Istio *delegates*.
@@ -20,61 +20,33 @@ annotation: the exact target, the POSTed data, when it was written, and which cl
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from . import _json
-from .config import Cluster, Registry
-from .errors import InvalidRoute
-from .layout import ShardKey, parse_key, root_order, short_hash
-from .placement import Destination, destination_in, edge_destination
-from .routespec import RouteKey, wire_forms
+from .. import _json
+from ..config import Cluster, Registry
+from ..errors import InvalidRoute
+from ..mesh import API_VERSION, metadata, plural_of, support_objects
+from ..model import (
+    ANN_HOST,
+    ANN_ROUTES,
+    ROUTE_HEADER,
+    Entry,
+    encode_fragment,
+    entry_destination,
+    role_of,
+    route_id,
+    short_hash,
+)
+from ..routespec import RouteKey, wire_forms
+from .layout import DEFAULT_CAPACITY, ShardKey, grow, parse_key, root_order
 
-GROUP = "networking.istio.io"
-VERSION = "v1"
-API_VERSION = f"{GROUP}/{VERSION}"
-MANAGED_BY = "jupyterhub-federation-proxy"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_INSTANCE = "federation.jupyter.org/instance"
-LABEL_ROLE = "federation.jupyter.org/role"
-ANN_ROUTES = "federation.jupyter.org/routes"
-ANN_HOST = "federation.jupyter.org/host"
 ANN_SHARD = "federation.jupyter.org/shard"
 ANN_SPLIT = "federation.jupyter.org/split"
-ROUTE_HEADER = "x-federation-route"
-
-KINDS = {
-    "virtualservices": "VirtualService",
-    "serviceentries": "ServiceEntry",
-    "destinationrules": "DestinationRule",
-}
-
-
-def dns_label(*parts: str) -> str:
-    """Join parts into a DNS-1123 label of at most 63 characters, hashing when too long."""
-    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    if len(name) > 63:
-        name = name[:54].rstrip("-") + "-" + short_hash(name)
-    return name
-
-
-def selector(instance: str) -> str:
-    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}={instance}"
+VS = "virtualservices"
 
 
 def _metadata(name: str, cluster: Cluster, instance: str, role: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": cluster.namespace,
-        "labels": {
-            LABEL_MANAGED_BY: MANAGED_BY,
-            LABEL_INSTANCE: instance,
-            LABEL_ROLE: role,
-        },
-        "annotations": {},
-    }
+    return metadata(name, cluster.namespace, instance, role)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +65,7 @@ def root_name(instance: str, host_key: str) -> str:
 def shard_key_of(obj: dict[str, Any]) -> ShardKey | None:
     """The key of a shard object (None for anything else)."""
     meta = obj.get("metadata") or {}
-    if (meta.get("labels") or {}).get(LABEL_ROLE) != "shard":
+    if role_of(obj) != "shard":
         return None
     ann = meta.get("annotations") or {}
     return parse_key(meta.get("name", ""), ann.get(ANN_HOST, ""), ann.get(ANN_SHARD))
@@ -101,47 +73,6 @@ def shard_key_of(obj: dict[str, Any]) -> ShardKey | None:
 
 def is_split_marker(obj: dict[str, Any]) -> bool:
     return ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPLIT) == "true"
-
-
-def route_id(path: str) -> str:
-    return "r-" + short_hash(path, 12)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One route as stored on a shard in one cluster."""
-
-    path: str
-    target: str
-    owner: str  # the cluster that holds the route (this cluster, or a remote for an edge rule)
-    data: dict[str, Any]
-    last_activity: str
-    edge: bool = False  # a home-cluster rule forwarding to ``owner``'s ingress
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"target": self.target, "owner": self.owner, "at": self.last_activity}
-        if self.edge:
-            out["edge"] = True
-        else:
-            out["data"] = self.data
-        return out
-
-    @classmethod
-    def from_json(cls, path: str, raw: dict[str, Any]) -> Entry:
-        return cls(
-            path=path,
-            target=str(raw["target"]),
-            owner=str(raw["owner"]),
-            data=dict(raw.get("data") or {}),
-            last_activity=str(raw.get("at", "")),
-            edge=bool(raw.get("edge", False)),
-        )
-
-
-def entry_destination(registry: Registry, cluster: Cluster, entry: Entry) -> Destination:
-    if entry.edge:
-        return edge_destination(registry.clusters[entry.owner])
-    return destination_in(cluster, entry.target, entry.data, registry.instance)
 
 
 def route_rule(registry: Registry, cluster: Cluster, entry: Entry) -> dict[str, Any]:
@@ -232,9 +163,7 @@ class ShardMemo:
         held = self.fragments.get(entry.path)
         if held is not None and self._same(held[0], entry):
             return held[1]
-        text = json.dumps(entry.path, ensure_ascii=False) + ":" + json.dumps(
-            entry.to_json(), separators=(",", ":"), ensure_ascii=False
-        )
+        text = encode_fragment(entry)
         self.fragments[entry.path] = (entry, text)
         return text
 
@@ -302,27 +231,6 @@ def build_split_marker(registry: Registry, cluster: Cluster, key: ShardKey) -> d
             "spec": {"http": []}}
 
 
-def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
-    """The entries stored on a shard object (tolerant: a hand-edited object yields what it can)."""
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_ROUTES)
-    if not raw:
-        return {}
-    try:
-        # The standard library, not orjson: route data is any JSON the hub sent, and orjson
-        # reads integers past 64 bits as floats, which would change the data handed back.
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    out: dict[str, Entry] = {}
-    if isinstance(data, dict):
-        for path, value in data.items():
-            try:
-                out[path] = Entry.from_json(path, value)
-            except (KeyError, TypeError, ValueError):
-                continue
-    return out
-
-
 def root_delegates(obj: dict[str, Any]) -> list[str]:
     return [
         rule["delegate"]["name"]
@@ -372,60 +280,24 @@ def roots_for_shard(cluster: Cluster, key_host: str, depth: int, host_roots: set
 
 
 # --------------------------------------------------------------------------------------------
-# Support objects
+# A whole cluster
 
 
-def _support(kind: str, name: str, cluster: Cluster, inst: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "metadata": _metadata(name, cluster, inst, "support"),
-        "spec": spec,
-    }
-
-
-def support_objects(registry: Registry, cluster: Cluster, dest: Destination) -> list[dict[str, Any]]:
-    """Objects that make ``dest`` routable in ``cluster`` (none for a plain Service).
-
-    No ``exportTo``: the ingress gateway runs in its own namespace and must see them.
-    """
-    inst = registry.instance
-    if dest.kind == "service":
-        return []
-    if dest.kind == "ip":
-        name = dns_label(inst, "ip", short_hash(f"{dest.address}:{dest.port}", 10))
-        proto = "HTTPS" if dest.tls else "HTTP"
-        return [_support("ServiceEntry", name, cluster, inst, {
-            "hosts": [dest.host],
-            "location": "MESH_INTERNAL",
-            "resolution": "STATIC",
-            "ports": [{"number": dest.port, "name": f"{proto.lower()}-{dest.port}", "protocol": proto}],
-            "endpoints": [{"address": dest.address}],
-        })]
-    # "edge" (a remote ingress) or "external": a DNS host outside the mesh.
-    name = dns_label(inst, dest.kind, short_hash(f"{dest.host}:{dest.port}", 10))
-    out = [_support("ServiceEntry", name, cluster, inst, {
-        "hosts": [dest.host],
-        "location": "MESH_EXTERNAL",
-        "resolution": "DNS",
-        # Plain HTTP on the wire to the port; TLS is originated by the DestinationRule.
-        "ports": [{"number": dest.port, "name": f"http-{dest.port}", "protocol": "HTTP"}],
-    })]
-    if dest.tls:
-        out.append(_support("DestinationRule", name, cluster, inst, {
-            "host": dest.host,
-            "trafficPolicy": {
-                "portLevelSettings": [
-                    {"port": {"number": dest.port}, "tls": {"mode": "SIMPLE", "sni": dest.host}}
-                ]
-            },
-        }))
-    return out
-
-
-def plural_of(obj: dict[str, Any]) -> str:
-    kind = obj["kind"]
-    for plural, k in KINDS.items():
-        if k == kind:
-            return plural
-    raise KeyError(kind)
+def render_cluster(registry: Registry, cluster: Cluster, entries: list[Entry],
+                   capacity: int = DEFAULT_CAPACITY) -> list[dict[str, Any]]:
+    """Every object one cluster holds for these entries (docs, tests, preloading), in the
+    layout the service reaches by splitting shards of ``capacity`` routes."""
+    leaves, markers = grow(((RouteKey.parse(e.path), e) for e in entries), capacity)
+    objects = [build_shard(registry, cluster, k, leaves[k]) for k in sorted(leaves)]
+    objects += [build_split_marker(registry, cluster, k) for k in markers]
+    host_roots = {root_host_key(cluster, k.host) for k in leaves} - {""}
+    roots: dict[str, list[str]] = {}
+    for k in leaves:
+        for host_key in roots_for_shard(cluster, k.host, k.depth, host_roots):
+            roots.setdefault(host_key, []).append(k.name(registry.instance))
+    objects += [build_root(registry, cluster, hk, names) for hk, names in sorted(roots.items())]
+    support: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in entries:
+        for obj in support_objects(registry, cluster, entry_destination(registry, cluster, entry)):
+            support[(plural_of(obj), obj["metadata"]["name"])] = obj
+    return objects + [support[k] for k in sorted(support)]

@@ -1,9 +1,12 @@
-"""Optimistic-concurrency writes of one object, batched.
+"""Optimistic-concurrency writes of one object, batched: every write the service makes.
 
-Many routes share one shard, so concurrent changes to it are coalesced: while one write of an
-object is in flight, further changes queue and go out together in the next write. Between
-replicas, Kubernetes' resourceVersion check (409 Conflict) serialises writers; the loser
-re-reads and re-applies its changes. A change that raises fails its own caller only.
+A write is a *mutation*: a function from the object's current state (None: absent) to the
+state wanted (None: delete it). Many routes share one shard, so concurrent mutations of it are
+coalesced: while one write of an object is in flight, further ones queue and go out together
+in the next write. Between replicas, Kubernetes' resourceVersion check (409 Conflict, or 404 for
+an object gone) serialises writers: the loser re-reads and applies its mutations again. This is
+the only retry above the access layer's (:mod:`federation.kube`, transient failures). A
+mutation that raises fails its own caller only.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ class Codec(Generic[S]):
     """How one object's state is read from the cache, rendered, stored and re-read."""
 
     cached: Callable[[], tuple[S | None, str | None]]  # (state, resourceVersion) from the cache
-    # The body to send (JSON text), with the resourceVersion it replaces (None: a create).
-    render: Callable[[S | None, str | None], bytes]
-    store: Callable[[S | None, bytes, bool], Awaitable[None]]  # (state, body, exists)
+    # The body to send (JSON text) for a state, with the resourceVersion it replaces.
+    render: Callable[[S, str | None], bytes]
+    # Send it: (state wanted, body, resourceVersion replaced); state None deletes (guarded by
+    # that resourceVersion), rv None creates.
+    store: Callable[[S | None, bytes, str | None], Awaitable[None]]
     reread: Callable[[], Awaitable[tuple[S | None, str | None]]]  # a fresh GET, into the cache
     copy: Callable[[S | None], S | None]
 
@@ -64,6 +69,20 @@ class ObjectWriter(Generic[S]):
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
+        await future
+
+    async def submit_held(self, mutation: Mutation) -> None:
+        """A write by the holder of :attr:`lock` (a split of this shard), ahead of the changes
+        queued behind it: the same optimistic loop, without waiting for the lock it holds."""
+        assert self.lock.locked(), "submit_held is for the holder of the writer's lock"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        change = _Change(mutation, future)
+        try:
+            await self._write([change])
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
+            _settle([change], exc)
+        else:
+            _settle([change], None)
         await future
 
     async def _drain(self) -> None:
@@ -103,9 +122,9 @@ class ObjectWriter(Generic[S]):
             after, batch = self._apply(self.codec.copy(state), batch)
             if not batch or after == before:
                 return  # nothing to change: no write at all
-            body = self.codec.render(after, rv)
+            body = b"" if after is None else self.codec.render(after, rv)
             try:
-                await self.codec.store(after, body, rv is not None)
+                await self.codec.store(after, body, rv)
                 return
             except (Conflict, NotFound):
                 # Someone else wrote (or removed) it: read the truth and apply our changes again.

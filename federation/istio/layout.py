@@ -15,13 +15,13 @@ move into the tree on their next write or in housekeeping.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .routespec import RouteKey
+from ..model import short_hash
+from ..routespec import RouteKey
 
 # Deep enough for 65,536 shards per depth (millions of routes); keeps names within 63 chars.
 MAX_LEVEL = 16
@@ -31,10 +31,6 @@ _NEW_TAIL = re.compile(r"-(?:h([0-9a-f]{8})-)?d(\d+)s(\d+)-([0-9a-f]+)$")
 _LEGACY_TAIL = re.compile(r"-(?:h([0-9a-f]{8})-)?r(\d+)-(\d{3})$")
 
 V = TypeVar("V")
-
-
-def short_hash(text: str, length: int = 8) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
 def path_hash(path: str) -> int:

@@ -1,0 +1,221 @@
+"""The Gateway API backend: one HTTPRoute per route.
+
+No shards, so no splits and no roots: a put is a mutation of that route's HTTPRoute (create or
+replace, keeping the rule that a newer write of a route wins), a remove deletes it. Host
+defaults (``/`` on a host-routed host) and support objects (Services, EndpointSlices,
+BackendTLSPolicies, ReferenceGrants) are ensured as built by the mirror. Its own tidy-up:
+HTTPRoutes built from an older configuration are rendered again; host defaults are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _json
+from ..config import Cluster
+from ..errors import InvalidRoute, KubeError, Rejected
+from ..kube import Resource
+from ..mirror import Kinds, Mirror
+from ..model import Entry, Rank, decode_entries, entry_destination, loses_to, newest
+from ..routespec import RouteKey
+from ..scope import Scope
+from ..table import RouteTable
+from ..writer import ObjectWriter
+from .index import ROUTES, RouteObjectIndex
+from .objects import (
+    ANN_SPEC,
+    KINDS,
+    build_host_default,
+    build_route,
+    host_default_hosts,
+    route_name,
+    support_objects,
+    with_spec_hash,
+)
+
+Pace = Callable[[], Awaitable[None]]
+RESOURCES = {plural: Resource(group, version, plural) for plural, (group, version, _) in KINDS.items()}
+
+
+def kinds_for(cluster: Cluster) -> Kinds:
+    """The kinds this cluster's configuration writes in the service's namespace, watched.
+    ReferenceGrants live in users' namespaces: written, never watched (a namespaced watch
+    cannot see them, and a cluster-wide one would need cluster-wide rights)."""
+    watched = ["httproutes", "services", "endpointslices"]
+    if cluster.external_backend == "istioHostname":
+        watched += ["serviceentries", "destinationrules"]
+    else:
+        watched.append("backendtlspolicies")
+    # Needed only for https edges and external targets; a cluster may lack their CRDs.
+    optional = frozenset({"backendtlspolicies", "serviceentries", "destinationrules"})
+    return Kinds(resources=RESOURCES, names={kind: p for p, (_, _, kind) in KINDS.items()},
+                 watched=tuple(watched), optional=optional)
+
+
+class GatewayBackend:
+    def __init__(self, scope: Scope, table: RouteTable) -> None:
+        self.scope = scope
+        self.kinds = kinds_for(scope.cluster)
+        self.index = RouteObjectIndex(scope.name, table)
+        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+
+    def bind(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+
+    def reconfigured(self) -> None:
+        self._support_memo.clear()
+
+    @staticmethod
+    def fingerprint(obj: dict[str, Any]) -> bytes:
+        """The hash of the object as built: the API server adds defaults to what it stores."""
+        annotations = obj["metadata"].get("annotations") or {}
+        if ANN_SPEC not in annotations:
+            annotations = with_spec_hash(obj)["metadata"]["annotations"]
+        return str(annotations.get(ANN_SPEC, "")).encode()
+
+    # -- route entries ----------------------------------------------------------------------
+
+    async def put(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
+        """Write the route's HTTPRoute unless a newer write of the route is there."""
+        def put(held: Entry | Rewrite | None) -> Entry | Rewrite | None:
+            if still is not None and not still():
+                return held
+            return newest(_entry(held), entry)
+
+        await self._writer(route_name(self.scope.instance, entry.path)).submit(put)
+        await self._ensure_host_defaults(entry)
+
+    async def remove(self, path: str, older_than: Rank | None = None) -> None:
+        """Delete the route's HTTPRoute; with ``older_than`` only when it loses to that write."""
+        def drop(held: Entry | Rewrite | None) -> Entry | Rewrite | None:
+            entry = _entry(held)
+            if entry is None or entry.path != path or not loses_to(entry, older_than):
+                return held
+            return None
+
+        await self._writer(route_name(self.scope.instance, path)).submit(drop)
+
+    async def refresh(self, path: str) -> None:
+        """Read the route's HTTPRoute (written through another replica, not heard of yet)."""
+        with contextlib.suppress(Rejected):  # unreachable (ClusterUnavailable) goes to the caller
+            await self.mirror.reread(ROUTES, route_name(self.scope.instance, path))
+
+    def _writer(self, name: str) -> ObjectWriter[Any]:
+        def cached() -> tuple[Entry | None, str | None]:
+            held = self.index.routes.get(name)
+            return (None, None) if held is None else (held.entry, held.rv)
+
+        def decode(obj: dict[str, Any]) -> Entry | None:
+            found = list(decode_entries(obj).values())
+            return found[0] if len(found) == 1 else None
+
+        def render(state: Entry | Rewrite, rv: str | None) -> bytes:
+            entry = state.entry if isinstance(state, Rewrite) else state
+            body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster, entry))
+            if rv is not None:
+                body["metadata"]["resourceVersion"] = rv
+            return _json.dumps(body)
+
+        return self.mirror.writer(ROUTES, name, cached=cached, decode=decode, render=render)
+
+    # -- host defaults and support objects --------------------------------------------------
+
+    def _host_defaults(self) -> list[dict[str, Any]]:
+        root = self.index.entries.get("/")
+        if root is None:
+            return []
+        entries = {p: e for p, (_, e) in self.index.entries.items()}
+        return [with_spec_hash(build_host_default(self.scope.registry, self.scope.cluster, h,
+                                                  root[1]))
+                for h in sorted(host_default_hosts(self.scope.cluster, entries))]
+
+    async def _ensure_host_defaults(self, entry: Entry) -> None:
+        """``/`` of a new host-routed host; all of them when ``/`` itself changed."""
+        root = self.index.entries.get("/")
+        key = RouteKey.parse(entry.path)
+        if root is None:
+            return
+        if entry.path == "/":
+            wanted = self._host_defaults()
+        elif key.host and key.host not in self.scope.cluster.hosts:
+            wanted = [with_spec_hash(build_host_default(
+                self.scope.registry, self.scope.cluster, key.host, root[1]))]
+        else:
+            return
+        await asyncio.gather(*(self.mirror.ensure(ROUTES, obj) for obj in wanted))
+
+    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
+        held = self._support_memo.get(entry.path)
+        if held is not None and held[0] is entry:
+            return held[1]
+        registry, cluster = self.scope.registry, self.scope.cluster
+        try:
+            objs = [with_spec_hash(o) for o in support_objects(
+                registry, cluster, entry_destination(registry, cluster, entry))]
+        except (KeyError, InvalidRoute, ValueError):
+            objs = []  # its cluster left the registry: nothing to route to
+        self._support_memo[entry.path] = (entry, objs)
+        return objs
+
+    # -- its own tidy-up --------------------------------------------------------------------
+
+    async def tidy(self, grace: float, pace: Pace) -> list[dict[str, Any]]:
+        """Render again what an older configuration built; the host defaults to keep."""
+        await self._rerender(pace)
+        return self._host_defaults()
+
+    async def _rerender(self, pace: Pace) -> None:
+        """Rewrite HTTPRoutes built from an older configuration (gateway, hosts, http options
+        changed by a reload), by a mutation of each: a concurrent write wins."""
+        for name, state in list(self.index.routes.items()):
+            await pace()
+            if state.entry is None:
+                continue
+            try:
+                body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,
+                                                  state.entry))
+            except (KeyError, InvalidRoute, ValueError):
+                continue  # its cluster left the registry: kept as it is, so the table stays whole
+            if body["metadata"]["annotations"][ANN_SPEC] == state.spec:
+                continue
+            with contextlib.suppress(KubeError):  # written or removed meanwhile: next pass
+                await self._writer(name).submit(_rewrite(state.entry))
+
+    # -- what it shows, and its end ---------------------------------------------------------
+
+    def status(self, examples: int = 5) -> dict[str, Any] | None:
+        """What /clusters shows: HTTPRoutes not Accepted, or with refs not Resolved, and a few
+        of their names with the reason."""
+        problems = sorted(self.index.problems.items())
+        return {
+            "not_accepted": sum(1 for _, (kind, _) in problems if kind == "Accepted"),
+            "unresolved_refs": sum(1 for _, (kind, _) in problems if kind == "ResolvedRefs"),
+            "examples": [f"{name}: {kind} {reason}".rstrip()
+                         for name, (kind, reason) in problems[:examples]],
+        }
+
+    def objects(self) -> list[tuple[str, str]]:
+        return [(ROUTES, n) for n in self.index.routes]
+
+
+@dataclass(eq=False)
+class Rewrite:
+    """The same entry, to be written again (built from a newer configuration): never equal to
+    what is stored, so the writer writes it."""
+
+    entry: Entry
+
+
+def _entry(state: Entry | Rewrite | None) -> Entry | None:
+    return state.entry if isinstance(state, Rewrite) else state
+
+
+def _rewrite(seen: Entry) -> Callable[[Entry | Rewrite | None], Any]:
+    """A mutation that writes the entry again, only if it is still the one seen."""
+    def mutation(held: Entry | Rewrite | None) -> Any:
+        return Rewrite(seen) if held == seen else held
+    return mutation

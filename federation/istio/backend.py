@@ -1,0 +1,236 @@
+"""The Istio backend: routes on shard VirtualServices, delegated to by one root per host.
+
+A route's put and remove are mutations of its shard (found by following split markers down
+its tree, :mod:`federation.istio.layout`), after which the shard is made reachable from its
+roots (:mod:`federation.istio.roots`) and split if it grew too big
+(:mod:`federation.istio.splits`). Its own tidy-up: shards join their roots, empty ones go,
+interrupted splits finish, first-release shards migrate into the tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import _json
+from ..errors import Conflict, InvalidRoute, KubeError, Rejected
+from ..kube import Resource
+from ..mesh import GROUP, KINDS, VERSION, support_objects
+from ..mirror import Kinds, Mirror
+from ..model import Entry, Rank, entry_destination, loses_to, newest
+from ..routespec import RouteKey
+from ..scope import Scope
+from ..table import RouteTable
+from ..writer import Redirect
+from .index import ShardIndex, ShardState
+from .layout import MAX_LEVEL, ShardKey, locate
+from .objects import VS, ShardFull
+from .roots import Roots
+from .shards import ShardWriters
+from .splits import Splitter
+
+log = logging.getLogger("federation.istio")
+Pace = Callable[[], Awaitable[None]]
+KIND_SET = Kinds(
+    resources={plural: Resource(GROUP, VERSION, plural) for plural in KINDS},
+    names={kind: plural for plural, kind in KINDS.items()},
+    watched=tuple(KINDS),
+    # Objects per list page: a page of shards is ~4 MB of JSON, of support objects ~0.5 MB.
+    pages=((VS, 250),),
+)
+
+
+class IstioBackend:
+    kinds = KIND_SET
+
+    def __init__(self, scope: Scope, table: RouteTable, capacity: int) -> None:
+        self.scope = scope
+        self.index = ShardIndex(scope.name, scope.instance, table)
+        self.capacity = capacity
+        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+
+    def bind(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.shards = ShardWriters(self.scope, self.index, mirror)
+        self.roots = Roots(self.scope, self.index, mirror, self.shards)
+        self.splits = Splitter(self.scope, self.index, mirror, self.shards, self.roots,
+                               self.capacity)
+
+    def reconfigured(self) -> None:
+        self.shards.forget_rendered()
+        self._support_memo.clear()
+
+    @staticmethod
+    def fingerprint(obj: dict[str, Any]) -> bytes:
+        return _json.dumps_sorted(obj.get("spec") or {})
+
+    # -- route entries ----------------------------------------------------------------------
+
+    async def put(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
+        """Store a route's entry in its shard (unless a newer write of it is there) and make
+        the shard reachable from its roots; then drop older copies from other shards.
+
+        ``still``: checked when the write is made; False leaves everything as it is (a
+        migration whose route was deleted meanwhile must not bring it back)."""
+        applied = [False]
+
+        def put(entries: Any) -> Any:
+            if not isinstance(entries, dict | None):
+                raise Redirect(entry.path)
+            if still is not None and not still():
+                return entries
+            entries = {} if entries is None else entries
+            entries[entry.path] = newest(entries.get(entry.path), entry)
+            applied[0] = True
+            return entries
+
+        shard = await self._submit(RouteKey.parse(entry.path), put)
+        if not applied[0]:
+            return
+        await self.roots.ensure_in_roots(shard)
+        self.splits.maybe(shard)
+        # Another live copy in this shard's own tree can only be this very write, carried into
+        # a child by a split that finished meanwhile: never drop that one.
+        others = [s for s in self.index.live_copies(entry.path) if s != shard
+                  and (s.legacy or (s.host, s.depth) != (shard.host, shard.depth))]
+        await asyncio.gather(*(self._drop(s, entry.path, entry.rank, inclusive=True)
+                               for s in others))
+
+    async def remove(self, path: str, older_than: Rank | None = None) -> None:
+        """Remove a route's entry; with ``older_than`` only a copy that loses to that write, so
+        two racing moves never remove each other."""
+        shards = (self.index.live_copies(path)
+                  or [locate(RouteKey.parse(path), self.index.is_split)])
+        await asyncio.gather(*(self._drop(s, path, older_than, inclusive=False) for s in shards))
+
+    async def refresh(self, path: str) -> None:
+        """Read the shard a route would be in (a write through another replica that this
+        cache has not heard of yet), following markers down. Absent: nothing to learn;
+        unreachable: ClusterUnavailable, for the caller cannot tell the route is not there."""
+        key = RouteKey.parse(path)
+        for _ in range(MAX_LEVEL + 1):
+            shard = locate(key, self.index.is_split)
+            try:
+                if await self.mirror.reread(VS, shard.name(self.scope.instance)) is None:
+                    return
+            except Rejected:
+                return
+            if not self.index.is_split(shard):
+                return
+
+    async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
+        """Apply a mutation to the shard the route belongs in. Not a retry: it follows split
+        markers down the route's tree (one level per Redirect), splitting first a shard the
+        route's data no longer fits in."""
+        for _ in range(2 * MAX_LEVEL + 2):
+            shard = locate(key, self.index.is_split)
+            try:
+                await self.shards.writer(shard).submit(mutation)
+                return shard
+            except Redirect:
+                continue
+            except ShardFull:
+                await self.splits.now(shard)
+        raise Conflict(f"no stable shard for {key.path} on cluster {self.scope.name!r}",
+                       cluster=self.scope.name, verb="update", status=409)
+
+    async def _drop(self, shard: ShardKey, path: str, rank: Rank | None, inclusive: bool) -> None:
+        def drop(entries: Any) -> Any:
+            if not isinstance(entries, dict | None):
+                raise Redirect(path)
+            held = None if entries is None else entries.get(path)
+            if held is None or not loses_to(held, rank, inclusive):
+                return entries
+            assert entries is not None
+            del entries[path]
+            return entries
+
+        try:
+            await self.shards.writer(shard).submit(drop)
+        except (Redirect, ShardFull):
+            # The shard split meanwhile (or must split first): the route is in one of its
+            # children now, which this cache may not have heard of: read them before dropping,
+            # or the drop would find nothing to remove and the route would stay.
+            await self.refresh(path)
+            await self._submit(RouteKey.parse(path), drop)
+
+    # -- support objects --------------------------------------------------------------------
+
+    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
+        """The support objects an entry needs here (memoised: housekeeping asks for all)."""
+        held = self._support_memo.get(entry.path)
+        if held is not None and held[0] is entry:
+            return held[1]
+        registry, cluster = self.scope.registry, self.scope.cluster
+        try:
+            objs = support_objects(registry, cluster, entry_destination(registry, cluster, entry))
+        except (KeyError, InvalidRoute, ValueError):
+            objs = []  # its cluster left the registry: nothing to route to
+        self._support_memo[entry.path] = (entry, objs)
+        return objs
+
+    # -- its own tidy-up --------------------------------------------------------------------
+
+    async def tidy(self, grace: float, pace: Pace) -> list[dict[str, Any]]:
+        """Repair and tidy the shards and roots; no extra objects to keep."""
+        await self._tidy_shards(grace, pace)
+        await self.splits.settle()
+        await self.roots.tidy(grace, pace)
+        return []
+
+    async def _tidy_shards(self, grace: float, pace: Pace) -> None:
+        now = time.monotonic()
+        for name, state in list(self.index.shards.items()):
+            await pace()
+            if state.split:
+                continue  # markers stay: every replica finds routes through them
+            if not self.index.live(state):
+                await self.splits.resume(state.key)
+            elif state.key.legacy and state.entries:
+                await self._migrate(state, pace)
+            elif state.entries:
+                self.mirror.used("shard", name)
+                await self.roots.ensure_in_roots(state.key)
+            elif self.mirror.unused_for("shard", name, now) >= grace:
+                self.mirror.used("shard", name)
+                await self._delete_empty(state)
+
+    async def _delete_empty(self, state: ShardState) -> None:
+        """An empty shard leaves its roots, then goes, unless written meanwhile (then it
+        stays, back in its roots)."""
+        await self.roots.remove_from_roots(state.key)
+        try:
+            await self.shards.writer(state.key).submit(lambda held: None if held == {} else held)
+        except KubeError:
+            pass  # unreachable now: it stays, and the next pass looks again
+        if state.name in self.index.shards:
+            await self.roots.ensure_in_roots(state.key)
+
+    async def _migrate(self, state: ShardState, pace: Pace) -> None:
+        """Move a legacy shard's routes into the shard tree, a slice at a time: each is written
+        to its new shard (and root) before it leaves the old one, so it always answers."""
+        current = [e for p, e in state.entries.items()
+                   if self.index.entries.get(p, ("",))[0] == state.name]
+
+        def still(entry: Entry) -> Callable[[], bool]:
+            # Still the route's current copy, in the legacy shard (not deleted meanwhile).
+            return lambda: self.index.entries.get(entry.path) == (state.name, entry)
+
+        for i in range(0, len(current), 200):
+            await asyncio.gather(*(self.put(e, still(e)) for e in current[i:i + 200]))
+            await pace()
+        log.info("cluster %s: moved %d routes out of legacy shard %s", self.scope.name,
+                 len(current), state.name,
+                 extra={"cluster": self.scope.name, "object": state.name})
+
+    # -- what it shows, and its end ---------------------------------------------------------
+
+    def status(self) -> dict[str, Any] | None:
+        return None  # nothing beyond the watches' health: Istio reports no per-route status
+
+    def objects(self) -> list[tuple[str, str]]:
+        """Its route-holding objects, roots first (no root then names a missing shard)."""
+        return [(VS, n) for n in self.index.roots] + [(VS, n) for n in self.index.shards]

@@ -1,0 +1,227 @@
+"""The Istio backend's route index: shards and roots as lean states (a shard's entries, a
+root's delegates; rules are rebuilt from entries when written), and the routes they hold.
+
+A route may be held by more than one shard for a moment (a split copying it to a child, a move
+out of a legacy shard): the index answers with the copy in a *live* shard (one whose parent is
+a split marker, or a top or legacy one), newest write first. Changed only by the cluster's
+mirror (see :class:`federation.mirror.RouteIndex`), on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import metrics
+from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, role_of
+from ..table import RouteTable
+from .layout import ShardKey
+from .objects import VS, is_split_marker, root_delegates, shard_key_of
+
+
+@dataclass
+class ShardState:
+    name: str
+    rv: str
+    key: ShardKey
+    split: bool  # a split marker: its routes live in its children
+    entries: dict[str, Entry]
+    size: int = 0  # characters of its routes annotation: what splits a shard of big routes
+
+
+@dataclass
+class RootState:
+    name: str
+    rv: str
+    host_key: str
+    delegates: tuple[str, ...]
+    delegate_set: frozenset[str] = frozenset()  # the same, for the membership tests of writes
+
+    def __post_init__(self) -> None:
+        self.delegate_set = frozenset(self.delegates)
+
+
+class ShardIndex:
+    def __init__(self, cluster: str, instance: str, table: RouteTable) -> None:
+        self.name = cluster
+        self.instance = instance
+        self.table = table
+        self.shards: dict[str, ShardState] = {}
+        self.roots: dict[str, RootState] = {}
+        self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
+        self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry): the index
+        self.owned = 0  # entries this cluster owns (not edge rules): its route count
+        # Kept as shards and roots come and go, so that a write never scans them all.
+        self.shard_hosts: Counter[str] = Counter()  # host keys of shards that hold routes
+        self.root_hosts: set[str] = set()  # host keys of host roots
+        self.plain_tops: set[str] = set()  # plain depth-0 shards: "/" serves every host
+        self._routes_metric = metrics.ROUTES.labels(cluster)
+
+    # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
+
+    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
+        return plural == VS  # shards and roots; any other VirtualService of ours is ignored
+
+    def rv_of(self, plural: str, name: str) -> int:
+        if plural != VS:
+            return 0
+        held = self.shards.get(name) or self.roots.get(name)
+        return int(held.rv) if held is not None else 0
+
+    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> None:
+        meta = obj.get("metadata") or {}
+        if role_of(obj) == "root":
+            host = (meta.get("annotations") or {}).get(ANN_HOST, "")
+            self.roots[name] = RootState(name, rv, host, tuple(root_delegates(obj)))
+            if host:
+                self.root_hosts.add(host)
+            return
+        key = shard_key_of(obj)
+        if key is not None:
+            split = is_split_marker(obj)
+            entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
+            size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
+            self._put_shard(ShardState(name, rv, key, split, entries, size))
+
+    def put_written(self, name: str, rv: str, key: ShardKey, entries: dict[str, Entry],
+                    size: int) -> None:
+        """Our own write of a shard, known by its resourceVersion alone (the cache admitted it):
+        the same as applying the stored object."""
+        self._put_shard(ShardState(name, rv, key, False, entries, size))
+
+    def drop(self, plural: str, name: str) -> bool:
+        if plural != VS:
+            return False
+        root = self.roots.pop(name, None)
+        if root is not None:
+            self.root_hosts.discard(root.host_key)
+            return True
+        if name in self.shards:
+            self._drop_shard(name)
+            return True
+        return False
+
+    def names(self, plural: str) -> Iterable[str]:
+        if plural != VS:
+            return []
+        return list(self.shards) + list(self.roots)
+
+    def route_count(self) -> int:
+        return self.owned
+
+    # -- the route index --------------------------------------------------------------------
+
+    def _count(self, state: ShardState, sign: int) -> None:
+        if state.split:
+            return
+        if state.key.host:
+            self.shard_hosts[state.key.host] += sign
+            if self.shard_hosts[state.key.host] <= 0:
+                del self.shard_hosts[state.key.host]
+        elif state.key.depth == 0:
+            (self.plain_tops.add if sign > 0 else self.plain_tops.discard)(state.name)
+
+    def _put_shard(self, new: ShardState) -> None:
+        old = self.shards.get(new.name)
+        if old is not None:
+            self._count(old, -1)
+        self._count(new, +1)
+        self.shards[new.name] = new
+        old_entries = old.entries if old is not None else {}
+        touched = [p for p in old_entries if p not in new.entries]
+        for path in touched:
+            self._unhold(path, new.name)
+        for path, entry in new.entries.items():
+            held = self.holders.setdefault(path, {})
+            # Unchanged entries are the very same objects when we wrote the shard ourselves.
+            if held.get(new.name) is not entry:
+                held[new.name] = entry
+                touched.append(path)
+        if old is None or old.split != new.split:
+            touched += self._child_paths(new.key)
+        for path in touched:
+            self._refresh(path)
+        self._routes_metric.set(self.owned)
+
+    def _drop_shard(self, name: str) -> None:
+        old = self.shards.pop(name)
+        self._count(old, -1)
+        for path in old.entries:
+            self._unhold(path, name)
+            self._refresh(path)
+        for path in self._child_paths(old.key):
+            self._refresh(path)
+        self._routes_metric.set(self.owned)
+
+    def _unhold(self, path: str, shard: str) -> None:
+        held = self.holders.get(path)
+        if held is not None:
+            held.pop(shard, None)
+            if not held:
+                del self.holders[path]
+
+    def _child_paths(self, key: ShardKey) -> list[str]:
+        if key.legacy:
+            return []
+        paths: list[str] = []
+        for child in key.children():
+            state = self.shards.get(child.name(self.instance))
+            if state is not None:
+                paths += state.entries
+        return paths
+
+    def live(self, state: ShardState) -> bool:
+        """Whether a shard's entries count: not a marker, and not a child of a split in flight."""
+        if state.split:
+            return False
+        parent = state.key.parent()
+        if parent is None:
+            return True
+        held = self.shards.get(parent.name(self.instance))
+        return held is not None and held.split
+
+    def _refresh(self, path: str) -> None:
+        best: tuple[tuple[str, str, bool], str, Entry] | None = None
+        for shard, entry in (self.holders.get(path) or {}).items():
+            state = self.shards.get(shard)
+            if state is None or not self.live(state):
+                continue
+            rank = (*entry.rank, not state.key.legacy)
+            if best is None or rank > best[0]:
+                best = (rank, shard, entry)
+        self._set(path, None if best is None else (best[1], best[2]))
+
+    def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
+        old = self.entries.pop(path, None)
+        if old is not None and self._is_owned(old[1]):
+            self.owned -= 1
+        if value is not None:
+            self.entries[path] = value
+            if self._is_owned(value[1]):
+                self.owned += 1
+        owned = value is not None and self._is_owned(value[1])
+        self.table.update(self.name, path, value[1] if owned and value is not None else None)
+
+    def _is_owned(self, entry: Entry) -> bool:
+        return entry.owner == self.name and not entry.edge
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def is_split(self, key: ShardKey) -> bool:
+        held = self.shards.get(key.name(self.instance))
+        return held is not None and held.split
+
+    def copies(self, path: str) -> dict[str, Entry]:
+        """Every shard holding an entry for ``path`` (live or not), by shard name."""
+        return dict(self.holders.get(path) or {})
+
+    def live_copies(self, path: str) -> list[ShardKey]:
+        out = []
+        for name in self.copies(path):
+            state = self.shards.get(name)
+            if state is not None and self.live(state):
+                out.append(state.key)
+        return out

@@ -1,0 +1,301 @@
+"""One cluster's mirror: everything the service knows of its objects there, whatever the backend.
+
+:class:`Mirror` alone owns, per cluster:
+
+* the list-then-watch of each kind its backend names, into the object cache (resourceVersions,
+  tombstones, relists, health, the echoes of its own writes);
+* the one rule for re-reading an object after a conflict or a 404 (:meth:`Mirror.reread`);
+* the writers: every write to the cluster is a mutation through an
+  :class:`~federation.writer.ObjectWriter` it makes (:meth:`Mirror.writer`);
+* support objects, ensured as built and removed once unused for a grace period (the grace
+  clocks too), with the delete guarded by the resourceVersion it was judged at;
+* the cluster's probe state (filled by the federation's probe).
+
+A backend gives it a route index (what its route-holding objects hold) and a fingerprint for
+support objects; the store holds a mirror and a backend side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _json
+from ..errors import Conflict, KubeError, NotFound
+from ..kube import ClusterClient, Resource, resource_version_of
+from ..writer import Codec, ObjectWriter
+from ._cache import Health, ObjectCache, RouteIndex, SupportState, resource_version
+from ._watch import OwnWrites, Watcher
+
+__all__ = ["Health", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex",
+           "SupportState", "resource_version"]
+
+log = logging.getLogger(__name__)
+Remember = Callable[[Any, str, bool], bool]
+
+
+class Pacer:
+    """Lets other work run on the event loop at least every ``budget`` seconds of a long pass."""
+
+    def __init__(self, budget: float = 0.005) -> None:
+        self.budget = budget
+        self.mark = time.perf_counter()
+
+    async def __call__(self) -> None:
+        if time.perf_counter() - self.mark >= self.budget:
+            await asyncio.sleep(0)
+            self.mark = time.perf_counter()
+
+
+@dataclass
+class ProbeState:
+    """The federation's last look at the cluster's API server (for /clusters and readiness)."""
+
+    reachable: bool | None = None
+    latency: float | None = None
+    version: str | None = None
+    last_probe: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Kinds:
+    """What a backend writes in a cluster, and how the mirror watches it."""
+
+    resources: dict[str, Resource]  # every kind it writes, by plural
+    names: dict[str, str]  # plural by kind name (an object's "kind")
+    watched: tuple[str, ...]  # the kinds listed and watched (in the service's namespace)
+    optional: frozenset[str] = frozenset()  # kinds a cluster may not serve (CRD not installed)
+    pages: tuple[tuple[str, int], ...] = ()  # objects per list page, where not the default
+
+    def plural_of(self, obj: dict[str, Any]) -> str:
+        return self.names[obj["kind"]]
+
+
+class Mirror:
+    def __init__(self, name: str, client: ClusterClient, kinds: Kinds, index: RouteIndex,
+                 fingerprint: Callable[[dict[str, Any]], bytes], selector: str,
+                 watch_timeout: int) -> None:
+        self.name = name
+        self.client = client
+        self.kinds = kinds
+        self.selector = selector
+        self.cache = ObjectCache(index, kinds.resources, kinds.watched, fingerprint)
+        self.probe = ProbeState()
+        self.own = OwnWrites()
+        self._watch_timeout = watch_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watches: list[asyncio.Task[None]] = []
+        self._writers: dict[tuple[str, str], ObjectWriter[Any]] = {}
+        self._unused_since: dict[tuple[str, str], float] = {}  # the grace clocks
+        self._elsewhere: set[tuple[str, str, str]] = set()  # objects kept outside our namespace
+
+    @property
+    def health(self) -> Health:
+        return self.cache.health
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        pages = dict(self.kinds.pages)
+        for plural in self.kinds.watched:
+            watcher = Watcher(self.name, self.client, self.cache, self.kinds.resources[plural],
+                              self.selector, self.own, optional=plural in self.kinds.optional,
+                              page=pages.get(plural), timeout=self._watch_timeout)
+            self._watches.append(self.spawn(watcher.run()))
+
+    async def stop_watching(self) -> None:
+        """Stop hearing from the cluster (tests of a replica whose cache lags)."""
+        for task in self._watches:
+            task.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def reread(self, plural: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it now (None: not found), into the cache too.
+
+        The one re-read rule, for every writer and every backend: work from the object read,
+        not from the cache (which may hold a newer tombstone and ignore it, and a writer must
+        never loop on a state it cannot see); and a 404 forgets nothing, for it may be older
+        than a create whose result the cache already holds. Deletions reach the cache through
+        the watch and through our own deletes.
+        """
+        try:
+            obj = await self.client.get(self.kinds.resources[plural], name)
+        except NotFound:
+            return None
+        self.cache.apply(plural, "MODIFIED", obj)
+        return obj
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def writer(self, plural: str, name: str, *, cached: Callable[[], tuple[Any, str | None]],
+               decode: Callable[[dict[str, Any]], Any], render: Callable[[Any, str | None], bytes],
+               copy: Callable[[Any], Any] = lambda state: state,
+               remember: Remember | None = None) -> ObjectWriter[Any]:
+        """The writer of one object (made once): the backend says how its state is read from
+        the cache (``cached``), from an object (``decode``) and rendered (``render``);
+        ``remember`` keeps a written state known by its new resourceVersion alone."""
+        held = self._writers.get((plural, name))
+        if held is not None:
+            return held
+
+        async def store(state: Any, body: bytes, rv: str | None) -> None:
+            await self._store(plural, name, state, body, rv, remember)
+
+        async def reread() -> tuple[Any, str | None]:
+            obj = await self.reread(plural, name)
+            if obj is None:
+                return None, None
+            return decode(obj), str(resource_version(obj))
+
+        codec: Codec[Any] = Codec(cached=cached, render=render, store=store, reread=reread,
+                                  copy=copy)
+        writer = self._writers[(plural, name)] = ObjectWriter(self.name, name, codec)
+        return writer
+
+    async def _store(self, plural: str, name: str, state: Any, body: bytes, rv: str | None,
+                     remember: Remember | None) -> None:
+        res = self.kinds.resources[plural]
+        if state is None:
+            await self.client.delete(res, name, rv)
+            self.cache.forget(plural, name)
+            return
+        raw = await self.client.write_raw(res, body, name, exists=rv is not None)
+        new_rv = resource_version_of(raw)
+        if new_rv is not None and remember is not None and remember(state, new_rv, rv is None):
+            self.own.note(new_rv)
+            return
+        self.cache.apply(plural, "MODIFIED", _json.loads(raw))
+
+    # -- support objects ----------------------------------------------------------------------
+
+    def _support_writer(self, plural: str, name: str) -> ObjectWriter[Any]:
+        def cached() -> tuple[SupportState | None, str | None]:
+            held = self.cache.support[plural].get(name)
+            return (held, None if held is None else held.rv)
+
+        def render(obj: dict[str, Any], rv: str | None) -> bytes:
+            meta = dict(obj["metadata"])
+            if rv is not None:
+                meta["resourceVersion"] = rv
+            return _json.dumps({**obj, "metadata": meta})
+
+        return self.writer(plural, name, cached=cached, render=render,
+                           decode=lambda obj: SupportState(name, str(resource_version(obj)),
+                                                           self.cache.fingerprint(obj)))
+
+    async def ensure(self, plural: str, obj: dict[str, Any]) -> None:
+        """Create or update an object as built; one the API server holds with the same
+        fingerprint (another replica's) is as good."""
+        meta = obj["metadata"]
+        if meta.get("namespace") not in (None, self.client.namespace):
+            await self._ensure_elsewhere(plural, obj)
+            return
+        wanted = self.cache.fingerprint(obj)
+
+        def put(held: SupportState | dict[str, Any] | None) -> Any:
+            same = isinstance(held, SupportState) and held.spec == wanted
+            return held if same else obj
+
+        held = self.cache.support[plural].get(meta["name"])
+        if held is None or held.spec != wanted:
+            await self._support_writer(plural, meta["name"]).submit(put)
+
+    async def _ensure_elsewhere(self, plural: str, obj: dict[str, Any]) -> None:
+        """An object in another namespace (a ReferenceGrant in a user's): created once and
+        kept, never watched (a namespaced watch cannot see it, and a cluster-wide one would
+        need cluster-wide rights); so no writer: nothing rewrites or deletes it."""
+        meta = obj["metadata"]
+        where = (plural, meta["namespace"], meta["name"])
+        if where in self._elsewhere:
+            return
+        try:
+            await self.client.create(self.kinds.resources[plural], obj, namespace=where[1])
+        except Conflict:
+            pass  # it exists
+        except NotFound:
+            # The namespace is not there (yet): the route is stored all the same, and
+            # housekeeping creates the object once the spawner has made the namespace.
+            log.info("cluster %s: namespace %s not found for %s %s; will retry", self.name,
+                     where[1], plural, where[2], extra={"cluster": self.name})
+            return
+        self._elsewhere.add(where)
+
+    async def remove_unused(self, needed: Iterable[tuple[str, str]], grace: float,
+                            pace: Callable[[], Awaitable[None]]) -> None:
+        """Support objects nothing needs go once unused for ``grace`` seconds, each deleted
+        only if unchanged since it was judged unused (another replica may need it now)."""
+        needed = set(needed)
+        now = time.monotonic()
+        for plural, held in self.cache.support.items():
+            for name, state in list(held.items()):
+                await pace()
+                if (plural, name) in needed:
+                    self.used(plural, name)
+                elif self.unused_for(plural, name, now) >= grace:
+                    self.used(plural, name)
+                    await self.delete_if_unchanged(plural, name, state.rv)
+
+    async def delete_if_unchanged(self, plural: str, name: str, rv: str) -> bool:
+        """Delete a support object if still at ``rv``; False when it was written meanwhile
+        (or the cluster cannot be reached now: the next pass judges again)."""
+        def drop(held: Any) -> Any:
+            return None if isinstance(held, SupportState) and held.rv == rv else held
+
+        try:
+            await self._support_writer(plural, name).submit(drop)
+        except KubeError:
+            return False
+        return name not in self.cache.support[plural]
+
+    # -- grace clocks -------------------------------------------------------------------------
+
+    def unused_for(self, kind: str, name: str, now: float) -> float:
+        return now - self._unused_since.setdefault((kind, name), now)
+
+    def used(self, kind: str, name: str) -> None:
+        self._unused_since.pop((kind, name), None)
+
+    # -- the end of a backend -----------------------------------------------------------------
+
+    async def purge(self, objects: list[tuple[str, str]]) -> None:
+        """Delete these objects, whatever they hold now (their cluster moved to the other
+        backend: nothing writes them any more). Failures are logged, not raised."""
+        for plural, name in objects:
+            writer = self.writer(plural, name, decode=resource_version,
+                                 cached=self._held_by(plural, name), render=_never)
+            try:
+                await writer.submit(lambda _: None)
+            except KubeError as exc:
+                log.warning("cluster %s: cannot delete %s %s: %s", self.name, plural, name, exc,
+                            extra={"cluster": self.name})
+
+    def _held_by(self, plural: str, name: str) -> Callable[[], tuple[int | None, str | None]]:
+        """An object's state as its resourceVersion alone (all a delete needs)."""
+        def cached() -> tuple[int | None, str | None]:
+            rv = self.cache.rv_of(plural, name)
+            return (rv, str(rv)) if rv else (None, None)
+        return cached
+
+
+def _never(state: Any, rv: str | None) -> bytes:
+    raise AssertionError("a purge only deletes")

@@ -1,0 +1,151 @@
+"""The object cache of one cluster: resourceVersions, tombstones, relists, the health of the
+watches, support objects by fingerprint; route-holding objects handed to the backend's index.
+
+Only the cluster's :class:`~federation.mirror.Mirror` changes it (from its watches and from the
+results of its own writes), on the event loop, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..model import Entry
+from ..table import RouteTable
+
+
+class RouteIndex(Protocol):
+    """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes), and
+    the index of the routes they hold. The cache decides what is stale; the index only keeps."""
+
+    table: RouteTable  # where the routes this cluster owns are published
+    entries: dict[str, tuple[str, Entry]]  # path -> (object name, entry): what answers for it
+
+    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
+        """Whether ``obj`` is one of the index's objects (not a support object)."""
+
+    def rv_of(self, plural: str, name: str) -> int:
+        """The resourceVersion of a held object; 0 when not held."""
+
+    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> None:
+        """Keep the object's state (``decoded``: its entries, known without parsing)."""
+
+    def drop(self, plural: str, name: str) -> bool:
+        """Forget a held object; False when it was not held."""
+
+    def names(self, plural: str) -> Iterable[str]:
+        """Names of the held objects of a kind."""
+
+    def route_count(self) -> int:
+        """Routes this cluster owns (edge rules excluded)."""
+
+
+@dataclass
+class SupportState:
+    name: str
+    rv: str
+    spec: bytes  # the object's fingerprint (the backend says how): compared, never read
+
+
+@dataclass
+class Health:
+    """What /clusters shows of a cluster's watches."""
+
+    state: str = "starting"  # starting | synced | resyncing | failing
+    synced: dict[str, bool] = field(default_factory=dict)
+    ever_synced: bool = False
+    last_sync: float | None = None
+    last_event: float | None = None
+    last_error: str | None = None
+    watch_restarts: int = 0
+
+    def kind_synced(self, plural: str) -> None:
+        self.synced[plural] = True
+        self.last_sync = self.last_event = time.time()
+        if all(self.synced.values()):
+            self.ever_synced = True
+            self.state = "synced"
+
+
+def resource_version(obj: dict[str, Any] | None) -> int:
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+class ObjectCache:
+    """Every object of ours in one cluster, as recent as what we have heard of it."""
+
+    def __init__(self, index: RouteIndex, kinds: Iterable[str], watched: Iterable[str],
+                 fingerprint: Callable[[dict[str, Any]], bytes]) -> None:
+        self.index = index
+        self.support: dict[str, dict[str, SupportState]] = {p: {} for p in kinds}
+        self.tombstones: dict[tuple[str, str], int] = {}
+        self.health = Health(synced={p: False for p in watched})
+        self._fingerprint = fingerprint
+
+    def rv_of(self, plural: str, name: str) -> int:
+        held = self.index.rv_of(plural, name)
+        if held:
+            return held
+        state = self.support.get(plural, {}).get(name)
+        return int(state.rv) if state is not None else 0
+
+    def newer(self, plural: str, name: str, rv: int) -> bool:
+        """Whether ``rv`` is newer than everything known of the object (deletions included)."""
+        return rv > max(self.rv_of(plural, name), self.tombstones.get((plural, name), 0))
+
+    def apply(self, plural: str, kind: str, obj: dict[str, Any],
+              decoded: dict[str, Entry] | None = None) -> None:
+        """Apply one watch event, one read or one of our own write results; stale ones are
+        ignored. ``decoded``: the entries of an object we just wrote, not parsed again."""
+        name = (obj.get("metadata") or {}).get("name")
+        if not name:
+            return
+        rv = resource_version(obj)
+        if rv and not self.newer(plural, name, rv):
+            return
+        if kind == "DELETED":
+            self.forget(plural, name, rv)
+            return
+        self.tombstones.pop((plural, name), None)
+        if self.index.takes(plural, obj):
+            self.index.put(plural, name, str(rv), obj, decoded)
+        else:
+            self.support[plural][name] = SupportState(name, str(rv), self._fingerprint(obj))
+
+    def admit(self, plural: str, name: str, rv: str) -> bool:
+        """Before the index keeps one of our writes known by its resourceVersion alone:
+        False when something newer is known already."""
+        if not self.newer(plural, name, int(rv)):
+            return False
+        self.tombstones.pop((plural, name), None)
+        return True
+
+    def forget(self, plural: str, name: str, rv: int = 0) -> None:
+        """A deletion (a watch event, or our own delete)."""
+        self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
+        if self.support.get(plural, {}).pop(name, None) is None:
+            self.index.drop(plural, name)
+
+    def apply_page(self, plural: str, items: list[dict[str, Any]]) -> None:
+        """One page of a list: applied as it arrives, so a big list is never held whole."""
+        for obj in items:
+            self.apply(plural, "ADDED", obj)
+
+    def end_relist(self, plural: str, listed: set[str], list_rv: int) -> None:
+        """The list is the new truth, except objects we know are newer than it."""
+        names = list(self.support.get(plural, {})) + list(self.index.names(plural))
+        for name in names:
+            if name not in listed and self.rv_of(plural, name) <= list_rv:
+                self.forget(plural, name, list_rv)
+        self.tombstones = {k: rv for k, rv in self.tombstones.items()
+                           if k[0] != plural or rv > list_rv}
+        self.health.kind_synced(plural)
+
+    def fingerprint(self, obj: dict[str, Any]) -> bytes:
+        return self._fingerprint(obj)

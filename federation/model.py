@@ -1,0 +1,155 @@
+"""The route model both backends store: an :class:`Entry` per route, the rule that decides
+between two writes of one route, the labels every object carries, and the annotation codec
+that keeps entries on objects (a shard holds many, an HTTPRoute one).
+
+Pure: no I/O, no backend. Everything a backend writes is built from these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Cluster, Registry
+from .placement import Destination, destination_in, edge_destination
+
+MANAGED_BY = "jupyterhub-federation-proxy"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "federation.jupyter.org/instance"
+LABEL_ROLE = "federation.jupyter.org/role"
+ANN_ROUTES = "federation.jupyter.org/routes"  # the entries an object holds (JSON)
+ANN_HOST = "federation.jupyter.org/host"  # the host a host-routed object serves
+ROUTE_HEADER = "x-federation-route"  # response header naming the rule that served a request
+
+Rank = tuple[str, str]  # (written at, owner): the order between two writes of one route
+
+
+def short_hash(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def dns_label(*parts: str) -> str:
+    """Join parts into a DNS-1123 label of at most 63 characters, hashing when too long."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+    if len(name) > 63:
+        name = name[:54].rstrip("-") + "-" + short_hash(name)
+    return name
+
+
+def selector(instance: str) -> str:
+    """The label selector of every object one instance of the service owns."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}={instance}"
+
+
+def labels(instance: str, role: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance, LABEL_ROLE: role}
+
+
+def role_of(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_ROLE)
+
+
+def route_id(path: str) -> str:
+    return "r-" + short_hash(path, 12)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One route as stored in one cluster."""
+
+    path: str
+    target: str
+    owner: str  # the cluster that holds the route (this cluster, or a remote for an edge rule)
+    data: dict[str, Any]
+    last_activity: str
+    edge: bool = False  # a home-cluster rule forwarding to ``owner``'s ingress
+
+    @property
+    def rank(self) -> Rank:
+        return (self.last_activity, self.owner)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"target": self.target, "owner": self.owner, "at": self.last_activity}
+        if self.edge:
+            out["edge"] = True
+        else:
+            out["data"] = self.data
+        return out
+
+    @classmethod
+    def from_json(cls, path: str, raw: dict[str, Any]) -> Entry:
+        return cls(
+            path=path,
+            target=str(raw["target"]),
+            owner=str(raw["owner"]),
+            data=dict(raw.get("data") or {}),
+            last_activity=str(raw.get("at", "")),
+            edge=bool(raw.get("edge", False)),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Newest write wins: the one rule between two writes of a route (replicas, moves, the table)
+
+
+def newest(held: Entry | None, entry: Entry) -> Entry:
+    """What a put of ``entry`` leaves where ``held`` is stored: a write never replaces a newer
+    one (written at, then owner name, so every replica decides alike)."""
+    return entry if held is None or held.rank <= entry.rank else held
+
+
+def loses_to(held: Entry, rank: Rank | None, inclusive: bool = False) -> bool:
+    """Whether ``held`` gives way to a write of ``rank`` (None: to any removal). Inclusive: an
+    equal rank gives way too (the same write's other copy)."""
+    if rank is None:
+        return True
+    return held.rank <= rank if inclusive else held.rank < rank
+
+
+def winner(entries: list[Entry]) -> Entry:
+    return max(entries, key=lambda e: e.rank)
+
+
+# --------------------------------------------------------------------------------------------
+# The annotation codec
+
+
+def encode_fragment(entry: Entry) -> str:
+    """One entry as a member of the routes annotation's JSON object (``"path":{...}``)."""
+    return json.dumps(entry.path, ensure_ascii=False) + ":" + json.dumps(
+        entry.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_entries(entries: list[Entry]) -> str:
+    return "{" + ",".join(encode_fragment(e) for e in entries) + "}"
+
+
+def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
+    """The entries stored on an object (tolerant: a hand-edited object yields what it can)."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_ROUTES)
+    if not raw:
+        return {}
+    try:
+        # The standard library, not orjson: route data is any JSON the hub sent, and orjson
+        # reads integers past 64 bits as floats, which would change the data handed back.
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    out: dict[str, Entry] = {}
+    if isinstance(data, dict):
+        for path, value in data.items():
+            try:
+                out[path] = Entry.from_json(path, value)
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
+def entry_destination(registry: Registry, cluster: Cluster, entry: Entry) -> Destination:
+    """Where ``cluster`` sends the entry's traffic."""
+    if entry.edge:
+        return edge_destination(registry.clusters[entry.owner])
+    return destination_in(cluster, entry.target, entry.data, registry.instance)
