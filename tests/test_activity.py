@@ -13,13 +13,13 @@ import yaml
 
 from federation.activity import (
     DEFAULT_QUERY,
-    ActivityBook,
     ActivityError,
     iso,
     parse_response,
     plan_read,
     render_query,
 )
+from federation.activity_book import ActivityBook
 from federation.config import Activity, load_registry, parse_registry
 from federation.errors import ConfigError
 from federation.model import Entry

@@ -5,6 +5,7 @@ publishes, and the watch streams, which deliver).
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ class _Event:
     namespace: str
     stored: _Stored
     prev: dict[str, Any] | None  # previous state, for selector transitions on MODIFIED
+    at: float = field(default_factory=time.monotonic)  # when it happened (watch lag counts from it)
 
 
 _BREAK = object()  # watcher sentinel: end the stream abruptly

@@ -5,8 +5,10 @@ reset) and the per-verb request counters.
 from __future__ import annotations
 
 import math
+import random
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ class FaultsMixin:
     _stopping: bool
     request_counts: dict[str, int]
     latency: float
+    read_delay: float
+    watch_lag: float
 
 
     def _init_faults(self) -> None:
@@ -45,6 +49,12 @@ class FaultsMixin:
         self._started = False
         self._stopping = False
         self.latency = 0.0
+        # Late answers, as from a loaded API server or an etcd follower: a GET of one object is
+        # decided, then delivered up to ``read_delay`` s later (a create in between is not in
+        # it); watch events reach every watcher ``watch_lag`` s after they happened.
+        self.read_delay = 0.0
+        self.watch_lag = 0.0
+        self._late = random.Random()
         self.request_counts = dict.fromkeys(VERBS, 0)
 
     def inject_errors(
@@ -97,6 +107,17 @@ class FaultsMixin:
             details = {"causes": [{"message": "injected fault"}], "retryAfterSeconds": seconds}
         message = _INJECTED_MESSAGES.get(fault.status, f"injected fault ({fault.status})")
         raise _APIError(fault.status, message, details=details, headers=headers)
+
+    def _deliver_late(self) -> None:
+        """Hold a decided GET answer for up to ``read_delay`` seconds."""
+        if self.read_delay > 0:
+            time.sleep(self._late.uniform(0, self.read_delay))
+
+    def _lag(self, happened: float) -> None:
+        """Hold a watch event until ``watch_lag`` seconds after it happened."""
+        wait = happened + self.watch_lag - time.monotonic()
+        if self.watch_lag > 0 and wait > 0:
+            time.sleep(wait)
 
     def _stall_or_drop(self, h: _Handler) -> None:
         with self._state:

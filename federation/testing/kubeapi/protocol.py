@@ -326,9 +326,11 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
         if req.method == "GET":
             self._admit("get")
             stored = res.objects.get(key)
-            if stored is None:
+            answer = None if stored is None else _Response(200, res.render(stored, version))
+            self._deliver_late()  # decided above: what happens meanwhile is not in it
+            if answer is None:
                 raise res.not_found(t.name)
-            return _Response(200, res.render(stored, version))
+            return answer
         if req.method == "PUT":
             self._admit("update")
             return self._replace(req, res, version, key, sub)

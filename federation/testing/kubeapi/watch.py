@@ -192,6 +192,7 @@ class WatchMixin(StoreMixin, FaultsMixin):
                 out.drop()
                 return False
         assert isinstance(item, _Event)
+        self._lag(item.at)
         seen = watcher.translate(item)
         if seen is not None:
             out.emit(seen, watcher.res.render(item.stored, watcher.version))
