@@ -237,24 +237,38 @@ class Federation:
         await _write(store, entry)
 
     async def delete_route(self, raw_path: str) -> bool:
+        """Remove a route from every cluster that holds it; False when none does (404).
+
+        Every cluster is asked, not only those this replica has heard hold the route: a copy
+        written through another replica (a route not heard of yet, or one that moved between
+        clusters meanwhile) would otherwise stay, and answer for the route once this one went.
+        A cluster not known to hold it is read first; all clusters at once."""
         path = normalize_path(raw_path)
-        if self.table.get(path) is None:
-            # Not in this replica's cache, but maybe just written through another replica and
-            # not yet seen here: read the shards it would be in before answering 404.
-            unread = [r for r in await asyncio.gather(
-                *(s.refresh(path) for s in self.stores.values()), return_exceptions=True)
-                if isinstance(r, Exception)]
-            if self.table.get(path) is None:
-                if unread:
-                    # A cluster that could not be read may hold it: 503, so the hub asks again,
-                    # rather than a 404 it would believe.
-                    raise unread[0]
-                return False
-        results = await asyncio.gather(*(s.remove_entry(path) for s in self.holders(path)),
+        known = self.table.get(path) is not None
+        results = await asyncio.gather(*(self._remove_from(s, path)
+                                         for s in list(self.stores.values())),
                                        return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        failed = [r for r in results if isinstance(r, BaseException)]
+        removed = any(r is True for r in results)
+        if failed and (known or removed or self.table.get(path) is not None):
+            raise failed[0]
+        if not known and not removed:
+            if failed:
+                # A cluster that could not be read may hold it: 503, so the hub asks again,
+                # rather than a 404 it would believe.
+                raise failed[0]
+            return False
+        return True
+
+    @staticmethod
+    async def _remove_from(store: Store, path: str) -> bool:
+        """Remove the route's entry from one cluster (read first where not known to be
+        there); True when the cluster held it."""
+        if not store.holds(path):
+            await store.refresh(path)
+            if not store.holds(path):
+                return False
+        await store.remove_entry(path)
         return True
 
     async def _warmup(self, cluster: str, key: RouteKey) -> bool:
