@@ -225,7 +225,10 @@ def test_two_lagging_replicas_lose_no_acknowledged_write(tmp_path: Path, lagging
             for server in lagging_clusters.servers.values():
                 server.clear_errors()
         total = 8 * 18 + 2 * 2 * 10 + 2 * 4 * 7
-        assert len(hub.errors) <= total // 20, "\n".join(hub.errors)
+        # A writer that gives up on conflicts is a writer looping on a state it cannot see
+        # (the re-read rule broken): never. Bursts the retries could not absorb: a few.
+        assert not [e for e in hub.errors if "kept conflicting" in e], "\n".join(hub.errors)
+        assert len(hub.errors) <= total // 40, "\n".join(hub.errors)
         time.sleep(WATCH_LAG + 0.5)  # every replica has heard every write
         # A move through a replica that had not heard of the route's old copy leaves that
         # copy for housekeeping (the newer write answers meanwhile): one pass, as every
