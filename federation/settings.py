@@ -6,8 +6,8 @@ cluster registry itself is ``clusters.yaml`` (:mod:`federation.config`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
