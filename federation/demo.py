@@ -134,8 +134,9 @@ def target_namespaces(registry: Registry) -> dict[str, set[str]]:
     there with a ReferenceGrant)."""
     out: dict[str, set[str]] = {name: set() for name in registry.clusters}
     for _, data in SAMPLE_ROUTES:
-        cluster = place(registry, data["target"], data).cluster
-        dest = destination_in(cluster, data["target"], data, registry.instance)
+        target = str(data["target"])
+        cluster = place(registry, target, data).cluster
+        dest = destination_in(cluster, target, data, registry.instance)
         if dest.kind == "service":
             namespace = dest.host.split(".")[1]
             if namespace != cluster.namespace:
