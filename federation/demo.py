@@ -158,16 +158,21 @@ def install_gateways(clusters: EmulatedClusters, registry: Registry) -> None:
             if cluster.backend == "istio":
                 http.post(f"/apis/{GROUP}/{VERSION}/namespaces/{GATEWAY[0]}/gateways",
                           json=gateway_object(hosts)).raise_for_status()
-                continue
-            for namespace in sorted(namespaces[name]):
-                http.post("/api/v1/namespaces", json={
-                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
-                }).raise_for_status()
-            base = f"/apis/{GATEWAY_API}/namespaces/{GATEWAY[0]}/gateways"
-            created = http.post(base, json=gateway_api_gateway(hosts))
-            created.raise_for_status()
-            http.put(f"{base}/{GATEWAY[1]}/status",
-                     json=gateway_api_status(created.json())).raise_for_status()
+            else:
+                _install_gateway_api(http, hosts, namespaces[name])
+
+
+def _install_gateway_api(http: httpx.Client, hosts: list[str], namespaces: set[str]) -> None:
+    for namespace in sorted(namespaces):
+        http.post("/api/v1/namespaces", json={
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+        }).raise_for_status()
+    base = f"/apis/{GATEWAY_API}/namespaces/{GATEWAY[0]}/gateways"
+    created = http.post(base, json=gateway_api_gateway(hosts))
+    created.raise_for_status()
+    # Status is a subresource: written apart, as the Gateway's controller would.
+    http.put(f"{base}/{GATEWAY[1]}/status",
+             json=gateway_api_status(created.json())).raise_for_status()
 
 
 def why(registry: Registry, path: str, data: dict[str, Any]) -> str:
