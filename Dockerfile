@@ -2,7 +2,9 @@
 #
 # JupyterHub federation proxy image.
 #
-#   docker build -t ghcr.io/jupyterhub-federation/federation-proxy:0.1.0 .
+#   docker build -t registry.example.org/jupyterhub/federation-proxy:0.1.0 .
+#
+# No image is published by the project: build and push your own (docs/operations.md, section 0).
 #
 # Stage 1 builds wheels for the project and all its dependencies; stage 2
 # installs them into a clean python:3.11-slim with no build tools and runs as

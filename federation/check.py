@@ -40,7 +40,8 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         version = await client.version()
         out.append(Finding(name, "reachable", True, f"{client.server_url} (Kubernetes {version})"))
     except KubeError as exc:
-        out.append(Finding(name, "reachable", False, str(exc)))
+        # The URL tried, so that a wrong server or port in the kubeconfig shows.
+        out.append(Finding(name, "reachable", False, f"{client.server_url}: {exc}"))
         return out
     gateway_api = cluster.backend == "gateway-api"
     kind, res = ("HTTPRoutes", HTTP_ROUTES) if gateway_api else ("VirtualServices", VIRTUAL_SERVICES)

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from . import __version__, logs
 from .config import load_registry
 from .errors import ConfigError
-from .settings import Settings
+from .settings import Settings, describe_error
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -37,6 +38,25 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+class Stopped(Exception):  # noqa: N818 - a request to stop, not a failure
+    """SIGINT or SIGTERM asked ``serve`` to stop."""
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop ``serve``, set explicitly: a background job of a non-interactive
+    shell inherits SIGINT as ignored. uvicorn takes both over while it serves, shuts down
+    gracefully, restores these handlers and raises the signal again: it ends here as exit 0."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
+BACKENDS = ("istio", "gateway-api")  # clusters.yaml's backend values
+
+
 def fail(message: str) -> int:
     print(f"federation: {message}", file=sys.stderr)
     return 2
@@ -50,10 +70,8 @@ def load_settings(config: str, no_auth: bool) -> Settings:
 
 
 def _settings_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{msg}" if not loc else f"setting {loc}: {msg}"
+    """Every bad setting, one per line, each naming its environment variable."""
+    return "\nfederation: ".join(describe_error(error) for error in exc.errors())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -81,8 +99,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # middleware writes the access log, so uvicorn's own is off.
     # Keep-alive past uvicorn's 5 s: a client that pauses longer must not race the server
     # closing its idle connection (a POST lost that way is not retried by most clients).
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level,
-                access_log=False, log_config=None, timeout_keep_alive=75)
+    stop_on_signals()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level,
+                    access_log=False, log_config=None, timeout_keep_alive=75)
+    except Stopped:
+        pass
     return 0
 
 
@@ -93,7 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         registry = load_registry(args.config)
     except ConfigError as exc:
         return fail(str(exc))
-    settings = Settings(config=Path(args.config), no_auth=True, kube_retries=0)  # type: ignore[call-arg]
+    try:
+        settings = Settings(config=Path(args.config), no_auth=True, kube_retries=0)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        return fail(_settings_error(exc))
     # Only problems, through the redacting handler: the findings themselves go to stdout.
     logs.setup_logging("warning", settings.log_format)
     return asyncio.run(run_check(registry, settings))
@@ -106,7 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         return fail(problem)
     logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
-    return run_demo(port=args.port, host=args.host, once=args.once)
+    return run_demo(port=args.port, host=args.host, once=args.once, backend=args.backend)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,14 +160,18 @@ def _add_listen(cmd: argparse.ArgumentParser, host: str, port: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="federation",
-        description="configurable-http-proxy's API, backed by Istio VirtualServices in many clusters",
+        description="configurable-http-proxy's API, backed by the routing objects of many "
+                    "clusters: Istio VirtualServices, or Gateway API HTTPRoutes (backend: "
+                    "gateway-api in clusters.yaml)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     shown = argparse.ArgumentDefaultsHelpFormatter
 
     serve = sub.add_parser("serve", help="run the proxy API", formatter_class=shown,
-                           description="Serve the proxy API; settings: FEDERATION_* (docs/operations.md).")
+                           description="Serve the proxy API, writing each route as Istio VirtualServices or "
+                                       "Gateway API HTTPRoutes (each cluster's backend in "
+                                       "clusters.yaml); settings: FEDERATION_* (docs/operations.md).")
     serve.add_argument("--config", required=True, default=argparse.SUPPRESS,
                        help="path to clusters.yaml (required)")
     _add_listen(serve, os.environ.get("FEDERATION_HOST", "0.0.0.0"), 8001)
@@ -151,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="connect to every cluster and report what works",
-                           formatter_class=shown, description="Exit 0 when every check passes.")
+                           formatter_class=shown,
+                           description="Reach every cluster, list and write its routing objects "
+                                       "(VirtualServices or HTTPRoutes, by each cluster's backend), "
+                                       "verify its Gateway. Exit 0 when every check passes.")
     check.add_argument("--config", required=True, default=argparse.SUPPRESS,
                        help="path to clusters.yaml (required)")
     check.set_defaults(func=cmd_check)
@@ -160,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=shown)
     _add_listen(demo, "127.0.0.1", 8001)
     demo.add_argument("--once", action="store_true", help="print the placement and exit")
+    demo.add_argument("--backend", choices=BACKENDS, default="istio",
+                      help="the objects the routes become: Istio VirtualServices, or Gateway "
+                           "API HTTPRoutes")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -6,13 +6,14 @@ pod's log. Loading is pure (no network); connecting happens in :mod:`federation.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import ssl
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -367,6 +368,38 @@ class Registry:
         return None
 
 
+def _model_at(loc: list[Any]) -> type[BaseModel] | None:
+    """The model that holds the key at ``loc`` (list indexes skipped), following the schema."""
+    model: type[BaseModel] | None = ClustersFile
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field_ = model.model_fields.get(str(part))
+        model = _nested_model(field_.annotation) if field_ else None
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):  # Optional[...], list[...]
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def unknown_key_hint(loc: list[Any]) -> str:
+    """"unknown key", with the known key it most likely meant (a typo such as ``contxt``)."""
+    model = _model_at(loc)
+    known = sorted(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key: did you mean {close[0]!r}? (see clusters.example.yaml)"
+    where = f"; known keys here: {', '.join(known)}" if known else ""
+    return f"unknown key: remove it or check its spelling{where} (see clusters.example.yaml)"
+
+
 def _format_validation(path: str, exc: ValidationError, raw: dict[str, Any]) -> str:
     lines = [f"{path}: invalid configuration"]
     for error in exc.errors():
@@ -384,7 +417,7 @@ def _format_validation(path: str, exc: ValidationError, raw: dict[str, Any]) -> 
         where = "".join(where_parts) or "(top level)"
         kind = error["type"]
         if kind == "extra_forbidden":
-            hint = "unknown key: remove it or check its spelling (see clusters.example.yaml)"
+            hint = unknown_key_hint(loc)
         elif kind == "missing":
             hint = "required key is missing: add it (see clusters.example.yaml)"
         else:
@@ -420,7 +453,10 @@ def kubeconfig_contexts(paths: list[Path]) -> set[str]:
 
 
 def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool = True) -> Registry:
-    """Validate a parsed clusters.yaml document and apply the defaults."""
+    """Validate a parsed clusters.yaml document and apply the defaults.
+
+    Every problem is reported at once (one line each), so that an operator fixes the file in
+    one pass: the schema's, or, once the schema holds, every cross-check's."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the file must be a YAML mapping with keys home, defaults, clusters")
     try:
@@ -428,104 +464,121 @@ def parse_registry(raw: Any, *, source: str = "<config>", check_kubeconfig: bool
     except ValidationError as exc:
         raise ConfigError(_format_validation(source, exc, raw)) from None
 
-    seen: set[str] = set()
-    for entry in doc.clusters:
-        if entry.name in seen:
-            raise ConfigError(
-                f"{source}: clusters[{entry.name}]: duplicate cluster name; every name must be unique"
-            )
-        seen.add(entry.name)
-    if doc.home not in seen:
-        raise ConfigError(
-            f"{source}: home: {doc.home!r} is not one of the clusters ({', '.join(sorted(seen))}); "
-            "set home to the name of the hub's own cluster"
-        )
-    origins: dict[tuple[str, str, int], str] = {}
-    for entry in doc.clusters:
-        if entry.context is None and not entry.inCluster:
-            raise ConfigError(
-                f"{source}: clusters[{entry.name}].context: missing; name the kubeconfig context "
-                "(or set inCluster: true for the cluster this service runs in)"
-            )
-        if entry.context is not None and entry.inCluster:
-            raise ConfigError(
-                f"{source}: clusters[{entry.name}]: give either context or inCluster: true, not both"
-            )
-        if entry.ingressPublicUrl:
-            origin = origin_of(entry.ingressPublicUrl)
-            if origin in origins:
-                raise ConfigError(
-                    f"{source}: clusters[{entry.name}].ingressPublicUrl: same as cluster "
-                    f"{origins[origin]!r}; each cluster needs its own ingress URL"
-                )
-            origins[origin] = entry.name
-        elif entry.name != doc.home and entry.edge:
-            raise ConfigError(
-                f"{source}: clusters[{entry.name}].ingressPublicUrl: missing; a cluster other than "
-                "home needs the public URL of its ingress (the spawner profile's ingress_public_url), "
-                "or edge: false"
-            )
-
+    problems = _entry_problems(source, doc)
     if check_kubeconfig and any(e.context for e in doc.clusters):
-        paths = kubeconfig_paths(doc.kubeconfig)
-        if not paths:
-            raise ConfigError(
-                f"{source}: kubeconfig: no kubeconfig found (looked at the kubeconfig key, "
-                "$KUBECONFIG and ~/.kube/config); set one of them"
-            )
-        known = kubeconfig_contexts(paths)
-        for entry in doc.clusters:
-            if entry.context and entry.context not in known:
-                raise ConfigError(
-                    f"{source}: clusters[{entry.name}].context: {entry.context!r} is not a context in "
-                    f"{os.pathsep.join(map(str, paths))}; use one of: {', '.join(sorted(known)) or '(none)'}"
-                )
-
-    d = doc.defaults
+        problems += _context_problems(source, doc)
     clusters: dict[str, Cluster] = {}
     for entry in doc.clusters:
-
-        def pick(key: str, fallback: Any, entry: ClusterEntry = entry) -> Any:
-            value = getattr(entry, key)
-            if value is None:
-                value = getattr(d, key)
-            return fallback if value is None else value
-
-        gateway = pick("gateway", None)
-        hosts = pick("hosts", None)
-        for key, value in (("gateway", gateway), ("hosts", hosts)):
-            if value is None:
-                raise ConfigError(
-                    f"{source}: clusters[{entry.name}].{key}: missing; set it on the cluster or under defaults"
-                )
-        clusters[entry.name] = Cluster(
-            name=entry.name,
-            context=entry.context,
-            in_cluster=entry.inCluster,
-            namespace=pick("namespace", "jupyterhub"),
-            gateway=gateway,
-            hosts=tuple(hosts),
-            cluster_domain=pick("clusterDomain", "cluster.local"),
-            http=pick("http", HttpOptions()),
-            ingress_public_url=entry.ingressPublicUrl,
-            ingress_origin=origin_of(entry.ingressPublicUrl) if entry.ingressPublicUrl else None,
-            user_service=entry.userService or UserService(),
-            edge=entry.edge,
-            activity=resolve_activity(source, entry.name, d.activity, entry.activity),
-            backend=pick("backend", "istio"),
-            section_name=_section_name(source, entry.name, pick("backend", "istio"),
-                                       pick("sectionName", None)),
-            external_backend=_gateway_only(source, entry.name, pick("backend", "istio"),
-                                           "externalBackend",
-                                           pick("externalBackend", "externalName"),
-                                           "externalName"),
-        )
+        try:
+            clusters[entry.name] = _resolve(source, doc.defaults, entry)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return Registry(
         path=None,
         kubeconfig=doc.kubeconfig,
         instance=doc.instance,
         home=doc.home,
         clusters=clusters,
+    )
+
+
+def _entry_problems(source: str, doc: ClustersFile) -> list[str]:
+    """Names unique, home one of them, each cluster reachable somehow and placed by its URL."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for entry in doc.clusters:
+        if entry.name in seen:
+            problems.append(
+                f"{source}: clusters[{entry.name}]: duplicate cluster name; every name must be unique"
+            )
+        seen.add(entry.name)
+    if doc.home not in seen:
+        problems.append(
+            f"{source}: home: {doc.home!r} is not one of the clusters ({', '.join(sorted(seen))}); "
+            "set home to the name of the hub's own cluster"
+        )
+    origins: dict[tuple[str, str, int], str] = {}
+    for entry in doc.clusters:
+        if entry.context is None and not entry.inCluster:
+            problems.append(
+                f"{source}: clusters[{entry.name}].context: missing; name the kubeconfig context "
+                "(or set inCluster: true for the cluster this service runs in)"
+            )
+        if entry.context is not None and entry.inCluster:
+            problems.append(
+                f"{source}: clusters[{entry.name}]: give either context or inCluster: true, not both"
+            )
+        if entry.ingressPublicUrl:
+            origin = origin_of(entry.ingressPublicUrl)
+            if origin in origins:
+                problems.append(
+                    f"{source}: clusters[{entry.name}].ingressPublicUrl: same as cluster "
+                    f"{origins[origin]!r}; each cluster needs its own ingress URL"
+                )
+            origins.setdefault(origin, entry.name)
+        elif entry.name != doc.home and entry.edge:
+            problems.append(
+                f"{source}: clusters[{entry.name}].ingressPublicUrl: missing; a cluster other than "
+                "home needs the public URL of its ingress (the spawner profile's ingress_public_url), "
+                "or edge: false"
+            )
+    return problems
+
+
+def _context_problems(source: str, doc: ClustersFile) -> list[str]:
+    """Every named context exists in the kubeconfig (the file's key, $KUBECONFIG, ~/.kube/config)."""
+    paths = kubeconfig_paths(doc.kubeconfig)
+    if not paths:
+        return [f"{source}: kubeconfig: no kubeconfig found (looked at the kubeconfig key, "
+                "$KUBECONFIG and ~/.kube/config); set one of them"]
+    try:
+        known = kubeconfig_contexts(paths)
+    except ConfigError as exc:
+        return [str(exc)]
+    return [
+        f"{source}: clusters[{entry.name}].context: {entry.context!r} is not a context in "
+        f"{os.pathsep.join(map(str, paths))}; use one of: {', '.join(sorted(known)) or '(none)'}"
+        for entry in doc.clusters if entry.context and entry.context not in known
+    ]
+
+
+def _resolve(source: str, d: ClusterSettings, entry: ClusterEntry) -> Cluster:
+    """One cluster with the defaults applied; ConfigError names the first key that is wrong."""
+
+    def pick(key: str, fallback: Any) -> Any:
+        value = getattr(entry, key)
+        if value is None:
+            value = getattr(d, key)
+        return fallback if value is None else value
+
+    gateway = pick("gateway", None)
+    hosts = pick("hosts", None)
+    for key, value in (("gateway", gateway), ("hosts", hosts)):
+        if value is None:
+            raise ConfigError(
+                f"{source}: clusters[{entry.name}].{key}: missing; set it on the cluster or under defaults"
+            )
+    backend = pick("backend", "istio")
+    return Cluster(
+        name=entry.name,
+        context=entry.context,
+        in_cluster=entry.inCluster,
+        namespace=pick("namespace", "jupyterhub"),
+        gateway=gateway,
+        hosts=tuple(hosts),
+        cluster_domain=pick("clusterDomain", "cluster.local"),
+        http=pick("http", HttpOptions()),
+        ingress_public_url=entry.ingressPublicUrl,
+        ingress_origin=origin_of(entry.ingressPublicUrl) if entry.ingressPublicUrl else None,
+        user_service=entry.userService or UserService(),
+        edge=entry.edge,
+        activity=resolve_activity(source, entry.name, d.activity, entry.activity),
+        backend=backend,
+        section_name=_section_name(source, entry.name, backend, pick("sectionName", None)),
+        external_backend=_gateway_only(source, entry.name, backend, "externalBackend",
+                                       pick("externalBackend", "externalName"), "externalName"),
     )
 
 
@@ -562,10 +615,16 @@ def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registr
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
     registry = parse_registry(raw, source=str(path), check_kubeconfig=check_kubeconfig)
+    problems = []
     for cluster in registry.clusters.values():
         if cluster.activity is not None:
             # Files it names are checked here (parse_registry stays pure), not at the first read.
-            check_activity_files(str(path), cluster.name, cluster.activity)
+            try:
+                check_activity_files(str(path), cluster.name, cluster.activity)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return Registry(
         path=path,
         kubeconfig=registry.kubeconfig,

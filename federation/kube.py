@@ -252,6 +252,8 @@ class ClusterClient:
     def _set_state(self, state: str, error: str | None) -> None:
         if state != self.state:
             previous, self.state = self.state, state
+            for known in (logs.REACHABLE, logs.FAILING, logs.CIRCUIT_OPEN):
+                metrics.CLUSTER_STATE.labels(self.name, known).set(1 if known == state else 0)
             logs.cluster_state(self.name, previous, state,
                                error=None if error is None else error.splitlines()[0][:300])
 

@@ -42,3 +42,8 @@ ACTIVITY_LAST_SUCCESS = Gauge(
     "federation_activity_last_success_timestamp_seconds",
     "When the cluster's activity was last read successfully", ["cluster"],
 )
+CLUSTER_STATE = Gauge(
+    "federation_cluster_state",
+    "1 for the state this replica sees the cluster in (reachable, failing, circuit-open), else 0",
+    ["cluster", "state"],
+)

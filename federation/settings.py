@@ -6,8 +6,9 @@ cluster registry itself is ``clusters.yaml`` (:mod:`federation.config`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,3 +96,32 @@ class Settings(BaseSettings):
 
     def token(self) -> str | None:
         return None if self.no_auth or self.auth_token is None else self.auth_token.get_secret_value()
+
+
+# Set by a command-line flag rather than (only) the environment.
+FLAGS = {"config": "--config", "no_auth": "--no-auth"}
+
+
+def variable_of(field: str) -> str:
+    """The environment variable (and flag) an operator sets for a field: what errors name."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        name = " or ".join(str(choice) for choice in alias.choices)
+    else:
+        name = f"FEDERATION_{field.upper()}"
+    return f"{name} ({FLAGS[field]})" if field in FLAGS else name
+
+
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One settings error as a line naming the variable, and the value unless it is secret."""
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    loc = [str(part) for part in error["loc"]]
+    if not loc:
+        return msg
+    field = loc[0]
+    info = Settings.model_fields.get(field)
+    secret = info is not None and "SecretStr" in str(info.annotation)
+    value = "" if secret or error["type"] == "missing" else f"={error.get('input')!r}"
+    where = ".".join([variable_of(field), *loc[1:]])
+    return f"{where}{value}: {msg}"

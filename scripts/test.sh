@@ -7,6 +7,8 @@
 # the reason; CI (CI=true) fails instead, so the chart is always tested there. Likewise kubectl
 # (the demo's kubectl test): CI installs Debian's package when it is missing.
 # helm: tested with 3.6.2 and 3.10.1 (the version installed when none is on PATH).
+# FEDERATION_TEST_NO_INSTALL=1 installs nothing outside .venv (no apt, no npm): the tests that
+# need a missing tool skip with the reason (under CI=true they fail instead).
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +20,12 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+NO_INSTALL=${FEDERATION_TEST_NO_INSTALL:-}
+
 # The activity tests run a real Prometheus server: Debian's package, installed where missing
 # (as root; elsewhere they skip with the reason, except under CI=true, where they fail).
 if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if [ -z "$NO_INSTALL" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing prometheus"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends prometheus; } >/dev/null || echo "could not install prometheus" >&2
@@ -30,7 +34,10 @@ if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then
   fi
 fi
 
-if HELM_PATH=$(bash scripts/install-helm.sh); then
+if [ -n "$NO_INSTALL" ] && [ -z "${HELM:-}" ] && ! command -v helm >/dev/null 2>&1 \
+   && [ ! -x .tools/node_modules/.bin/helm ]; then
+  echo "== helm: none, and FEDERATION_TEST_NO_INSTALL is set; the chart tests will be skipped"
+elif HELM_PATH=$(bash scripts/install-helm.sh); then
   export HELM="$HELM_PATH"
   echo "== helm: $HELM ($("$HELM" version --short))"
 elif [ "${CI:-}" = "true" ]; then
@@ -40,7 +47,7 @@ else
   echo "== helm: none; the chart tests will be skipped (see the reason above)"
 fi
 
-if ! command -v kubectl >/dev/null 2>&1 && [ "${CI:-}" = "true" ]; then
+if [ -z "$NO_INSTALL" ] && ! command -v kubectl >/dev/null 2>&1 && [ "${CI:-}" = "true" ]; then
   apt-get install -y -q kubectl >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q kubectl >/dev/null; }
 fi
 

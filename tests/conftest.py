@@ -18,6 +18,20 @@ ISTIO_CRDS = SHARED / "istio"
 GATEWAY_CRDS = SHARED / "gateway-api"
 
 
+# Whole directories and modules of long runs (end-to-end, benchmark, property and fuzz runs):
+# `-m "not slow"` leaves them out for a quick loop; single long tests carry the marker themselves.
+SLOW_PATHS = ("e2e/", "bench/", "routing/test_properties.py", "routing/test_gateway_properties.py",
+              "routing/test_interleavings.py", "api/test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
+        if where.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_file(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

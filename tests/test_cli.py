@@ -15,7 +15,7 @@ import yaml
 
 from federation.testing.harness import free_port, wait_until_ready
 
-from .conftest import TOKEN, base_config
+from .conftest import CONTEXTS, TOKEN, base_config
 
 FEDERATION = [sys.executable, "-m", "federation.cli"]
 
@@ -88,6 +88,75 @@ def test_check_reports_per_cluster(config_path: Path, clusters) -> None:
     # the emulated clusters have no Gateway object: check says so and fails
     assert "FAIL gateway exists" in out
     assert result.returncode == 1
+
+
+def test_check_names_the_url_it_could_not_reach(config_path: Path, clusters) -> None:
+    server = clusters.servers[CONTEXTS["west"]]
+    server.set_down(True)
+    result = run(["check", "--config", str(config_path)])
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if "FAIL reachable" in line]
+    assert server.url in line and "cannot reach the API server" in line
+
+
+def test_bad_settings_name_their_variables_all_at_once(config_path: Path) -> None:
+    result = run(["serve", "--config", str(config_path)],
+                 env={"CONFIGPROXY_AUTH_TOKEN": TOKEN, "FEDERATION_LOG_FORMAT": "xml",
+                      "FEDERATION_KUBE_RETRIES": "-1"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("federation: FEDERATION_") for line in lines)
+    assert any(line.startswith("federation: FEDERATION_LOG_FORMAT='xml': Input should be 'text' or 'json'")
+               for line in lines)
+    assert any("FEDERATION_KUBE_RETRIES='-1'" in line for line in lines)
+    check = run(["check", "--config", str(config_path)], env={"FEDERATION_LOG_FORMAT": "xml"})
+    assert check.returncode == 2 and "FEDERATION_LOG_FORMAT" in check.stderr
+    assert "Traceback" not in check.stderr
+
+
+def test_a_bad_token_setting_is_named_but_not_shown() -> None:
+    from pydantic import ValidationError
+
+    from federation.settings import Settings, describe_error
+
+    with pytest.raises(ValidationError) as info:
+        Settings(config=Path("c.yaml"), auth_token=["not-a-string-secret"])  # type: ignore[arg-type]
+    (line,) = [describe_error(e) for e in info.value.errors()]
+    assert line.startswith("CONFIGPROXY_AUTH_TOKEN or FEDERATION_AUTH_TOKEN: ")
+    assert "not-a-string-secret" not in line
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_serve_stops_on_sigint_even_when_started_ignoring_it(config_path: Path, signum: str) -> None:
+    """A background job of a non-interactive shell starts with SIGINT ignored."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *FEDERATION, "serve", "--config",
+         str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}")
+        proc.send_signal(getattr(signal, signum))
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+
+
+def test_python_m_federation_and_help_name_both_backends() -> None:
+    result = subprocess.run([sys.executable, "-m", "federation", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "usage: federation" in result.stdout
+    assert "Istio VirtualServices" in result.stdout and "Gateway API HTTPRoutes" in result.stdout
+    for command in ("serve", "check", "demo"):
+        text = run([command, "--help"]).stdout
+        assert "HTTPRoutes" in text and "VirtualServices" in text, command
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["bogus"]])

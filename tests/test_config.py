@@ -138,3 +138,42 @@ def test_kubeconfig_precedence(tmp_path: Path, monkeypatch) -> None:
     assert set(load(tmp_path, base_config(str(from_key))).clusters) == {"hub", "east", "west"}
     with pytest.raises(ConfigError, match="context"):
         load(tmp_path, base_config())
+
+
+def test_a_typo_gets_the_likely_key(tmp_path: Path, kubeconfig: Path) -> None:
+    doc = base_config(str(kubeconfig))
+    doc["clusters"][1]["contxt"] = "x"
+    doc["defaults"]["activty"] = {}
+    doc["clusters"][2]["http"] = {"requestHeaders": {"sett": {}}}
+    doc["colour"] = "blue"
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, doc)
+    lines = str(info.value).splitlines()
+    assert any("clusters[east].contxt" in line and "did you mean 'context'?" in line
+               for line in lines)
+    assert any("defaults.activty" in line and "did you mean 'activity'?" in line for line in lines)
+    assert any("requestHeaders.sett" in line and "did you mean 'set'?" in line for line in lines)
+    # nothing close: the keys known at that level instead
+    (colour,) = [line for line in lines if "colour" in line]
+    assert "did you mean" not in colour and "known keys here: clusters, defaults, home" in colour
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path, kubeconfig: Path) -> None:
+    doc = base_config(str(kubeconfig))
+    doc["home"] = "nowhere"
+    doc["clusters"][1]["context"] = "not-there"
+    doc["clusters"][2].pop("ingressPublicUrl")
+    doc["clusters"].append({"name": "north", "inCluster": True, "context": "hub",
+                            "ingressPublicUrl": "https://north.example.org"})
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, doc)
+    lines = str(info.value).splitlines()
+    source = str(tmp_path / "clusters.yaml")
+    assert all(line.startswith(source + ": ") for line in lines)
+    for fragment in ("home: 'nowhere' is not one of the clusters",
+                     "clusters[east].context: 'not-there' is not a context",
+                     "clusters[west].ingressPublicUrl: missing",
+                     "clusters[hub].ingressPublicUrl: missing",  # no longer home
+                     "clusters[north]: give either context or inCluster"):
+        assert sum(fragment in line for line in lines) == 1, (fragment, lines)
+    assert len(lines) == 5

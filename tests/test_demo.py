@@ -19,7 +19,11 @@ import pytest
 from federation import demo
 from federation.testing.harness import free_port
 
-FEDERATION = [sys.executable, "-u", "-m", "federation.cli"]
+FEDERATION = [sys.executable, "-u", "-m", "federation"]
+# As a background job of a non-interactive shell runs it: SIGINT inherited as ignored.
+SIGINT_IGNORED = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+# A shell without the venv on PATH: the printed lines must work as printed.
+BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def kubectl() -> str:
@@ -31,12 +35,12 @@ def kubectl() -> str:
     return path
 
 
-def start_demo(tmp: Path) -> tuple[subprocess.Popen, list[str]]:
-    """`federation demo` with its own TMPDIR; returns the process and its output up to the
-    'press Ctrl-C' line."""
+def start_demo(tmp: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    """`federation demo` with its own TMPDIR and SIGINT ignored at start; returns the process
+    and its output up to the 'press Ctrl-C' line."""
     env = {**os.environ, "TMPDIR": str(tmp)}
-    proc = subprocess.Popen(FEDERATION + ["demo", "--port", str(free_port())], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(SIGINT_IGNORED + FEDERATION + ["demo", "--port", str(free_port()), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 90
@@ -58,36 +62,64 @@ def stop(proc: subprocess.Popen, sig: int) -> int:
             proc.kill()
 
 
+def printed(out: list[str], start: str) -> list[str]:
+    """The printed command line that starts with ``start`` (after its label), as argv."""
+    (line,) = [line for line in out if start in line]
+    return shlex.split(line[line.index(start):])
+
+
+def run_printed(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(tmp_path), "PATH": BARE_PATH}  # kubectl's cache stays here
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+
+
 def test_kubectl_and_check_work_on_the_demo_and_it_cleans_up(tmp_path: Path) -> None:
     binary = kubectl()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc, out = start_demo(tmp)
     try:
-        (printed,) = [line.strip() for line in out if line.strip().startswith("kubectl --kubeconfig")]
-        args = shlex.split(printed)
-        env = {**os.environ, "HOME": str(tmp_path)}  # kubectl's discovery cache stays here
-        listed = subprocess.run([binary, *args[1:]], capture_output=True, text=True, env=env,
-                                timeout=60)
+        args = printed(out, "kubectl --kubeconfig")
+        listed = run_printed([binary, *args[1:]], tmp_path)
         assert listed.returncode == 0, listed.stderr
         assert "jupyterhub-root" in listed.stdout and "jupyterhub-d2s0-0" in listed.stdout
         # read the objects back: east holds alice's route to her own Service
-        as_json = subprocess.run([binary, *args[1:], "-o", "json"], capture_output=True,
-                                 text=True, env=env, timeout=60, check=True)
+        as_json = run_printed([binary, *args[1:], "-o", "json"], tmp_path)
         items = {o["metadata"]["name"]: o for o in json.loads(as_json.stdout)["items"]}
         (rule,) = items["jupyterhub-d2s0-0"]["spec"]["http"][0]["route"]
         assert rule["destination"]["host"] == "jupyter-alice.jupyter-alice.svc.cluster.local"
         assert items["jupyterhub-root"]["spec"]["gateways"] == ["istio-system/jupyterhub-gateway"]
 
-        (config,) = [line.split()[-1] for line in out if "federation check --config" in line]
-        check = subprocess.run(FEDERATION + ["check", "--config", config], capture_output=True,
-                               text=True, timeout=120)
+        # the check line runs as printed, from a shell where the venv is not on PATH
+        check = run_printed(printed(out, f"{sys.executable} -m federation check"), tmp_path)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "FAIL" not in check.stdout and check.stdout.count("ok   gateway exists") == 3
+        if shutil.which("curl"):
+            table = run_printed(printed(out, "curl -H"), tmp_path)
+            assert table.returncode == 0 and "/user/alice" in json.loads(table.stdout)
     finally:
-        code = stop(proc, signal.SIGINT)
+        code = stop(proc, signal.SIGINT)  # SIGINT although it was ignored at start
     assert code == 0
     assert list(tmp.iterdir()) == [], "the demo left files behind"
+
+
+def test_the_gateway_api_demo_passes_check(tmp_path: Path) -> None:
+    binary = kubectl()
+    proc, out = start_demo(tmp_path, "--backend", "gateway-api")
+    try:
+        assert "backend: gateway-api" in out[0]
+        check = run_printed(printed(out, f"{sys.executable} -m federation check"), tmp_path)
+        assert check.returncode == 0, check.stdout + check.stderr
+        for passed in ("Gateway Programmed", "Gateway admits our routes", "create and delete HTTPRoutes"):
+            assert check.stdout.count(f"ok   {passed}") == 3, check.stdout
+        listed = run_printed([binary, *printed(out, "kubectl --kubeconfig")[1:], "-o", "json"],
+                             tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        (route,) = json.loads(listed.stdout)["items"]  # east holds alice's HTTPRoute
+        (ref,) = route["spec"]["rules"][0]["backendRefs"]
+        assert (ref["namespace"], ref["name"]) == ("jupyter-alice", "jupyter-alice")
+    finally:
+        stop(proc, signal.SIGTERM)
 
 
 def test_sigterm_also_cleans_up(tmp_path: Path) -> None:

@@ -166,6 +166,7 @@ def server(clusters: Any, name: str) -> Any:
     return clusters.servers[CONTEXTS[name]]
 
 
+@pytest.mark.slow
 def test_outage_of_one_cluster_during_a_storm(replicas, clusters) -> None:
     hub = Hub(replicas)
     rng = random.Random(1)
@@ -216,6 +217,7 @@ def test_down_cluster_shows_in_clusters_within_one_probe_interval(service, clust
     server(clusters, "west").set_down(False)
 
 
+@pytest.mark.slow
 def test_latency_spike_in_one_cluster_does_not_slow_others(replicas, clusters) -> None:
     hub = Hub(replicas)
     server(clusters, "west").latency = 0.5
@@ -237,6 +239,7 @@ def test_latency_spike_in_one_cluster_does_not_slow_others(replicas, clusters) -
     assert_objects_match(clusters, replicas, expected)
 
 
+@pytest.mark.slow
 def test_429_and_500_bursts_are_retried(replicas, clusters) -> None:
     hub = Hub(replicas)
     server(clusters, "hub").inject_errors(3, 429, retry_after=0.1)
@@ -246,6 +249,7 @@ def test_429_and_500_bursts_are_retried(replicas, clusters) -> None:
     assert_objects_match(clusters, replicas, expected_table(ops))
 
 
+@pytest.mark.slow
 def test_broken_watches_and_410_relist(replicas, clusters) -> None:
     hub = Hub(replicas)
     ops = storm_ops(random.Random(4), 300)
@@ -261,6 +265,7 @@ def test_broken_watches_and_410_relist(replicas, clusters) -> None:
     assert restarts > 0
 
 
+@pytest.mark.slow
 def test_replica_crash_mid_storm(replicas, clusters) -> None:
     hub = Hub(replicas)
     ops = storm_ops(random.Random(5), STORM_OPS // 2)
@@ -269,6 +274,7 @@ def test_replica_crash_mid_storm(replicas, clusters) -> None:
     assert_objects_match(clusters, replicas, expected_table(ops))
 
 
+@pytest.mark.slow
 def test_config_reload_mid_storm(replicas, clusters, config_path: Path) -> None:
     hub = Hub(replicas)
     ops = storm_ops(random.Random(6), 400)

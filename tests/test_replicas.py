@@ -72,6 +72,7 @@ def test_concurrent_posts_of_one_route_make_one_entry(replicas, clusters) -> Non
     assert all("/user/alice" in t for t in tables)
 
 
+@pytest.mark.slow
 def test_storm_over_replicas_ends_with_exactly_the_expected_objects(replicas, clusters) -> None:
     rng = random.Random(42)
     users = [f"u{i}" for i in range(60)]

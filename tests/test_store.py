@@ -50,6 +50,7 @@ def assert_bounded(clusters: Any, capacity: int) -> None:
             assert len(decode_entries(obj)) <= capacity, obj["metadata"]["name"]
 
 
+@pytest.mark.slow
 def test_shards_split_under_two_replicas_writing_at_once(config_path: Path, clusters) -> None:
     rng = random.Random(5)
     expected: dict[str, dict[str, Any]] = {f"/user/u{i}": body_for(i) for i in range(96)}
@@ -108,6 +109,7 @@ def stable_paths_route(clusters: Any, registry: Registry, stable: dict[str, Any]
             assert got.destination_host == want, (path, got)
 
 
+@pytest.mark.slow
 def test_routes_answer_throughout_splits(config_path: Path, clusters) -> None:
     rng = random.Random(11)
     stable = {f"/user/s{i}": body_for(i) for i in range(12)}
@@ -188,6 +190,7 @@ def legacy_table() -> dict[str, dict[str, Any]]:
     return table
 
 
+@pytest.mark.slow
 def test_a_legacy_table_is_served_then_moved_with_no_gap(config_path: Path, clusters,
                                                           legacy_table) -> None:
     from federation.config import load_registry
@@ -239,6 +242,7 @@ def test_big_route_data_splits_shards_instead_of_failing(service, clusters) -> N
     assert len([o for o in shards_of(clusters, "hub") if decode_entries(o)]) >= 2
 
 
+@pytest.mark.slow
 def test_a_lagging_replica_deletes_routes_that_moved_into_new_shards(config_path: Path,
                                                                       clusters) -> None:
     """Replica b stops hearing from the clusters while a's writes split shards: b's DELETEs
