@@ -31,6 +31,8 @@ from federation.testing.harness import write_clusters_yaml
 
 from .conftest import CONTEXTS, GATEWAY_CRDS, ISTIO_CRDS, TOKEN, base_config, running_replicas
 
+pytestmark = pytest.mark.slow  # about 15 s per set-up
+
 BACKENDS = {
     "istio": {"hub": "istio", "east": "istio", "west": "istio"},
     "gateway-api": {"hub": "gateway-api", "east": "gateway-api", "west": "gateway-api"},
