@@ -15,10 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .config import Cluster, Registry
+from .gateway import check as gateway_check
 from .gateway import objects as gateway_objects
 from .gateway.backend import GatewayBackend
+from .istio import check as istio_check
 from .istio import objects as istio_objects
 from .istio.backend import IstioBackend
+from .kube import Resource
 from .mirror import Kinds, Mirror, RouteIndex
 from .model import Entry, Rank
 from .placement import Destination
@@ -69,8 +72,14 @@ class Backend(Protocol):
         """Its route-holding objects (plural, name), in the order to delete them."""
 
 
+Check = tuple[str, bool | None, str]  # a `federation check` line: (what, ok, detail)
+
+
 class Builders(Protocol):
-    """A backend's pure side: what plans, docs and activity need without a cluster."""
+    """A backend's pure side (what plans, docs and activity need without a cluster), and what
+    `federation check` asks of a cluster for it."""
+
+    route_kind: tuple[str, Resource]  # the route-holding kind: (name to show, where it lives)
 
     def check_route(self, registry: Registry, cluster: Cluster, entry: Entry) -> None:
         """Raise InvalidRoute for an entry this backend cannot write."""
@@ -82,8 +91,18 @@ class Builders(Protocol):
     def mesh_host(self, registry: Registry, cluster: Cluster, dest: Destination) -> str:
         """The host the mesh's metrics name as ``destination_service`` for ``dest``."""
 
+    def probe_object(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """An empty route-holding object: `check` creates and deletes it to test its rights."""
+
+    async def gateway_findings(self, client: Any, cluster: Cluster) -> list[Check]:
+        """The cluster's gateway is there and takes our routes."""
+
 
 class _IstioBuilders:
+    route_kind = istio_check.ROUTE_KIND
+    probe_object = staticmethod(istio_check.probe_object)
+    gateway_findings = staticmethod(istio_check.gateway_findings)
+
     @staticmethod
     def check_route(registry: Registry, cluster: Cluster, entry: Entry) -> None:
         return None  # every entry the plan accepts renders a rule Istio accepts
@@ -99,6 +118,10 @@ class _IstioBuilders:
 
 
 class _GatewayBuilders:
+    route_kind = gateway_check.ROUTE_KIND
+    probe_object = staticmethod(gateway_check.probe_object)
+    gateway_findings = staticmethod(gateway_check.gateway_findings)
+
     @staticmethod
     def check_route(registry: Registry, cluster: Cluster, entry: Entry) -> None:
         gateway_objects.check_route(registry, cluster, entry)

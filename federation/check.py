@@ -5,20 +5,14 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 from .activity import probe as probe_activity
-from .config import Cluster, Registry
+from .backend import builders
+from .config import Registry
 from .errors import ConfigError, KubeError
-from .kube import Resource, build_clients
-from .mesh import API_VERSION
-from .model import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, selector
+from .kube import build_clients
+from .model import labels, selector
 from .settings import Settings
-
-VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
-GATEWAYS = Resource("networking.istio.io", "v1", "gateways")
-HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
-API_GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
 
 
 @dataclass
@@ -43,13 +37,13 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         # The URL tried, so that a wrong server or port in the kubeconfig shows.
         out.append(Finding(name, "reachable", False, f"{client.server_url}: {exc}"))
         return out
-    gateway_api = cluster.backend == "gateway-api"
-    kind, res = ("HTTPRoutes", HTTP_ROUTES) if gateway_api else ("VirtualServices", VIRTUAL_SERVICES)
+    side = builders(cluster)
+    kind, res = side.route_kind
     try:
         await client.list(res, selector(registry.instance))
         out.append(Finding(name, f"auth and list {kind}", True, f"namespace {cluster.namespace}"))
     except KubeError as exc:
-        hint = " (namespace missing, or the Gateway API CRDs?)" if exc.status == 404 else ""
+        hint = " (namespace missing, or the CRDs?)" if exc.status == 404 else ""
         out.append(Finding(name, f"auth and list {kind}", False, f"{exc}{hint}"))
         return out
     try:
@@ -59,84 +53,16 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         ok = False if exc.status == 404 else None
         out.append(Finding(name, "namespace exists", ok, str(exc)))
     probe = f"{registry.instance}-check-{secrets.token_hex(4)}"
-    meta = {"name": probe, "namespace": cluster.namespace, "labels": {
-        LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: registry.instance, LABEL_ROLE: "check"}}
-    body = ({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": meta,
-             "spec": {}} if gateway_api else
-            {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta,
-             "spec": {"http": []}})
+    meta = {"name": probe, "namespace": cluster.namespace, "labels": labels(registry.instance, "check")}
     try:
-        await client.create(res, body)
+        await client.create(res, side.probe_object(meta))
         await client.delete(res, probe)
         out.append(Finding(name, f"create and delete {kind}", True, "allowed"))
     except KubeError as exc:
         out.append(Finding(name, f"create and delete {kind}", False, str(exc)))
-    if gateway_api:
-        return out + await gateway_findings(name, client, cluster)
-    gw_ns, gw_name = cluster.gateway.split("/", 1)
-    try:
-        await client.read(GATEWAYS.path(gw_ns, gw_name))
-        out.append(Finding(name, "gateway exists", True, cluster.gateway))
-    except KubeError as exc:
-        ok = False if exc.status == 404 else None
-        out.append(Finding(name, "gateway exists", ok, f"{cluster.gateway}: {exc}"))
+    out += [Finding(name, check, ok, detail)
+            for check, ok, detail in await side.gateway_findings(client, cluster)]
     return out
-
-
-async def gateway_findings(name: str, client: Any, cluster: Cluster) -> list[Finding]:
-    """The Gateway exists, is Programmed, and its listeners admit routes from our namespace."""
-    gw_ns, gw_name = cluster.gateway.split("/", 1)
-    try:
-        gateway = await client.read(API_GATEWAYS.path(gw_ns, gw_name))
-    except KubeError as exc:
-        ok = False if exc.status == 404 else None
-        return [Finding(name, "Gateway exists", ok, f"{cluster.gateway}: {exc}")]
-    out = [Finding(name, "Gateway exists", True, cluster.gateway)]
-    conditions = {c.get("type"): c for c in (gateway.get("status") or {}).get("conditions") or []}
-    programmed = conditions.get("Programmed") or {}
-    out.append(Finding(name, "Gateway Programmed", programmed.get("status") == "True",
-                       programmed.get("message") or programmed.get("reason")
-                       or "no Programmed condition yet (is a controller running for its class?)"))
-    labels: dict[str, str] | None = None
-    try:
-        ns = await client.read(f"/api/v1/namespaces/{cluster.namespace}")
-        labels = (ns.get("metadata") or {}).get("labels") or {}
-    except KubeError:
-        pass
-    listeners = [lst for lst in (gateway.get("spec") or {}).get("listeners") or []
-                 if cluster.section_name in (None, lst.get("name"))]
-    verdicts = [admits(lst, gw_ns, cluster.namespace, labels) for lst in listeners]
-    ok = True if True in verdicts else (None if None in verdicts else False)
-    where = f"listener {cluster.section_name}" if cluster.section_name else "any listener"
-    detail = (f"{where} admits HTTPRoutes from namespace {cluster.namespace}" if ok else
-              f"no listener ({where}) admits HTTPRoutes from namespace {cluster.namespace}: "
-              "set allowedRoutes.namespaces on the Gateway" if ok is False else
-              f"cannot tell whether {where} admits namespace {cluster.namespace} (its labels "
-              "could not be read)")
-    out.append(Finding(name, "Gateway admits our routes", ok, detail))
-    return out
-
-
-def admits(listener: dict[str, Any], gateway_ns: str, namespace: str,
-           labels: dict[str, str] | None) -> bool | None:
-    """Whether a listener's allowedRoutes let HTTPRoutes of ``namespace`` attach."""
-    allowed = listener.get("allowedRoutes") or {}
-    kinds = allowed.get("kinds")
-    if kinds and not any(k.get("kind") == "HTTPRoute" for k in kinds):
-        return False
-    if listener.get("protocol") not in (None, "HTTP", "HTTPS") and not kinds:
-        return False
-    spec = allowed.get("namespaces") or {}
-    frm = spec.get("from", "Same")
-    if frm == "All":
-        return True
-    if frm == "Same":
-        return namespace == gateway_ns
-    selector_ = spec.get("selector") or {}
-    if labels is None or selector_.get("matchExpressions"):
-        return None  # not read, or expressions: left to the operator
-    wanted = selector_.get("matchLabels") or {}
-    return all(labels.get(k) == v for k, v in wanted.items())
 
 
 async def run_check(registry: Registry, settings: Settings) -> int:

@@ -172,7 +172,7 @@ def test_example_gateway_validates_and_admits_the_namespace() -> None:
     """The guide's example Gateway is valid and its listeners admit the service's routes."""
     import yaml
 
-    from federation.check import admits
+    from federation.gateway.check import admits
 
     from .conftest import REPO
     from .istio_schema import validators
