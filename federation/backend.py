@@ -59,8 +59,8 @@ class Backend(Protocol):
     async def refresh(self, path: str) -> None:
         """Read where the route would be stored (written through another replica, unseen)."""
 
-    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
-        """The support objects the entry needs in this cluster."""
+    def support_objects(self, dest: Destination) -> list[dict[str, Any]]:
+        """The support objects a destination needs in this cluster (pure)."""
 
     async def tidy(self, grace: float, pace: Pace) -> list[dict[str, Any]]:
         """Its own repairs; returns further objects to keep as support objects."""

@@ -17,10 +17,10 @@ from typing import Any
 
 from .backend import Backend, make_backend
 from .config import Cluster, Registry
-from .errors import KubeError
+from .errors import InvalidRoute, KubeError
 from .kube import ClusterClient
 from .mirror import Health, Mirror, Pacer, ProbeState
-from .model import Entry, Rank, selector
+from .model import Entry, Rank, entry_destination, selector
 from .scope import Scope
 from .settings import Settings
 from .table import RouteTable
@@ -39,6 +39,7 @@ class ClusterStore:
                              self.backend.fingerprint, selector(registry.instance),
                              settings.watch_timeout)
         self.backend.bind(self.mirror)
+        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
 
     @property
     def name(self) -> str:
@@ -56,6 +57,7 @@ class ClusterStore:
         self.scope.registry = registry
         self.scope.cluster = cluster
         self.backend.reconfigured()
+        self._support_memo.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -133,7 +135,17 @@ class ClusterStore:
         await self.backend.refresh(path)
 
     def support_for(self, entry: Entry) -> list[dict[str, Any]]:
-        return self.backend.support_for(entry)
+        """The support objects an entry needs here (memoised: housekeeping asks for all)."""
+        held = self._support_memo.get(entry.path)
+        if held is not None and held[0] is entry:
+            return held[1]
+        try:
+            objs = self.backend.support_objects(
+                entry_destination(self.scope.registry, self.scope.cluster, entry))
+        except (KeyError, InvalidRoute, ValueError):
+            objs = []  # its cluster left the registry: nothing to route to
+        self._support_memo[entry.path] = (entry, objs)
+        return objs
 
     async def ensure_object(self, obj: dict[str, Any]) -> None:
         await self.mirror.ensure(self._plural(obj), obj)

@@ -20,7 +20,8 @@ from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
 from ..mirror import Kinds, Mirror
-from ..model import Entry, Rank, decode_entries, entry_destination, loses_to, newest
+from ..model import Entry, Rank, decode_entries, loses_to, newest
+from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..table import RouteTable
@@ -61,13 +62,12 @@ class GatewayBackend:
         self.scope = scope
         self.kinds = kinds_for(scope.cluster)
         self.index = RouteObjectIndex(scope.name, table)
-        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
 
     def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
 
     def reconfigured(self) -> None:
-        self._support_memo.clear()
+        """Nothing rendered is kept: HTTPRoutes are rendered at each write."""
 
     @staticmethod
     def fingerprint(obj: dict[str, Any]) -> bytes:
@@ -148,18 +148,10 @@ class GatewayBackend:
             return
         await asyncio.gather(*(self.mirror.ensure(ROUTES, obj) for obj in wanted))
 
-    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
-        held = self._support_memo.get(entry.path)
-        if held is not None and held[0] is entry:
-            return held[1]
-        registry, cluster = self.scope.registry, self.scope.cluster
-        try:
-            objs = [with_spec_hash(o) for o in support_objects(
-                registry, cluster, entry_destination(registry, cluster, entry))]
-        except (KeyError, InvalidRoute, ValueError):
-            objs = []  # its cluster left the registry: nothing to route to
-        self._support_memo[entry.path] = (entry, objs)
-        return objs
+    def support_objects(self, dest: Destination) -> list[dict[str, Any]]:
+        """What makes ``dest`` a Service a backendRef can name (hashed as built)."""
+        return [with_spec_hash(o) for o in support_objects(self.scope.registry,
+                                                           self.scope.cluster, dest)]
 
     # -- its own tidy-up --------------------------------------------------------------------
 

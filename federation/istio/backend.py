@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _json
-from ..errors import Conflict, InvalidRoute, KubeError, Rejected
+from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
 from ..mirror import Kinds, Mirror
-from ..model import Entry, Rank, entry_destination, loses_to, newest
+from ..model import Entry, Rank, loses_to, newest
+from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..table import RouteTable
@@ -50,7 +51,6 @@ class IstioBackend:
         self.scope = scope
         self.index = ShardIndex(scope.name, scope.instance, table)
         self.capacity = capacity
-        self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
 
     def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
@@ -61,7 +61,6 @@ class IstioBackend:
 
     def reconfigured(self) -> None:
         self.shards.forget_rendered()
-        self._support_memo.clear()
 
     @staticmethod
     def fingerprint(obj: dict[str, Any]) -> bytes:
@@ -159,18 +158,9 @@ class IstioBackend:
 
     # -- support objects --------------------------------------------------------------------
 
-    def support_for(self, entry: Entry) -> list[dict[str, Any]]:
-        """The support objects an entry needs here (memoised: housekeeping asks for all)."""
-        held = self._support_memo.get(entry.path)
-        if held is not None and held[0] is entry:
-            return held[1]
-        registry, cluster = self.scope.registry, self.scope.cluster
-        try:
-            objs = support_objects(registry, cluster, entry_destination(registry, cluster, entry))
-        except (KeyError, InvalidRoute, ValueError):
-            objs = []  # its cluster left the registry: nothing to route to
-        self._support_memo[entry.path] = (entry, objs)
-        return objs
+    def support_objects(self, dest: Destination) -> list[dict[str, Any]]:
+        """A ServiceEntry (and DestinationRule) for a destination outside the mesh's Services."""
+        return support_objects(self.scope.registry, self.scope.cluster, dest)
 
     # -- its own tidy-up --------------------------------------------------------------------
 
