@@ -59,3 +59,4 @@ class Access:
     resource: str  # "pods", or "pods/status" for a subresource
     namespace: str  # "" for cluster-scoped requests and lists across namespaces
     name: str
+    allowed: bool = True  # False: refused with 403 by the token's rules

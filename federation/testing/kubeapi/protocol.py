@@ -10,6 +10,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .common import MAX_REQUEST_BYTES, _APIError, _dumps, _status
 from .messages import Access, _Request, _Response
 from .openapi import OpenAPIMixin
+from .rbac import Rule, forbidden_message
 from .resources import _Resource
 from .tls import ServerTLS
 from .watch import WatchMixin
@@ -109,6 +111,7 @@ class ProtocolMixin(WatchMixin, OpenAPIMixin):
         self.tokens: dict[str, str] = {token: "admin"}  # bearer token -> user name
         self.access_log: list[Access] = []  # requests of the tokens added by add_token
         self._recorded: set[str] = set()
+        self._rules: dict[str, list[Rule]] = {}
         self.host = host
         self.port = port
         self.url = ""
@@ -143,25 +146,39 @@ class ProtocolMixin(WatchMixin, OpenAPIMixin):
         if thread is not None:
             thread.join(timeout=5)
 
-    def add_token(self, token: str, user: str) -> None:
+    def add_token(self, token: str, user: str, rules: Sequence[Rule] | None = None) -> None:
         """Accept another bearer token; its resource requests are recorded under ``user`` in
-        :attr:`access_log` (the server's own token is not recorded: tests make many requests)."""
+        :attr:`access_log` (the server's own token is not recorded: tests make many requests).
+        With ``rules`` (see :func:`rbac.rules_for`), requests they do not allow get 403."""
         if not token or not user:
             raise ValueError("a token and a user name are needed")
         self.tokens[token] = user
         self._recorded.add(user)
+        if rules is not None:
+            self._rules[user] = list(rules)
 
-    def accesses(self, user: str) -> set[tuple[str, str, str, str]]:
-        """(verb, group, resource, namespace) of every resource request ``user`` made."""
+    def accesses(self, user: str, *, allowed: bool = True) -> set[tuple[str, str, str, str]]:
+        """(verb, group, resource, namespace) of the resource requests ``user`` made that its
+        rules allowed (``allowed=False``: those refused)."""
         return {(a.verb, a.group, a.resource, a.namespace)
-                for a in list(self.access_log) if a.user == user}
+                for a in list(self.access_log) if a.user == user and a.allowed == allowed}
 
     def _record(self, req: _Request, verb: str, t: _Target) -> None:
+        """Record a request of an added token, and refuse it when its rules do not allow it."""
         if req.user not in self._recorded:
             return
         resource = t.res.plural + (f"/{t.sub}" if t.sub else "")
-        self.access_log.append(
-            Access(req.user, verb, t.res.group, resource, t.namespace or "", t.name or ""))
+        group, namespace, name = t.res.group, t.namespace or "", t.name or ""
+        rules = self._rules.get(req.user)
+        allowed = rules is None or any(
+            r.allows(verb, group, resource, namespace, name) for r in rules)
+        access = Access(req.user, verb, group, resource, namespace, name, allowed)
+        self.access_log.append(access)
+        if not allowed:
+            message = forbidden_message(req.user, verb, access.group, resource, access.namespace,
+                                        access.name)
+            raise _APIError(403, message, details={"name": access.name, "group": access.group,
+                                                   "kind": t.res.plural})
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._conn_lock:

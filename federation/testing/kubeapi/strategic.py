@@ -133,6 +133,6 @@ def _ordered(field: str, items: list[Any], order: list[Any]) -> list[Any]:
         return value if isinstance(value, str | int) else None
 
     wanted = [identity(o) for o in order]
-    rank = {w: n for n, w in enumerate(wanted) if w is not None}
+    rank: dict[str | int | None, int] = {w: n for n, w in enumerate(wanted) if w is not None}
     named = sorted((i for i in items if identity(i) in rank), key=lambda i: rank[identity(i)])
     return named + [i for i in items if identity(i) not in rank]
