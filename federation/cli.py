@@ -106,6 +106,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         return fail(problem)
     logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
+    if args.hub:
+        from .demo_hub import run_hub_demo
+
+        return run_hub_demo(port=args.port, host=args.host, once=args.once)
     return run_demo(port=args.port, host=args.host, once=args.once)
 
 
@@ -160,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=shown)
     _add_listen(demo, "127.0.0.1", 8001)
     demo.add_argument("--once", action="store_true", help="print the placement and exit")
+    demo.add_argument("--hub", action="store_true",
+                      help="also run a real JupyterHub spawning with MultiClusterKubeSpawner "
+                           "(needs the 'hub' extra and kubectl)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
