@@ -95,8 +95,8 @@ c.ConfigurableHTTPProxy.api_url = {proxy_url!r}
 c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
 c.JupyterHub.cleanup_servers = False  # servers outlive a hub restart, as in z2jh
 c.JupyterHub.allow_named_servers = True
-c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 20
+# (no start_timeout: MCKS 0.2 fixes it at 300 s and ignores the setting, with a warning)
 
 # -- this machine: loopback ports, a dummy login, a service token for the REST API -----------
 c.JupyterHub.bind_url = {public_url!r}  # nothing listens there: the routes go to the service

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,22 @@ def route_counts(stack: Stack, svc_url: str) -> dict[str, int]:
     return {row["name"]: row["routes"] for row in r.json()["clusters"]}
 
 
+def delete_by_hand(stack: Stack, cluster: str, path: str) -> None:
+    """What an operator's kubectl delete (or an eviction) does, with the cluster's admin token."""
+    server = stack.cluster(cluster)
+    tls = stack.clusters.tls
+    with httpx.Client(base_url=server.url, verify=tls.client_context() if tls else True,
+                      headers={"Authorization": f"Bearer {server.token}"}, timeout=10) as http:
+        http.delete(path).raise_for_status()
+    kind = path.rsplit("/", 2)[-2]
+    name = path.rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 10
+    while any(o["metadata"]["name"] == name
+              for o in server.objects("", "v1", kind, USER_NAMESPACE)):
+        assert time.monotonic() < deadline, f"{path} still there"
+        time.sleep(0.05)
+
+
 def path_of(user: str, server: str) -> str:
     return f"/user/{user}" + (f"/{server}" if server else "")
 
@@ -195,6 +212,19 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
         assert path_of(user, server) not in after[cluster]
         assert path_of(user, server) not in after["hub"]
     assert route_counts(stack, svc_url)["west"] == 0
+
+    # a pod that vanishes (evicted, deleted by hand): stopping finds it gone, so the hub drops
+    # the route without calling MCKS's stop, and the Service, account and Ingress stay behind;
+    # the next spawn applies over them (kubectl patches what exists) and the route comes back
+    carol, server, _, key = SPAWNS[3]
+    delete_by_hand(stack, "east", f"/api/v1/namespaces/{USER_NAMESPACE}/pods/{key}")
+    hub.stop_server(carol, server)
+    assert path_of(carol, server) not in stored_routes(stack.clusters)["east"]
+    left = user_objects(stack, "east", key)
+    assert [len(left[k]) for k in ("pods", "services", "serviceaccounts", "ingresses")] == [
+        0, 1, 1, 1]
+    hub.spawn(carol, server, "east")
+    check_spawned(stack, carol, server, "east", key)
 
     # a spawn that finds its objects left over (a stop that failed half-way): kubectl apply
     # patches them, and the route comes back to the same Service
