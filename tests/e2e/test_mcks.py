@@ -215,7 +215,7 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
 
     # a pod that vanishes (evicted, deleted by hand): stopping finds it gone, so the hub drops
     # the route without calling MCKS's stop, and the Service, account and Ingress stay behind;
-    # the next spawn applies over them (kubectl patches what exists) and the route comes back
+    # the next spawn applies over them (unchanged: nothing to patch) and the route comes back
     carol, server, _, key = SPAWNS[3]
     delete_by_hand(stack, "east", f"/api/v1/namespaces/{USER_NAMESPACE}/pods/{key}")
     hub.stop_server(carol, server)
@@ -226,8 +226,8 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
     hub.spawn(carol, server, "east")
     check_spawned(stack, carol, server, "east", key)
 
-    # a spawn that finds its objects left over (a stop that failed half-way): kubectl apply
-    # patches them, and the route comes back to the same Service
+    # a spawn that finds its objects left over and different (here: created without kubectl
+    # apply's annotation): kubectl apply patches them, and the route comes back to the Service
     leftover = subprocess.run(
         [kubectl(), "create", "-f", "-", f"--context={CONTEXTS['east']}", "-n", USER_NAMESPACE],
         input=alice_objects, text=True, capture_output=True, timeout=60,
