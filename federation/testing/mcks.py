@@ -312,10 +312,27 @@ def add_spawner_tokens(clusters: EmulatedClusters, specs: Sequence[ClusterSpec],
     return contexts
 
 
+SERVICE_USER = "system:serviceaccount:jupyterhub:federation-proxy"
+
+
+def service_kubeconfig(clusters: EmulatedClusters, specs: Sequence[ClusterSpec], path: Path,
+                       rules: Mapping[str, Sequence[Rule]]) -> Path:
+    """The service's own kubeconfig: a token per cluster, recorded, held to ``rules[name]``
+    where given (the remote clusters' Role of docs/examples/remote-rbac.yaml)."""
+    contexts = {}
+    for n, spec in enumerate(specs):
+        server = clusters[spec.context]
+        token = f"service-token-{n}-{os.urandom(6).hex()}"
+        server.add_token(token, SERVICE_USER, rules.get(spec.name))
+        contexts[spec.context] = (server.url, token, "jupyterhub")
+    return write_kubeconfig(path, contexts, ca_pem=clusters.tls.ca_pem if clusters.tls else None)
+
+
 @contextlib.contextmanager
 def running_stack(directory: Path, specs: Sequence[ClusterSpec], home: str, *,
                   kubectl: str, service: Callable[[Path], Any], hosts: Sequence[str],
                   crd_files: Sequence[Path] = (), spawner_rules: Sequence[Rule] | None = None,
+                  service_rules: Mapping[str, Sequence[Rule]] | None = None,
                   pod_ready_delay: float = 0.2) -> Any:
     """Start clusters, the service (``service(config_path)`` returns a started ServiceThread-like
     object with ``url`` and a token in ``settings``), the stand-in and a hub; stop all on exit."""
@@ -332,8 +349,10 @@ def running_stack(directory: Path, specs: Sequence[ClusterSpec], home: str, *,
         hub_kubeconfig = write_kubeconfig(
             directory / "hub" / "kubeconfig", add_spawner_tokens(clusters, specs, spawner_rules),
             ca_pem=clusters.tls.ca_pem if clusters.tls else None)
+        kubeconfig = service_kubeconfig(clusters, specs, directory / "service" / "kubeconfig",
+                                        service_rules or {})
         config_path = write_clusters_yaml(
-            directory / "clusters.yaml", clusters_yaml(specs, home, clusters.kubeconfig, hosts))
+            directory / "clusters.yaml", clusters_yaml(specs, home, kubeconfig, hosts))
         svc = stack.enter_context(service(config_path))
         servers = ServerStandIn(jupyterhub.__version__)
         stack.callback(servers.stop)

@@ -3,8 +3,9 @@ emulated clusters with the real kubectl, and this service as the hub's proxy.
 
 Configured as docs/operations.md tells an operator (federation/testing/mcks.py): one profile per
 cluster, MCKS's default object templates, the hub's own account per cluster with the Role of
-docs/examples/spawner-rbac.yaml, enforced by the emulated API servers (a request it does not
-allow is refused with 403, as RBAC would).
+docs/examples/spawner-rbac.yaml and the service's with remote-rbac.yaml's (in the remote
+clusters), each enforced by the emulated API servers (a request its Role does not allow is
+refused with 403, as RBAC would).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from federation.objects import route_id
 from federation.testing.harness import ServiceThread
 from federation.testing.kubeapi.rbac import rules_for
 from federation.testing.mcks import (
+    SERVICE_USER,
     SPAWNER_USER,
     USER_NAMESPACE,
     ClusterSpec,
@@ -69,6 +71,7 @@ SPAWNS = [
 ]
 KEY_LABEL = "mcks.hub.jupyter.org/key"
 SPAWNER_RBAC = REPO / "docs" / "examples" / "spawner-rbac.yaml"
+SERVICE_RBAC = REPO / "docs" / "examples" / "remote-rbac.yaml"
 
 
 def kubectl() -> str:
@@ -80,10 +83,15 @@ def kubectl() -> str:
     return path
 
 
+def rules_of(manifest: Path, user: str) -> list[Any]:
+    """The rules a manifest grants the ServiceAccount ``system:serviceaccount:<ns>:<name>``."""
+    docs = list(yaml.safe_load_all(manifest.read_text(encoding="utf-8")))
+    _, _, namespace, name = user.split(":")
+    return rules_for(docs, name, namespace)
+
+
 def spawner_rules() -> list[Any]:
-    docs = list(yaml.safe_load_all(SPAWNER_RBAC.read_text(encoding="utf-8")))
-    account = SPAWNER_USER.split(":")
-    return rules_for(docs, account[3], account[2])
+    return rules_of(SPAWNER_RBAC, SPAWNER_USER)
 
 
 @pytest.fixture
@@ -92,7 +100,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     with running_stack(tmp_path, SPECS, "hub", kubectl=kubectl(),
                        service=lambda config: ServiceThread(fast_settings(config)),
                        hosts=["hub.example.org"], crd_files=crds,
-                       spawner_rules=spawner_rules()) as running:
+                       spawner_rules=spawner_rules(),
+                       service_rules={name: rules_of(SERVICE_RBAC, SERVICE_USER)
+                                      for name in ("east", "west")}) as running:
         yield running
 
 
@@ -249,6 +259,12 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
         assert {ns for *_, ns in mine} == {USER_NAMESPACE}, mine
         used |= {(verb, group, resource) for verb, group, resource, _ in mine}
     assert used == granted, (sorted(granted - used), sorted(used - granted))
+    # and the service's account in the remote clusters stayed within remote-rbac.yaml's Role
+    for name in ("east", "west"):
+        server = stack.cluster(name)
+        assert server.accesses(SERVICE_USER, allowed=False) == set()
+        assert {(verb, resource) for verb, _, resource, _ in server.accesses(SERVICE_USER)} >= {
+            ("create", "virtualservices"), ("watch", "virtualservices")}
     errors = [line for line in hub.log().splitlines() if line.startswith(("[E ", "[C "))]
     assert errors == [], errors
 
