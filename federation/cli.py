@@ -131,6 +131,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         return fail(problem)
     logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
+    if args.hub:
+        if args.backend != "istio":
+            print("federation demo: --hub runs on the Istio backend only", file=sys.stderr)
+            return 2
+        from .demo_hub import run_hub_demo
+
+        return run_hub_demo(port=args.port, host=args.host, once=args.once)
     return run_demo(port=args.port, host=args.host, once=args.once, backend=args.backend)
 
 
@@ -195,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=BACKENDS, default="istio",
                       help="the objects the routes become: Istio VirtualServices, or Gateway "
                            "API HTTPRoutes")
+    demo.add_argument("--hub", action="store_true",
+                      help="also run a real JupyterHub spawning with MultiClusterKubeSpawner "
+                           "(needs the 'hub' extra and kubectl)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

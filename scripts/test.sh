@@ -5,7 +5,8 @@
 #
 # Without helm (and no npm to install one) a developer's run skips only the chart tests, with
 # the reason; CI (CI=true) fails instead, so the chart is always tested there. Likewise kubectl
-# (the demo's kubectl test): CI installs Debian's package when it is missing.
+# (the demo's kubectl tests, and the MultiClusterKubeSpawner end-to-end test, whose spawner runs
+# it; the spawner itself is in the test extras): CI installs Debian's package when it is missing.
 # helm: tested with 3.6.2 and 3.10.1 (the version installed when none is on PATH).
 # FEDERATION_TEST_NO_INSTALL=1 installs nothing outside .venv (no apt, no npm): the tests that
 # need a missing tool skip with the reason (under CI=true they fail instead).

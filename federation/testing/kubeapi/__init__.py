@@ -13,9 +13,14 @@ One module per concern; :class:`KubeAPIServer` stacks them:
 * ``validation`` (names, metadata, sizes) and ``schema`` (CRD structural schemas);
 * ``selectors`` (label and field selectors), ``patch`` (merge and JSON patches);
 * ``events`` and ``watch``: the event history and the watch streams (chunked JSON lines);
-* ``discovery``: /api, /apis and /version;
+* ``discovery``: /api, /apis and /version; ``openapi``: /openapi/v3, so ``kubectl apply``
+  validates (on the server, ``fieldValidation=Strict``);
+* ``builtin``: the kinds served from the start, with short names and categories, and the core
+  kinds' schemas; ``strategic``: strategic merge patches;
+* ``kubelet``: Pods turn Running and Ready (and end) on their own; Service defaults;
 * ``faults``: injected errors, latency, outages;
-* ``protocol``: the HTTP server, routing a request to the above, Status bodies;
+* ``protocol``: the HTTP server, routing a request to the above, Status bodies, bearer tokens
+  (``add_token``: more clients, each recorded, optionally held to RBAC rules from ``rbac``);
 * ``clusters``: several servers behind one kubeconfig; ``tls``: the run's CA.
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .builtin import NAMES
 from .common import _api_version
 from .resources import _Resource
 from .store import StoreMixin
@@ -77,15 +78,21 @@ class DiscoveryMixin(StoreMixin):
                 "update",
                 "watch",
             ]
-            resources.append(
-                {
-                    "name": res.plural,
-                    "singularName": res.kind.lower(),
-                    "namespaced": res.namespaced,
-                    "kind": res.kind,
-                    "verbs": verbs,
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": res.plural,
+                "singularName": res.kind.lower(),
+                "namespaced": res.namespaced,
+                "kind": res.kind,
+                "verbs": verbs,
+            }
+            short_names, categories = res.short_names, res.categories
+            if not short_names and not categories:
+                short_names, categories = NAMES.get((res.group, res.plural), ((), ()))
+            if short_names:
+                entry["shortNames"] = list(short_names)
+            if categories:
+                entry["categories"] = list(categories)
+            resources.append(entry)
             if res.status_subresource:
                 resources.append(
                     {

@@ -16,6 +16,7 @@ class _Request:
     query: dict[str, str]
     headers: Any
     body: bytes
+    user: str = ""  # whose bearer token authenticated the request
 
     def flag(self, name: str) -> bool:
         return self.query.get(name, "").lower() in ("1", "true")
@@ -47,3 +48,15 @@ class _Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
 
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One resource request as an RBAC rule sees it: who, verb, group, resource, namespace."""
+
+    user: str
+    verb: str
+    group: str
+    resource: str  # "pods", or "pods/status" for a subresource
+    namespace: str  # "" for cluster-scoped requests and lists across namespaces
+    name: str
+    allowed: bool = True  # False: refused with 403 by the token's rules

@@ -10,6 +10,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,8 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .common import MAX_REQUEST_BYTES, _APIError, _dumps, _status
-from .discovery import DiscoveryMixin
-from .messages import _Request, _Response
+from .messages import Access, _Request, _Response
+from .openapi import OpenAPIMixin
+from .rbac import Rule, forbidden_message
 from .resources import _Resource
 from .tls import ServerTLS
 from .watch import WatchMixin
@@ -86,7 +88,7 @@ class _Target:
     watch_path: bool
 
 
-class ProtocolMixin(WatchMixin, DiscoveryMixin):
+class ProtocolMixin(WatchMixin, OpenAPIMixin):
     """The listener, one request's path from bytes to a Status or an object, and its routing."""
 
     name: str
@@ -106,6 +108,10 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
     ) -> None:
         self.name = name
         self.token = token
+        self.tokens: dict[str, str] = {token: "admin"}  # bearer token -> user name
+        self.access_log: list[Access] = []  # requests of the tokens added by add_token
+        self._recorded: set[str] = set()
+        self._rules: dict[str, list[Rule]] = {}
         self.host = host
         self.port = port
         self.url = ""
@@ -139,6 +145,40 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             httpd.server_close()
         if thread is not None:
             thread.join(timeout=5)
+
+    def add_token(self, token: str, user: str, rules: Sequence[Rule] | None = None) -> None:
+        """Accept another bearer token; its resource requests are recorded under ``user`` in
+        :attr:`access_log` (the server's own token is not recorded: tests make many requests).
+        With ``rules`` (see :func:`rbac.rules_for`), requests they do not allow get 403."""
+        if not token or not user:
+            raise ValueError("a token and a user name are needed")
+        self.tokens[token] = user
+        self._recorded.add(user)
+        if rules is not None:
+            self._rules[user] = list(rules)
+
+    def accesses(self, user: str, *, allowed: bool = True) -> set[tuple[str, str, str, str]]:
+        """(verb, group, resource, namespace) of the resource requests ``user`` made that its
+        rules allowed (``allowed=False``: those refused)."""
+        return {(a.verb, a.group, a.resource, a.namespace)
+                for a in list(self.access_log) if a.user == user and a.allowed == allowed}
+
+    def _record(self, req: _Request, verb: str, t: _Target) -> None:
+        """Record a request of an added token, and refuse it when its rules do not allow it."""
+        if req.user not in self._recorded:
+            return
+        resource = t.res.plural + (f"/{t.sub}" if t.sub else "")
+        group, namespace, name = t.res.group, t.namespace or "", t.name or ""
+        rules = self._rules.get(req.user)
+        allowed = rules is None or any(
+            r.allows(verb, group, resource, namespace, name) for r in rules)
+        access = Access(req.user, verb, group, resource, namespace, name, allowed)
+        self.access_log.append(access)
+        if not allowed:
+            message = forbidden_message(req.user, verb, access.group, resource, access.namespace,
+                                        access.name)
+            raise _APIError(403, message, details={"name": access.name, "group": access.group,
+                                                   "kind": t.res.plural})
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._conn_lock:
@@ -179,8 +219,10 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         req = _Request(h.command, query, h.headers, body)
         try:
-            if not self._authorized(h.headers.get("Authorization")):
+            user = self._authorized(h.headers.get("Authorization"))
+            if user is None:
                 raise _APIError(401, "Unauthorized")
+            req.user = user
             response = self._route(h, req, [unquote(s) for s in split.path.split("/") if s])
         except _APIError as exc:
             response = _Response(exc.code, _dumps(exc.status()), exc.headers)
@@ -210,10 +252,16 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             raise _APIError(413, f"Request entity too large: limit is {MAX_REQUEST_BYTES}")
         return h.rfile.read(length) if length > 0 else b""
 
-    def _authorized(self, header: str | None) -> bool:
+    def _authorized(self, header: str | None) -> str | None:
+        """The user whose token the request carries; None when it carries no known token."""
         if not header or not header.startswith("Bearer "):
-            return False
-        return hmac.compare_digest(header[7:].strip().encode(), self.token.encode())
+            return None
+        given = header[7:].strip().encode()
+        found = None
+        for token, user in list(self.tokens.items()):  # compare all: no early exit to time
+            if hmac.compare_digest(given, token.encode()):
+                found = user
+        return found
 
     def _send(self, h: _Handler, response: _Response) -> None:
         try:
@@ -253,6 +301,8 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             return _Response(200, b"ok", content_type="text/plain; charset=utf-8")
         if segs == ["version"]:
             return self._json(200, self._version())
+        if segs[0] == "openapi":
+            return self._json(200, self._openapi(segs[1:]))
         if segs[0] == "api" and len(segs) <= 2:
             return self._json(200, self._core_discovery(segs))
         if segs[0] == "apis" and len(segs) == 1:
@@ -307,15 +357,18 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
         if req.method == "GET":
             watching = t.watch_path or req.flag("watch")
             self._admit("watch" if watching else "list")
+            self._record(req, "watch" if watching else "list", t)
             if watching:
                 self._watch(h, req, res, version, namespace)
                 return None
             return self._list(req, res, version, namespace)
         if req.method == "POST" and scoped:
             self._admit("create")
+            self._record(req, "create", t)
             return self._create(req, res, version, namespace or "")
         if req.method == "DELETE" and scoped:
             self._admit("deletecollection")
+            self._record(req, "deletecollection", t)
             return self._delete_collection(req, res, version, namespace)
         raise _APIError(405, _NOT_ALLOWED)
 
@@ -325,6 +378,7 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
         key = (t.namespace or "", t.name)
         if req.method == "GET":
             self._admit("get")
+            self._record(req, "get", t)
             stored = res.objects.get(key)
             answer = None if stored is None else _Response(200, res.render(stored, version))
             self._deliver_late()  # decided above: what happens meanwhile is not in it
@@ -333,14 +387,17 @@ class ProtocolMixin(WatchMixin, DiscoveryMixin):
             return answer
         if req.method == "PUT":
             self._admit("update")
+            self._record(req, "update", t)
             return self._replace(req, res, version, key, sub)
         if req.method == "PATCH":
             self._admit("patch")
+            self._record(req, "patch", t)
             return self._patch(req, res, version, key, sub)
         if req.method == "DELETE" and sub is None:
             if res.plural == "namespaces" and not res.group:
                 raise _APIError(405, "deleting namespaces is not supported by this emulator")
             self._admit("delete")
+            self._record(req, "delete", t)
             return self._delete(req, res, version, key)
         raise _APIError(405, _NOT_ALLOWED)
 

@@ -33,6 +33,9 @@ _KNOWN_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("", "endpoints"): ("Endpoints", False),
     ("", "pods"): ("Pod", True),
     ("", "events"): ("Event", False),
+    ("", "serviceaccounts"): ("ServiceAccount", False),
+    ("", "persistentvolumeclaims"): ("PersistentVolumeClaim", True),
+    ("networking.k8s.io", "ingresses"): ("Ingress", True),
 }
 
 
@@ -69,6 +72,9 @@ class _Resource:
     has_generation: bool = True
     schemas: dict[str, _Schema | None] = field(default_factory=dict)
     versions: set[str] = field(default_factory=set)
+    short_names: tuple[str, ...] = ()
+    strategic: bool = False  # accepts strategic merge patches (built-in kinds, not CRDs)
+    categories: tuple[str, ...] = ()
     objects: dict[tuple[str, str], _Stored] = field(default_factory=dict)
 
     @property

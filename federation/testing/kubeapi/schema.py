@@ -35,6 +35,8 @@ class _CRD:
     kind: str
     namespaced: bool
     versions: list[_CRDVersion]
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
 
 
 _crd_cache: dict[tuple[str, int], list[_CRD]] = {}
@@ -266,6 +268,8 @@ def _load_crds(path: str | Path) -> list[_CRD]:
                 kind=spec["names"]["kind"],
                 namespaced=spec.get("scope", "Namespaced") == "Namespaced",
                 versions=versions,
+                short_names=tuple(spec["names"].get("shortNames") or ()),
+                categories=tuple(spec["names"].get("categories") or ()),
             )
         )
     with _crd_cache_lock:

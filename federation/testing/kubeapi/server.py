@@ -4,16 +4,18 @@ faults and protocol layers; its life cycle (start, stop, outages of the listener
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 from .events import _BREAK
+from .kubelet import KubeletMixin
 from .protocol import ProtocolMixin
 from .tls import ServerTLS
 
 
-class KubeAPIServer(ProtocolMixin):
+class KubeAPIServer(ProtocolMixin, KubeletMixin):
     """One emulated cluster's API server on loopback. Thread-safe; usable as a context manager.
 
     The layers it stacks (protocol, watch, discovery, store, validation, faults) each live in
@@ -32,10 +34,14 @@ class KubeAPIServer(ProtocolMixin):
         history_limit: int = 5000,
         git_version: str = "v1.30.0",
         tls: ServerTLS | None = None,
+        kubelet: bool = True,
+        pod_ready_delay: float = 0.2,
+        pod_stop_delay: float = 0.2,
     ) -> None:
         self._init_listener(name, token, host, port, tls)
         self._init_faults()
         self._init_store(history_limit, crd_files)
+        self._init_kubelet(kubelet, pod_ready_delay, pod_stop_delay, zlib.crc32(name.encode()))
         self.git_version = git_version
         # Seconds between BOOKMARK events on watches that allow them (the apiserver uses ~1 min).
         self.bookmark_interval: float = 60.0
@@ -59,6 +65,7 @@ class KubeAPIServer(ProtocolMixin):
                 return
             self._stopping = True
             self._state.notify_all()
+        self._stop_kubelet()
         self._close_listener()
         self._broadcast(_BREAK)
         self._drop_connections()

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .builtin import BUILTIN_KINDS, BuiltinKind, model_schema, schema_available
 from .common import _api_version, _APIError, _dumps, _now
 from .events import _Event, _Watcher
 from .messages import _Request, _Response
 from .patch import _json_patch, _merge_patch, _PatchError
 from .resources import _KNOWN_KINDS, _guess_kind, _Resource, _Stored
-from .schema import _load_crds
+from .schema import _load_crds, _Schema
 from .selectors import (
     _FieldReq,
     _fields_match,
@@ -29,6 +30,7 @@ from .selectors import (
     _parse_label_selector,
     _Requirement,
 )
+from .strategic import strategic_merge
 from .validation import _GENERATE_ALPHABET, ValidationMixin
 
 
@@ -51,6 +53,20 @@ def _spec_changed(old: Mapping[str, Any], new: Mapping[str, Any], status_separat
     return {k: v for k, v in old.items() if k not in skip} != {
         k: v for k, v in new.items() if k not in skip
     }
+
+
+def _builtin_resource(kind: BuiltinKind) -> _Resource:
+    """A kind a real cluster serves from the start; core kinds with a model get its schema and
+    only their own version (the core group is closed), the others stay open to any version."""
+    schemas: dict[str, _Schema | None] = {}
+    if kind.model is not None and schema_available():
+        schemas[kind.version] = _Schema(model_schema(kind.model), None, None)
+    return _Resource(
+        kind.group, kind.plural, kind.kind, kind_known=True, namespaced=kind.namespaced,
+        declared=bool(schemas), status_subresource=kind.status_subresource,
+        has_generation=bool(kind.group), schemas=schemas, versions={kind.version},
+        short_names=kind.short_names, categories=kind.categories, strategic=not kind.crd,
+    )
 
 
 def _name_new_object(res: _Resource, meta: dict[str, Any]) -> str | None:
@@ -180,8 +196,10 @@ class StoreMixin(ValidationMixin):
         # comes into being at its first request.
         self._resources = {("", "namespaces"): _Resource(
             "", "namespaces", "Namespace", kind_known=True, namespaced=False, declared=True,
-            has_generation=False, schemas={"v1": None}, versions={"v1"},
+            has_generation=False, schemas={"v1": None}, versions={"v1"}, short_names=("ns",),
         )}
+        for kind in BUILTIN_KINDS:
+            self._resources[(kind.group, kind.plural)] = _builtin_resource(kind)
 
     def _load_crds(self) -> None:
         if self._crds_loaded:
@@ -197,6 +215,8 @@ class StoreMixin(ValidationMixin):
                     declared=True,
                     status_subresource=any(v.status_subresource for v in crd.versions),
                     schemas={v.name: v.schema for v in crd.versions},
+                    short_names=crd.short_names,
+                    categories=crd.categories,
                 )
         self._crds_loaded = True
 
@@ -341,6 +361,7 @@ class StoreMixin(ValidationMixin):
         generate = _name_new_object(res, body["metadata"])
         self._prepare_new(res, body)
         obj, warnings = self._validate(req, res, version, body)
+        self._set_defaults(res, obj)
         self._check_size(res, obj)
         with self._lock:
             key = self._free_key_locked(res, namespace, obj["metadata"], generate)
@@ -348,7 +369,21 @@ class StoreMixin(ValidationMixin):
             if req.query.get("dryRun"):
                 return _Response(201, res.render(_Stored(obj, _dumps(obj)), version), warnings)
             stored = self._commit_locked(res, "ADDED", key, obj, None)
+        self._after_create(res, key, stored)
         return _Response(201, res.render(stored, version), warnings)
+
+    # Hooks for what a cluster's own components do (kubelet.py); the bare store does nothing.
+
+    def _set_defaults(self, res: _Resource, obj: dict[str, Any]) -> None:
+        """Fill in what the apiserver defaults on a new object."""
+
+    def _after_create(self, res: _Resource, key: tuple[str, str], stored: _Stored) -> None:
+        """React to a stored new object (outside the lock)."""
+
+    def _graceful_delete_locked(self, res: _Resource, key: tuple[str, str], cur: _Stored,
+                                options: dict[str, Any]) -> _Stored | None:
+        """The object as marked for a graceful deletion, or None to delete it now."""
+        return None
 
     def _prepare_new(self, res: _Resource, body: dict[str, Any]) -> None:
         """What the apiserver sets or clears on an object to be created, before validation."""
@@ -440,11 +475,22 @@ class StoreMixin(ValidationMixin):
                     raise _APIError(422, "the patched document must be a JSON object")
                 return result
 
+        elif media == "application/strategic-merge-patch+json" and res.strategic:
+
+            def apply(cur: _Stored) -> dict[str, Any]:
+                try:
+                    return strategic_merge(json.loads(res.render(cur, version)), patch)  # type: ignore[no-any-return]
+                except _PatchError as exc:
+                    raise _APIError(422, str(exc)) from None
+
         else:
+            accepted = "application/json-patch+json, application/merge-patch+json"
+            if res.strategic:
+                accepted += ", application/strategic-merge-patch+json"
             raise _APIError(
                 415,
                 "the body of the request was in an unknown format - accepted media types include: "
-                "application/json-patch+json, application/merge-patch+json",
+                + accepted,
             )
         return self._update(req, res, version, key, sub, apply, None)
 
@@ -521,6 +567,9 @@ class StoreMixin(ValidationMixin):
             _check_preconditions(res, key[1], meta, options.get("preconditions") or {})
             if dry_run or (meta.get("finalizers") and meta.get("deletionTimestamp")):
                 return _Response(200, res.render(cur, version))
+            marked = self._graceful_delete_locked(res, key, cur, options)
+            if marked is not None:
+                return _Response(200, res.render(marked, version))
             if meta.get("finalizers"):
                 # Finalizers hold the object: deleting only marks it.
                 new = json.loads(cur.raw)
