@@ -245,20 +245,24 @@ class Federation:
         A cluster not known to hold it is read first; all clusters at once."""
         path = normalize_path(raw_path)
         known = self.table.get(path) is not None
-        results = await asyncio.gather(*(self._remove_from(s, path)
-                                         for s in list(self.stores.values())),
+        stores = list(self.stores.values())
+        holders = {s.name for s in stores if s.holds(path)}
+        results = await asyncio.gather(*(self._remove_from(s, path) for s in stores),
                                        return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
         removed = any(r is True for r in results)
-        if failed and (known or removed or self.table.get(path) is not None):
-            raise failed[0]
-        if not known and not removed:
-            if failed:
-                # A cluster that could not be read may hold it: 503, so the hub asks again,
-                # rather than a 404 it would believe.
-                raise failed[0]
-            return False
-        return True
+        for store, result in zip(stores, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if store.name in holders or not (known or removed):
+                # A holder failed, or a cluster that could not be read may hold the route:
+                # 503, so the hub asks again, rather than a 404 it would believe.
+                raise result
+            # The route is gone from the clusters known to hold it; one that cannot be read
+            # now may still keep a copy written through another replica.
+            log.warning("cluster %s: route %s deleted elsewhere, but this cluster could not be "
+                        "read for a copy of it: %s", store.name, path, result,
+                        extra={"cluster": store.name})
+        return known or removed
 
     @staticmethod
     async def _remove_from(store: Store, path: str) -> bool:
