@@ -14,6 +14,7 @@ from .kube import Resource, build_clients
 from .mesh import API_VERSION
 from .model import LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY, selector
 from .settings import Settings
+from .sharing import find_shared_hosts
 
 VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
 GATEWAYS = Resource("networking.istio.io", "v1", "gateways")
@@ -52,6 +53,7 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         hint = " (namespace missing, or the Gateway API CRDs?)" if exc.status == 404 else ""
         out.append(Finding(name, f"auth and list {kind}", False, f"{exc}{hint}"))
         return out
+    out.append(await shared_host_finding(name, client, registry))
     try:
         await client.read(f"/api/v1/namespaces/{cluster.namespace}")
         out.append(Finding(name, "namespace exists", True, cluster.namespace))
@@ -81,6 +83,18 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         ok = False if exc.status == 404 else None
         out.append(Finding(name, "gateway exists", ok, f"{cluster.gateway}: {exc}"))
     return out
+
+
+async def shared_host_finding(name: str, client: Any, registry: Registry) -> Finding:
+    """No other hub's routes claim this instance's hosts on the cluster (see sharing)."""
+    check = "no other hub on our hosts"
+    try:
+        found = await find_shared_hosts(registry, registry.clusters[name], client)
+    except KubeError as exc:
+        return Finding(name, check, None, str(exc))
+    if not found:
+        return Finding(name, check, True, f"none in namespace {registry.clusters[name].namespace}")
+    return Finding(name, check, False, "; ".join(s.reason(registry) for s in found))
 
 
 async def gateway_findings(name: str, client: Any, cluster: Cluster) -> list[Finding]:
