@@ -16,7 +16,7 @@ import pytest
 
 from federation import sharing
 from federation.config import Registry, parse_registry
-from federation.errors import ConfigError
+from federation.errors import ConfigError, KubeError
 from federation.kube import Resource
 from federation.model import LABEL_INSTANCE
 from federation.plan import render_table
@@ -218,3 +218,25 @@ def test_each_other_instance_is_read_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert sorted(s.other for s in found) == ["hubb", "jupyterhub"]
     assert len(client.calls) == 3
     assert client.calls[-1].endswith("notin (hubb,hubc,jupyterhub)")
+
+
+class DownClient:
+    async def list(self, res: Resource, label_selector: str, limit: int | None = None,
+                   continue_token: str | None = None) -> dict[str, Any]:
+        raise KubeError("list on cluster 'west': cannot reach the API server", cluster="west")
+
+
+def test_a_cluster_that_cannot_be_read_is_logged_and_passed_over(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A down cluster must not keep the proxy down; the refusal still comes from the others."""
+    (_, hub_b), objects = both_hubs("istio", own_ingress=False)
+    first_hub = [o for o in objects["east"] if o["metadata"]["labels"][LABEL_INSTANCE] == "jupyterhub"]
+    clients: dict[str, Any] = {"hub": ListingClient([]), "west": DownClient(),
+                               "east": ListingClient(first_hub)}
+    with pytest.raises(ConfigError) as err:
+        asyncio.run(refuse_shared_hosts(hub_b, clients))
+    assert "east.hub.example.org" in str(err.value) and "west" not in str(err.value)
+    unread = [r for r in caplog.records if getattr(r, "cluster", None) == "west"]
+    assert unread and "could not look for other hubs" in unread[0].getMessage()
+    del clients["east"]
+    asyncio.run(refuse_shared_hosts(hub_b, clients))  # nothing found: no refusal
