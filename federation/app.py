@@ -21,7 +21,7 @@ from . import __version__, logs, metrics
 from .api import clusters, health, routes
 from .api.deps import Authorized
 from .config import Registry, kubeconfig_paths, load_registry
-from .errors import ClusterUnavailable, FederationError, InvalidRoute, KubeError
+from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
 from .service import Federation
 from .settings import Settings
 
@@ -182,6 +182,11 @@ def create_app(
         _startup_line(settings, fed.registry)
         app.state.loop = asyncio.get_running_loop()
         app.state.reload_trigger = asyncio.Event()
+        try:
+            await fed.refuse_shared_hosts()
+        except ConfigError:
+            await fed.stop()  # closes the clients; nothing else was started
+            raise
         await fed.start()
         reloader = asyncio.create_task(_watch_config(app, settings)) if settings.config else None
         loop = asyncio.get_running_loop()

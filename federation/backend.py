@@ -80,6 +80,7 @@ class Builders(Protocol):
     `federation check` asks of a cluster for it."""
 
     route_kind: tuple[str, Resource]  # the route-holding kind: (name to show, where it lives)
+    claim_role: str  # the role of the objects that list the hosts an instance claims
 
     def check_route(self, registry: Registry, cluster: Cluster, entry: Entry) -> None:
         """Raise InvalidRoute for an entry this backend cannot write."""
@@ -100,6 +101,7 @@ class Builders(Protocol):
 
 class _IstioBuilders:
     route_kind = istio_check.ROUTE_KIND
+    claim_role = "root"  # a plain root lists every host the cluster's plain routes answer
     probe_object = staticmethod(istio_check.probe_object)
     gateway_findings = staticmethod(istio_check.gateway_findings)
 
@@ -119,6 +121,7 @@ class _IstioBuilders:
 
 class _GatewayBuilders:
     route_kind = gateway_check.ROUTE_KIND
+    claim_role = "route"  # every plain HTTPRoute lists the hosts of the cluster
     probe_object = staticmethod(gateway_check.probe_object)
     gateway_findings = staticmethod(gateway_check.gateway_findings)
 

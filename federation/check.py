@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from .activity import probe as probe_activity
 from .backend import builders
@@ -13,6 +14,7 @@ from .errors import ConfigError, KubeError
 from .kube import build_clients
 from .model import labels, selector
 from .settings import Settings
+from .sharing import find_shared_hosts
 
 
 @dataclass
@@ -46,6 +48,7 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         hint = " (namespace missing, or the CRDs?)" if exc.status == 404 else ""
         out.append(Finding(name, f"auth and list {kind}", False, f"{exc}{hint}"))
         return out
+    out.append(await shared_host_finding(name, client, registry))
     try:
         await client.read(f"/api/v1/namespaces/{cluster.namespace}")
         out.append(Finding(name, "namespace exists", True, cluster.namespace))
@@ -63,6 +66,18 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
     out += [Finding(name, check, ok, detail)
             for check, ok, detail in await side.gateway_findings(client, cluster)]
     return out
+
+
+async def shared_host_finding(name: str, client: Any, registry: Registry) -> Finding:
+    """No other hub's routes claim this instance's hosts on the cluster (see sharing)."""
+    check = "no other hub on our hosts"
+    try:
+        found = await find_shared_hosts(registry, registry.clusters[name], client)
+    except KubeError as exc:
+        return Finding(name, check, None, str(exc))
+    if not found:
+        return Finding(name, check, True, f"none in namespace {registry.clusters[name].namespace}")
+    return Finding(name, check, False, "; ".join(s.reason(registry) for s in found))
 
 
 async def run_check(registry: Registry, settings: Settings) -> int:

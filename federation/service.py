@@ -25,6 +25,7 @@ from .model import ROUTE_HEADER, Entry, route_id
 from .plan import plan_route
 from .routespec import RouteKey, normalize_path, wire_forms
 from .settings import Settings
+from .sharing import refuse_shared_hosts
 from .store import ClusterStore as Store
 from .table import RouteTable
 
@@ -79,6 +80,11 @@ class Federation:
         self.activity = ActivityMonitor(lambda: self.registry, self.table, settings, self.ready)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def refuse_shared_hosts(self) -> None:
+        """ConfigError when another hub's routes claim this one's hosts on a cluster (read
+        before anything is written: see federation.sharing)."""
+        await refuse_shared_hosts(self.registry, {n: s.client for n, s in self.stores.items()})
 
     async def start(self) -> None:
         for store in self.stores.values():
