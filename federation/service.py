@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ def make_store(registry: Registry, name: str, client: ClusterClient, table: Rout
 log = logging.getLogger(__name__)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def now_iso(offset: float = 0.0) -> str:
+    """Now (plus ``offset`` seconds) as route write times are kept: ISO 8601, milliseconds."""
+    when = datetime.now(UTC) + timedelta(seconds=offset)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 async def _move_routes(old: Store, new: Store) -> None:
@@ -245,16 +247,22 @@ class Federation:
     async def delete_route(self, raw_path: str) -> bool:
         """Remove a route from every cluster that holds it; False when none does (404).
 
-        Every cluster is asked, not only those this replica has heard hold the route: a copy
-        written through another replica (a route not heard of yet, or one that moved between
-        clusters meanwhile) would otherwise stay, and answer for the route once this one went.
-        A cluster not known to hold it is read first; all clusters at once."""
+        A copy written through another replica that this one has not heard of (a route not
+        seen yet, or one that moved between clusters just now) would otherwise stay, and answer
+        for the route once this one went: so the clusters not known to hold it are read first
+        (all at once), unless the route's last write is older than any such copy can be. Copies
+        left by a move are removed by housekeeping on every replica, so after two of its
+        intervals, with every watch synced, none can be left unheard of."""
         path = normalize_path(raw_path)
-        known = self.table.get(path) is not None
+        entry = self.table.get(path)
+        known = entry is not None
         stores = list(self.stores.values())
         holders = {s.name for s in stores if s.holds(path)}
-        results = await asyncio.gather(*(self._remove_from(s, path) for s in stores),
-                                       return_exceptions=True)
+        settled = now_iso(-2 * self.settings.reconcile_interval)
+        results = await asyncio.gather(
+            *(self._remove_from(s, path, look=entry is None or entry.last_activity >= settled
+                                or s.health.state != "synced") for s in stores),
+            return_exceptions=True)
         removed = any(r is True for r in results)
         for store, result in zip(stores, results, strict=True):
             if not isinstance(result, BaseException):
@@ -271,10 +279,12 @@ class Federation:
         return known or removed
 
     @staticmethod
-    async def _remove_from(store: Store, path: str) -> bool:
-        """Remove the route's entry from one cluster (read first where not known to be
-        there); True when the cluster held it."""
+    async def _remove_from(store: Store, path: str, look: bool) -> bool:
+        """Remove the route's entry from one cluster (with ``look``, read first where not
+        known to be there); True when the cluster held it."""
         if not store.holds(path):
+            if not look:
+                return False
             await store.refresh(path)
             if not store.holds(path):
                 return False
