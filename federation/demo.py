@@ -263,9 +263,9 @@ def describe_objects(clusters: EmulatedClusters, backend: str = "istio") -> str:
 
 
 @contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
+def workdir(prefix: str = "federation-demo-") -> Iterator[Path]:
     """A private temporary folder removed on any exit; SIGINT and SIGTERM end the demo."""
-    path = Path(tempfile.mkdtemp(prefix="federation-demo-"))
+    path = Path(tempfile.mkdtemp(prefix=prefix))
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -326,9 +326,9 @@ def _print_try_lines(service: ServiceThread, clusters: EmulatedClusters, config:
 
 def run_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False,
              backend: str = "istio") -> int:
-    with _workdir() as workdir, EmulatedClusters(["hub", "east", "west"], workdir,
+    with workdir() as folder, EmulatedClusters(["hub", "east", "west"], folder,
                                                  tls=True) as clusters:
-        config = write_clusters_yaml(workdir / "clusters.yaml",
+        config = write_clusters_yaml(folder / "clusters.yaml",
                                      demo_config(clusters.kubeconfig, backend))
         registry = load_registry(config)
         install_gateways(clusters, registry)

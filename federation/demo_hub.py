@@ -9,14 +9,8 @@ them (or without kubectl, which the spawner runs) it says what to install. The t
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import shutil
-import signal
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +18,8 @@ import httpx
 from pydantic import SecretStr
 
 from .config import Registry, load_registry
+from .demo import install_gateways
+from .demo import workdir as demo_workdir
 from .placement import destination_in, place
 from .settings import Settings
 from .testing.harness import ServiceThread
@@ -56,27 +52,8 @@ def missing_requirements() -> list[str]:
     return problems
 
 
-@contextlib.contextmanager
-def _workdir() -> Iterator[Path]:
-    """A private temporary folder removed on any exit; SIGTERM ends the demo like Ctrl-C."""
-    path = Path(tempfile.mkdtemp(prefix="federation-demo-hub-"))
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
-    try:
-        yield path
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _install_gateways(stack: Stack) -> None:
-    from .demo import install_gateways  # the plain demo's Gateways, so `federation check` passes
-
+    """The plain demo's Gateways, so `federation check` passes."""
     install_gateways(stack.clusters, load_registry(stack.config_path))
 
 
@@ -149,8 +126,8 @@ def run_hub_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False) 
                             gc_grace=10)
         return ServiceThread(settings, host=host, port=port)
 
-    with _workdir() as workdir, running_stack(workdir, SPECS, "hub", kubectl=kubectl,
-                                              service=service, hosts=[HUB_HOST]) as stack:
+    with demo_workdir("federation-demo-hub-") as workdir, running_stack(
+            workdir, SPECS, "hub", kubectl=kubectl, service=service, hosts=[HUB_HOST]) as stack:
         _install_gateways(stack)
         print("starting JupyterHub and spawning servers (a few seconds)...", flush=True)
         stack.hub.start()

@@ -10,15 +10,14 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from typing import Any
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from jupyterhub.spawner import Spawner
 from tornado import web
 from traitlets import Dict, Unicode
+
+from federation.testing.hub_resolver import LoopbackResolver
 
 
 class ProfileSpawner(Spawner):
@@ -94,39 +93,5 @@ def trusting(cafile: str) -> ssl.SSLContext:
     return context
 
 
-class StandInResolver(AbstractResolver):
-    """Resolve ``(host, port)`` pairs to loopback stand-ins; other names as usual.
-
-    aiohttp connects to the ``host`` and ``port`` a resolver returns, while TLS still checks the
-    certificate against the requested name: the hub's requests keep their real URL (scheme, Host
-    header, SNI) and only the socket goes to the stand-in.
-    """
-
-    def __init__(self, table: dict[str, tuple[str, int]]) -> None:
-        # "host:port" -> (ip, port); strings as keys, so the table is plain config data.
-        self.table = {key.lower(): (ip, int(port)) for key, (ip, port) in table.items()}
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = self.table.get(f"{host.lower().rstrip('.')}:{port}")
-        if found is None:
-            resolver = ThreadedResolver()
-            try:
-                return await resolver.resolve(host, port, family)
-            finally:
-                await resolver.close()
-        ip, stand_in_port = found
-        return [
-            {
-                "hostname": host,
-                "host": ip,
-                "port": stand_in_port,
-                "family": socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
+# The hub's DNS for the ingress host names: the same stand-in resolver the MCKS stack uses.
+StandInResolver = LoopbackResolver
