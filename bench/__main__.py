@@ -25,10 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chp", action="store_true", help="leave configurable-http-proxy out")
     parser.add_argument("--only", metavar="FIGURES",
                         help="comma-separated subset of: writes (1), scale (2, 4-7), "
-                             "storm (3), largest (8)")
+                             "storm (3), largest (8), grown (10)")
     parser.add_argument("--routes", metavar="SIZES",
-                        help="comma-separated table sizes: keep only the scale points of these "
-                             "sizes (e.g. 1000,10000)")
+                        help="comma-separated table sizes: keep only the scale points and grown "
+                             "tables of these sizes (e.g. 1000,10000)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run every service process under cProfile, stats into DIR "
                              "(timings are then inflated)")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, chp=False)
     if args.only:
         only = {f.strip() for f in args.only.split(",")}
-        unknown = only - {"writes", "scale", "storm", "largest"}
+        unknown = only - {"writes", "scale", "storm", "largest", "grown"}
         if unknown:
             parser.error(f"unknown figures: {', '.join(sorted(unknown))}")
         plan = dataclasses.replace(
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             points=plan.points if "scale" in only else (),
             storms=plan.storms if "storm" in only else (),
             largest_routes=plan.largest_routes if "largest" in only else 0,
+            grown=plan.grown if "grown" in only else (),
             notes=plan.notes + (f"Only these figures were measured: {args.only}.",),
         )
     if args.routes:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--routes: not a list of numbers: {args.routes}")
         plan = dataclasses.replace(
             plan, points=tuple(p for p in plan.points if p.routes in sizes),
+            grown=tuple(size for size in plan.grown if size in sizes),
             notes=plan.notes + (f"Only the scale points of these sizes: {args.routes}.",),
         )
     if args.profile:

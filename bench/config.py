@@ -64,6 +64,11 @@ class Plan:
     # 8. the largest object, at a table loaded only for it (0: skip)
     largest_routes: int = 0
     largest_writes: int = 0  # sequential POSTs (then DELETEs) through the service there
+    # 10. tables grown through the API from empty clusters, as a hub grows its table (sizes)
+    grown: tuple[int, ...] = ()
+    grow_clients: int = 50  # concurrent clients writing the table
+    grow_sample: int = 500  # the last adds of the growth, timed for CPU per add
+    reposts: int = 50  # unchanged routes POSTed again (JupyterHub's route check)
     chp: bool = True
     install_chp: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -104,12 +109,13 @@ def full(latency: float = 0.005) -> Plan:
         idle_seconds=16.0,
         reconcile_interval=4.0,
         adds_table=10_000,
-        adds=1_000,
+        adds=500,
         adds_clients=50,
         storm_routes=1_000,
         storms=STORMS,
         largest_routes=100_000,
         largest_writes=20,
+        grown=(10_000, 50_000),
     )
 
 
@@ -136,6 +142,9 @@ def quick(latency: float = 0.005) -> Plan:
         storms=STORMS,
         largest_routes=500,
         largest_writes=5,
+        grown=(400,),
+        grow_sample=100,
+        reposts=10,
         notes=("Quick mode: small sizes and one run each; the figures show that every "
                "measurement works, not how the service performs.",),
     )
@@ -164,6 +173,10 @@ def tiny(latency: float = 0.001) -> Plan:
         storms=(StormScenario("httpx", 10), StormScenario("jupyterhub", 10)),
         largest_routes=80,
         largest_writes=3,
+        grown=(60,),
+        grow_clients=10,
+        grow_sample=20,
+        reposts=3,
         chp=False,
         install_chp=False,
     )

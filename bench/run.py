@@ -20,6 +20,7 @@ from .backends import write_cost
 from .chp import CHPProcess, chp_version, find_chp
 from .clusters import HOME, Route, World, entries_in, routes
 from .config import WRITE_KINDS, Plan, ScalePoint, StormScenario
+from .grown import grown_point
 from .machine import machine, snapshot_sources
 from .measure import (
     AUTH,
@@ -118,6 +119,9 @@ class Runner:
             if plan.largest_routes:
                 self.guarded(f"largest object at {plan.largest_routes:,} routes",
                              self.largest_object)
+            for size in plan.grown:
+                self.guarded(f"table grown to {size:,} routes",
+                             functools.partial(grown_point, self, size))
         finally:
             if self._chp is not None:
                 self._chp.stop()
