@@ -16,11 +16,17 @@ class ScalePoint:
     clusters: int
     # A clusters.yaml `shards` override; None (every preset): the service's own layout.
     shards: int | None = None
+    backend: str = "istio"  # or "gateway-api": every cluster's backend
 
     @property
     def label(self) -> str:
         text = f"{self.routes:,} routes, {self.clusters} cluster{'s' if self.clusters > 1 else ''}"
-        return text + (f", shards {self.shards}" if self.shards else "")
+        text += f", shards {self.shards}" if self.shards else ""
+        return text + (", Gateway API" if self.gateway else "")
+
+    @property
+    def gateway(self) -> bool:
+        return self.backend == "gateway-api"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ def full(latency: float = 0.005) -> Plan:
             ScalePoint(50_000, 4),
             ScalePoint(10_000, 1),
             ScalePoint(10_000, 8),
+            ScalePoint(10_000, 4, backend="gateway-api"),
+            ScalePoint(50_000, 4, backend="gateway-api"),
         ),
         get_samples=20,
         changed_samples=5,
@@ -127,7 +135,7 @@ def quick(latency: float = 0.005) -> Plan:
         runs=1,
         write_table=200,
         write_samples=30,
-        points=(ScalePoint(400, 4), ScalePoint(400, 1)),
+        points=(ScalePoint(400, 4), ScalePoint(400, 1), ScalePoint(400, 4, backend="gateway-api")),
         get_samples=5,
         changed_samples=2,
         post_samples=10,
@@ -158,7 +166,8 @@ def tiny(latency: float = 0.001) -> Plan:
         runs=1,
         write_table=20,
         write_samples=4,
-        points=(ScalePoint(20, 4), ScalePoint(40, 4), ScalePoint(30, 1)),
+        points=(ScalePoint(20, 4), ScalePoint(40, 4), ScalePoint(30, 1),
+                ScalePoint(40, 4, backend="gateway-api")),
         get_samples=2,
         changed_samples=1,
         post_samples=3,

@@ -49,6 +49,10 @@ def _verdict(value: float, limit: float, unit: str, scale: float = 1.0, digits: 
             f"({value / limit:.1f}x the target)")
 
 
+def _routes(point: ScalePoint) -> str:
+    return f"{point.routes:,}" + (" (Gateway API)" if point.gateway else "")
+
+
 def _point(results: Results, routes: int, clusters: int = 4) -> ScaleResult | None:
     for r in results.scale:
         if r.point == ScalePoint(routes, clusters):
@@ -214,6 +218,41 @@ def grown(results: Results) -> list[str]:
                          "revisions per re-POST"], rows)
 
 
+BOTH: list[tuple[str, str, Callable[[Spread], str]]] = [
+    ("POST p50 / bare create (the table's mix)", "post.ratio", _x),
+    ("POST p50 / bare create (Service-name target)", "post.service.ratio", _x),
+    ("POST p50", "post.p50", _ms),
+    ("DELETE p50", "delete.p50", _ms),
+    ("service CPU / 1,000 POSTs (10 clients)", "cpu.post", lambda sp: sp.fmt(1.0, "s")),
+    ("adds from 50 clients / CHP's rate", "adds.ratio", _x),
+    ("bytes stored / write, one at a time", "bytes.seq", lambda sp: sp.fmt(1 / 1024, "KiB")),
+    ("RSS after writes", "rss.after", lambda sp: sp.fmt(MIB, "MiB", 0)),
+    ("restart to table listed", "listed", lambda sp: sp.fmt(1.0, "s")),
+    ("longest /healthz, idle", "stall.max", _ms),
+]
+
+
+def both_backends(results: Results) -> list[str]:
+    """The same figures of the points that exist on both backends, side by side."""
+    pairs = []
+    for r in results.scale:
+        if r.point.gateway:
+            istio = _point(results, r.point.routes, r.point.clusters)
+            if istio is not None:
+                pairs.append((istio, r))
+    if not pairs:
+        return []
+    header = ["Figure"] + [f"{a.point.routes:,}: {name}" for a, _ in pairs
+                           for name in ("Istio", "Gateway API")]
+    rows = [[what] + [fmt(r.series.spread(key)) for pair in pairs for r in pair]
+            for what, key, fmt in BOTH]
+    out = ["### 11. Both backends through the service", "",
+           "The scale points run on both backends (every cluster `backend: istio`, or every "
+           "cluster `backend: gateway-api`), same tables, same writes (fig. 4-7). The bare create "
+           "is of one small VirtualService on both.", ""]
+    return out + _table(header, rows)
+
+
 def earlier_targets(results: Results) -> list[str]:
     plan, w = results.plan, results.writes
     rows: list[list[str]] = []
@@ -294,7 +333,7 @@ def table_read(results: Results) -> list[str]:
             continue
         s = r.series
         chp = s.spread("chp.get.p50")
-        rows.append([f"{r.point.routes:,}", _ms(s.spread("get.cached.p50")),
+        rows.append([_routes(r.point), _ms(s.spread("get.cached.p50")),
                      _ms(s.spread("get.changed.p50")), _ms(s.spread("get.cold")), _ms(chp),
                      _x(s.spread("get.cached.ratio")), _x(s.spread("get.changed.ratio")),
                      _size(r.info.get("body_bytes")) + " / " + _size(r.info.get("chp_body_bytes"))])
@@ -342,7 +381,7 @@ def scale_of_state(results: Results) -> list[str]:
         if r.point.clusters != 4 or r.point.shards:
             continue
         s = r.series
-        rows.append([f"{r.point.routes:,}", s.spread("rss.ready").fmt(MIB, "MiB", 0),
+        rows.append([_routes(r.point), s.spread("rss.ready").fmt(MIB, "MiB", 0),
                      s.spread("rss").fmt(MIB, "MiB", 0), s.spread("rss.after").fmt(MIB, "MiB", 0),
                      s.spread("rss.peak").fmt(MIB, "MiB", 0),
                      s.spread("ready").fmt(1.0, "s"), s.spread("listed").fmt(1.0, "s"),
@@ -457,7 +496,7 @@ def stored_bytes(results: Results) -> list[str]:
             continue
         s = r.series
         adds = (s.spread("bytes.adds").fmt(1 / 1024, "KiB") if "bytes.adds" in s else "")
-        rows.append([f"{r.point.routes:,}", f"{r.info.get('objects', 0):,}",
+        rows.append([_routes(r.point), f"{r.info.get('objects', 0):,}",
                      s.spread("bytes.seq").fmt(1 / 1024, "KiB"),
                      s.spread("revisions.seq").fmt(1.0, "", 2),
                      s.spread("traffic.seq").fmt(1 / 1024, "KiB"),
@@ -492,7 +531,7 @@ def adds(results: Results) -> list[str]:
         if "adds.throughput" not in s:
             continue
         stored = ", ".join(f"{v:,.0f}" for v in s.get("adds.stored", []))
-        rows.append([f"{r.point.routes:,}", s.spread("adds.throughput").fmt(1.0, "/s", 0),
+        rows.append([_routes(r.point), s.spread("adds.throughput").fmt(1.0, "/s", 0),
                      _ms(s.spread("adds.p50")), _ms(s.spread("adds.p99")),
                      s.spread("chp.adds.throughput").fmt(1.0, "/s", 0),
                      _ms(s.spread("chp.adds.p99")), _x(s.spread("adds.ratio")), stored])
@@ -583,7 +622,7 @@ def render(results: Results) -> str:
     head += _table(["Machine", ""], [[k, v] for k, v in results.machine.items()], "ll")
     sections = [head, targets(results), write_overhead(results), table_read(results),
                 storms(results), scale_of_state(results), growth(results),
-                stored_bytes(results), adds(results), largest(results), backends(results), grown(results),
+                stored_bytes(results), adds(results), largest(results), backends(results), grown(results), both_backends(results),
                 checks(results),
                 method(results)]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"
