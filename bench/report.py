@@ -568,6 +568,18 @@ def largest(results: Results) -> list[str]:
     return out
 
 
+def plot_links(results: Results) -> list[str]:
+    if not results.plots:
+        return []
+    out = ["### Plots", "", "The growth curves of the tables above (medians; routes on a log "
+           "scale): per backend, loaded at start and grown through the API, and CHP where it "
+           "applies.", ""]
+    for path in results.plots:
+        name = Path(path).stem.replace("-", " ")
+        out += [f"![{name}]({path})", ""]
+    return out
+
+
 def checks(results: Results) -> list[str]:
     out = ["### Functional checks", ""]
     if results.failures:
@@ -623,6 +635,7 @@ def render(results: Results) -> str:
     sections = [head, targets(results), write_overhead(results), table_read(results),
                 storms(results), scale_of_state(results), growth(results),
                 stored_bytes(results), adds(results), largest(results), backends(results), grown(results), both_backends(results),
+                plot_links(results),
                 checks(results),
                 method(results)]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"

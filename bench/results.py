@@ -50,5 +50,6 @@ class Results:
     # routes in the table -> backend -> {"objects", "bytes"} per remote route write (backends.py)
     grown: list[ScaleResult] = field(default_factory=list)  # 10. tables grown through the API
     backends: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)  # PNG paths, relative to the report
     chp: str = ""  # the CHP version used, or why it was left out
     failures: list[str] = field(default_factory=list)

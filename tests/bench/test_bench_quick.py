@@ -5,13 +5,14 @@ are never asserted."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench import __main__ as bench_main
-from bench import config, report
+from bench import config, plots, report
 from bench.clusters import NAMESPACE, World
 from bench.run import Results, Runner
 from bench.stats import Spread, percentile
@@ -231,3 +232,23 @@ def test_write_cost_by_backend(results: Results) -> None:
     for costs in results.backends.values():
         assert set(costs) == {"istio", "gateway-api"}
         assert 0 < costs["gateway-api"]["bytes"] < costs["istio"]["bytes"]
+
+
+def test_plots_hold_every_curve(results: Results) -> None:
+    """Each growth curve has a point per table size measured, per backend and for the grown
+    tables; matplotlib missing means no plot, not an error."""
+    drawn = {p.name: p for p in plots.plots(results)}
+    assert set(drawn) == {"cpu-per-add", "rss", "idle-stall", "restart", "bytes-per-write"}
+    curves = {c.label: c.points for c in drawn["rss"].curves}
+    assert [x for x, _ in curves["Istio, loaded at start"]] == [20, 40]
+    assert [x for x, _ in curves["Gateway API, loaded at start"]] == [40]
+    assert [x for x, _ in curves["Istio, grown through the API"]] == list(results.plan.grown)
+
+
+def test_plots_are_drawn_or_skipped(results: Results, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    files = plots.draw(results, tmp_path / "plots")
+    assert len(files) == 5 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert plots.draw(results, tmp_path / "none") == []
