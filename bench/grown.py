@@ -43,20 +43,23 @@ def grown_point(runner: Runner, size: int) -> None:
             env = {"FEDERATION_RECONCILE_INTERVAL": f"{plan.reconcile_interval:g}"}
             with runner.service(world, f"grown-{size}-{run}", env) as svc, \
                     api_client(svc.url) as client:
-                _grow(runner, world, svc, client, size, result.series)
+                listed = _grow(runner, world, svc, client, size, result.series)
                 _reposts(runner, world, client, size, result.series)
                 _idle_and_memory(runner, svc, client, result.series)
+            # The table as it was listed: a failed POST (reported) must not stall the restart.
             with runner.service(world, f"grown-{size}-{run}-restart",
-                                expect_routes=size) as svc:
+                                expect_routes=listed) as svc:
                 result.series.add("listed", svc.listed_seconds)
                 result.series.add("rss.start_peak", svc.start_peak_rss)
             stored = sum(world.stored_routes().values())
-            runner.check(stored == size, f"grown {size:,}: {stored} routes stored, expected {size}")
+            runner.check(stored == listed,
+                         f"grown {size:,}: {stored} routes stored, {listed} listed")
 
 
 def _grow(runner: Runner, world: World, svc: ServiceProcess, client: httpx.Client, size: int,
-          s: Series) -> None:
-    """All but the last ``grow_sample`` routes in chunks, then those timed for CPU per add."""
+          s: Series) -> int:
+    """All but the last ``grow_sample`` routes in chunks, then those timed for CPU per add;
+    returns how many routes GET /api/routes lists then."""
     from .run import log  # run imports this module
 
     plan = runner.plan
@@ -78,6 +81,7 @@ def _grow(runner: Runner, world: World, svc: ServiceProcess, client: httpx.Clien
     s.add("grow.throughput", size / (time.perf_counter() - start))
     _, _, count = table_reads(client, 1)
     runner.check(count == size, f"grown {size:,}: GET /api/routes lists {count}")
+    return count
 
 
 def _reposts(runner: Runner, world: World, client: httpx.Client, size: int, s: Series) -> None:
