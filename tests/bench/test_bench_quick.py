@@ -252,3 +252,23 @@ def test_plots_are_drawn_or_skipped(results: Results, tmp_path: Path,
     assert len(files) == 5 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert plots.draw(results, tmp_path / "none") == []
+
+
+def test_ab_compares_source_trees(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two trees (here the same sources twice) measured in turn: a ratio per round."""
+    import shutil
+
+    from bench import ab
+    from bench.machine import REPO
+
+    trees = []
+    for name in ("a", "b"):
+        shutil.copytree(REPO / "federation", tmp_path / name / "federation",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        trees.append(str(tmp_path / name))
+    assert ab.main([*trees, "--rounds", "1", "--table", "20", "--adds", "10",
+                    "--clients", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "ratio to a 1.00" in out[0] and "ratio to a" in out[1]
+    with pytest.raises(SystemExit):
+        ab.main([str(tmp_path)])  # no federation/ there
