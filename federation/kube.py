@@ -189,15 +189,14 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 _TRANSPORT_ERRORS = _transport_errors()
 
 
-def _transport(credentials: Credentials,
-               limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+def _transport(credentials: Credentials, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     """aiohttp under httpx where it is installed: httpcore's connection pool costs more CPU
     per request than the request itself (an expiry check of every pooled connection, anyio
-    streams and cancel scopes); None: httpx's own transport."""
+    streams and cancel scopes); else httpx's own transport."""
     try:
         from httpx_aiohttp import AiohttpTransport
     except ImportError:
-        return None
+        return httpx.AsyncHTTPTransport(verify=credentials.verify, limits=limits)
     return AiohttpTransport(verify=credentials.verify, limits=limits, trust_env=False)
 
 
@@ -225,7 +224,15 @@ class ClusterClient:
         self._token = credentials.token
         self._timeout = httpx.Timeout(settings.kube_read_timeout,
                                       connect=settings.kube_connect_timeout)
-        self.http = self._http_client(credentials, settings.kube_workers)
+        limits = httpx.Limits(max_connections=settings.kube_workers,
+                              max_keepalive_connections=settings.kube_workers)
+        # Requests go to the transport directly (see _send); the client only closes it.
+        self._transport = _transport(credentials, limits)
+        self.http = httpx.AsyncClient(transport=self._transport)
+        self._static_headers = {"Accept": "application/json",
+                                "Accept-Encoding": "gzip, deflate",
+                                "User-Agent": "jupyterhub-federation-proxy"}
+        self._extensions = {"timeout": self._timeout.as_dict()}
         # Watches hold their connection for minutes: a pool of their own keeps them from
         # taking the request pool's connections.
         self.watch_http = self._http_client(credentials, len(_WATCHED) + 1)
@@ -238,9 +245,7 @@ class ClusterClient:
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return httpx.AsyncClient(
             base_url=credentials.server,
-            verify=credentials.verify,
             timeout=httpx.Timeout(30.0),  # each call passes its own timeouts
-            limits=limits,
             transport=_transport(credentials, limits),
             headers={"Accept": "application/json", "User-Agent": "jupyterhub-federation-proxy"},
         )
@@ -293,23 +298,36 @@ class ClusterClient:
             raise
         try:
             async with self._slots:
-                resp = await self.http.request(method, url, content=content, params=params,
-                                               headers=self._headers(content is not None),
-                                               timeout=self._timeout)
+                resp, body = await self._send(method, url, content, params)
         except _TRANSPORT_ERRORS as exc:
             err = transport_error(exc, self.name, verb)
             self._failed(err)
             self._record(verb, type(err).__name__, started)
             raise err from exc
         if resp.status_code >= 400:
-            err = status_error(self.name, verb, resp.status_code, resp.content, resp.headers,
+            err = status_error(self.name, verb, resp.status_code, body, resp.headers,
                                resp.reason_phrase)
             self._failed(err)
             self._record(verb, type(err).__name__, started)
             raise err
         self._succeeded()
         self._record(verb, "ok", started)
-        return resp.content
+        return body
+
+    async def _send(self, method: str, url: str, content: bytes | None,
+                    params: dict[str, str] | None) -> tuple[httpx.Response, bytes]:
+        """One request straight to the client's transport: an httpx Request and Response, but
+        none of the client's per-request work this service never needs (URL merging, cookie
+        jar, auth flow, redirects, event hooks): a fifth of the CPU of a route write."""
+        request = httpx.Request(method, self.server_url + url, params=params, content=content,
+                                headers={**self._static_headers,
+                                         **self._headers(content is not None)},
+                                extensions=self._extensions)
+        resp = await self._transport.handle_async_request(request)
+        try:
+            return resp, await resp.aread()
+        finally:
+            await resp.aclose()
 
     async def retrying(self, verb: str, attempt: Callable[[], Awaitable[T]], retry: bool = True,
                        what: tuple[str, str] | None = None) -> T:
