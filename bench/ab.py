@@ -27,6 +27,7 @@ class Tree:
     path: Path
     cpu_add: list[float] = field(default_factory=list)  # ms of service CPU per add, per round
     cpu_delete: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)  # MiB once the adds are in
 
 
 def measure(tree: Tree, world: World, table: int, adds: int, clients: int, first: int) -> None:
@@ -40,6 +41,7 @@ def measure(tree: Tree, world: World, table: int, adds: int, clients: int, first
         cpu0 = svc.cpu_seconds()
         _check(concurrent(svc.url, "POST", batch, clients).unexpected(201))
         tree.cpu_add.append((svc.cpu_seconds() - cpu0) / adds * 1000)
+        tree.rss.append(svc.rss() / 2**20)
         cpu0 = svc.cpu_seconds()
         gone = [(path, None) for path, _ in warm + batch]
         _check(concurrent(svc.url, "DELETE", gone, clients).unexpected(204))
@@ -64,7 +66,8 @@ def run(trees: list[Tree], rounds: int, table: int, adds: int, clients: int,
                 measure(tree, world, table, adds, clients, first)
                 first += 100_000
             print(f"round {number + 1}: " + ", ".join(
-                f"{t.path.name} {t.cpu_add[-1]:.2f} ms/add {t.cpu_delete[-1]:.2f} ms/delete"
+                f"{t.path.name} {t.cpu_add[-1]:.2f} ms/add {t.cpu_delete[-1]:.2f} ms/delete "
+                f"{t.rss[-1]:.0f} MiB"
                 for t in trees), file=sys.stderr, flush=True)
 
 
@@ -77,7 +80,7 @@ def summary(trees: list[Tree]) -> list[str]:
         lines.append(f"{tree.path}: CPU per add {statistics.median(tree.cpu_add):.2f} ms, "
                      f"ratio to {base.path.name} {statistics.median(adds):.2f} (rounds: "
                      f"{', '.join(f'{r:.2f}' for r in adds)}); per delete "
-                     f"{statistics.median(deletes):.2f}")
+                     f"{statistics.median(deletes):.2f}; RSS {statistics.median(tree.rss):.0f} MiB")
     return lines
 
 

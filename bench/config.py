@@ -75,6 +75,7 @@ class Plan:
     grow_clients: int = 50  # concurrent clients writing the table
     grow_sample: int = 500  # the last adds of the growth, timed for CPU per add
     reposts: int = 50  # unchanged routes POSTed again (JupyterHub's route check)
+    grown_runs: int = 1  # at most this many runs of fig. 10 (50,000 adds take ~10 min here)
     chp: bool = True
     install_chp: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)

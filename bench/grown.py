@@ -37,7 +37,7 @@ def grown_point(runner: Runner, size: int) -> None:
     plan = runner.plan
     result = ScaleResult(ScalePoint(size, 4))
     runner.results.grown.append(result)
-    for run in range(plan.runs):
+    for run in range(min(plan.runs, plan.grown_runs)):
         with World.create(4) as world:
             world.set_latency(plan.latency)
             env = {"FEDERATION_RECONCILE_INTERVAL": f"{plan.reconcile_interval:g}"}

@@ -204,7 +204,8 @@ def grown(results: Results) -> list[str]:
     out = ["### 10. Tables grown through the API", "",
            f"A service started on 4 empty clusters, its table POSTed by {plan.grow_clients} "
            "concurrent clients, as a hub grows it (over days in production); the last "
-           f"{plan.grow_sample} adds timed for the service's CPU per add. Then "
+           f"{plan.grow_sample} adds timed for the service's CPU per add, "
+           f"{min(plan.runs, plan.grown_runs)} run(s). Then "
            f"{plan.reposts} routes POSTed again unchanged, one at a time (JupyterHub's route "
            "check re-adds routes), with what the clusters stored for them; then the idle "
            "window of fig. 4, and a restart on the grown table. Beside them, the same figures "
