@@ -8,11 +8,13 @@ wait for an unfreeze, and the cache's entries die by reference count).
 
 Freezing once after start-up covers a table loaded from the clusters, but a hub grows its
 table through POSTs over days: every route added after that freeze stays in the walked heap.
-So the table size is watched, and each time it has grown by ``growth`` (a share of the size
-at the last freeze, at least ``min_step`` routes) the heap is collected and frozen again in a
-quiet moment, when the table has not changed for ``quiet`` seconds; a table that never stops
-growing is frozen anyway once it has grown by ``force`` steps. Such a collection walks only
-what was added since the last freeze, so its pause is bounded by the step, not by the table.
+So the table size is watched, and each time it has grown by ``step`` routes the heap is
+collected and frozen again in a quiet moment, when the table has not changed for ``quiet``
+seconds; a table that never stops growing is frozen anyway once it has grown by ``force``
+steps. Such a collection walks only what was added since the last freeze, so its pause is
+bounded by the step, whatever the size of the table: the step is a number of routes, not a
+share of the table (a share of 10%, tried first, made the pause grow with the table: a
+second at 50,000 routes).
 
 The service starts :func:`keep_settled` as one of its tasks.
 """
@@ -49,23 +51,20 @@ STARTUP_LIMIT = 120.0  # seconds the collector may stay paused while the caches 
 class HeapPolicy:
     """When to collect and freeze the heap again as the table grows."""
 
-    growth: float = 0.10  # share of the table at the last freeze
-    min_step: int = 1_000  # routes: below this a re-freeze is not worth its pause
+    # Routes added between freezes: a collection then walks their objects (and what else
+    # survived since), not the table's.
+    step: int = 500
     quiet: float = 2.0  # seconds without a table change: a moment nobody waits on us
-    force: float = 3.0  # steps of growth after which we freeze even if never quiet
+    force: float = 2.0  # steps of growth after which we freeze even if never quiet
     interval: float = 1.0  # seconds between looks at the table size
-
-    def step(self, frozen_at: int) -> int:
-        return max(self.min_step, int(frozen_at * self.growth))
 
     def due(self, routes: int, frozen_at: int, still_for: float) -> bool:
         """Whether to freeze now: ``routes`` in the table, ``frozen_at`` at the last freeze,
         the table unchanged for ``still_for`` seconds."""
         grown = routes - frozen_at
-        step = self.step(frozen_at)
-        if grown < step:
+        if grown < self.step:
             return False
-        return still_for >= self.quiet or grown >= self.force * step
+        return still_for >= self.quiet or grown >= self.force * self.step
 
 
 class _PauseClock:

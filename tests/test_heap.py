@@ -22,20 +22,16 @@ def _unfrozen() -> Iterator[None]:
     gc.enable()
 
 
-def test_step_is_a_share_of_the_table_with_a_floor() -> None:
-    policy = HeapPolicy(growth=0.1, min_step=1_000)
-    assert policy.step(50_000) == 5_000
-    assert policy.step(2_000) == 1_000
-
-
 def test_freezes_only_after_a_step_of_growth_in_a_quiet_moment() -> None:
-    policy = HeapPolicy(growth=0.1, min_step=100, quiet=2.0, force=3.0)
-    assert not policy.due(10_999, 10_000, still_for=60)  # less than a step
-    assert not policy.due(11_000, 10_000, still_for=1.0)  # a step, but still busy
-    assert policy.due(11_000, 10_000, still_for=2.0)
+    policy = HeapPolicy(step=500, quiet=2.0, force=2.0)
+    assert not policy.due(10_499, 10_000, still_for=60)  # less than a step
+    assert not policy.due(10_500, 10_000, still_for=1.0)  # a step, but still busy
+    assert policy.due(10_500, 10_000, still_for=2.0)
     # A table that never stops growing is frozen anyway after ``force`` steps.
-    assert not policy.due(12_999, 10_000, still_for=0)
-    assert policy.due(13_000, 10_000, still_for=0)
+    assert not policy.due(10_999, 10_000, still_for=0)
+    assert policy.due(11_000, 10_000, still_for=0)
+    # The step does not grow with the table: the pause it bounds must not either.
+    assert policy.due(100_500, 100_000, still_for=2.0)
 
 
 def test_the_pause_of_a_full_collection_is_recorded() -> None:
@@ -51,7 +47,7 @@ def test_the_pause_of_a_full_collection_is_recorded() -> None:
 
 def test_growth_through_writes_is_frozen_again() -> None:
     table: list[list[int]] = []
-    policy = HeapPolicy(growth=0.5, min_step=10, quiet=0.05, force=100, interval=0.01)
+    policy = HeapPolicy(step=10, quiet=0.05, force=100, interval=0.01)
 
     async def scenario() -> tuple[int, int, int]:
         task = asyncio.create_task(heap.keep_settled(lambda: len(table), lambda: True, policy))
