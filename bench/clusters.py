@@ -11,20 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from federation.config import Registry, load_registry
-from federation.mesh import GROUP, VERSION, plural_of
+from federation.mesh import GROUP, VERSION
 from federation.model import decode_entries
 from federation.plan import render_table
 from federation.testing import EmulatedClusters
 from federation.testing.harness import write_clusters_yaml
 
-from .watch import BOOKMARK_SECONDS, WriteRecorder
+from .watch import BOOKMARK_SECONDS, GATEWAY, RESOURCES, WriteRecorder
 
 HOME = "hub"
 NAMESPACE = "jupyterhub"
+USER_NAMESPACE = "jhub"  # of Service-name targets: http://jupyter-<user>.jhub:8888
+# The kinds that hold routes, one per backend: (group, version, plural).
+ROUTE_KINDS = ((GROUP, VERSION, "virtualservices"), (GATEWAY, "v1", "httproutes"))
 Route = tuple[str, dict[str, Any]]
 
 
@@ -38,7 +42,7 @@ def ingress_url(name: str) -> str:
 
 
 def clusters_document(
-    names: list[str], kubeconfig: Path, shards: int | None = None
+    names: list[str], kubeconfig: Path, shards: int | None = None, backend: str = "istio"
 ) -> dict[str, Any]:
     """clusters.yaml: a plain home cluster and remotes reached through their public ingress."""
     clusters: list[dict[str, Any]] = [{"name": HOME, "context": HOME}]
@@ -52,6 +56,12 @@ def clusters_document(
     }
     if shards is not None:
         defaults["shards"] = shards
+    if backend != "istio":
+        defaults["backend"] = backend
+        # Each user's Service in one namespace (kubespawner's default), rather than one
+        # namespace per user, each needing a ReferenceGrant and to exist in the emulator.
+        for cluster in clusters[1:]:
+            cluster["userService"] = {"namespace": USER_NAMESPACE}
     return {"kubeconfig": str(kubeconfig), "home": HOME, "defaults": defaults, "clusters": clusters}
 
 
@@ -74,7 +84,7 @@ def user_route(i: int, names: list[str], kind: str = "spread") -> Route:
     else:
         owner = names[1] if kind == "remote" and len(names) > 1 else HOME
     if kind == "service":
-        target = f"http://jupyter-{user}.jhub:8888"
+        target = f"http://jupyter-{user}.{USER_NAMESPACE}:8888"
     elif kind == "ip" or owner == HOME:
         target = f"http://{pod_ip(i)}:8888"
     else:
@@ -104,16 +114,19 @@ class World:
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @classmethod
-    def create(cls, count: int, shards: int | None = None) -> World:
+    def create(cls, count: int, shards: int | None = None, backend: str = "istio") -> World:
         tmp = tempfile.TemporaryDirectory(prefix="federation-bench-")
         world = cls(cluster_names(count), Path(tmp.name), tmp)
         # No CRD schemas: the emulator's validation cost is the harness's, not the service's,
         # and both the service and the bare client would pay it alike.
-        world.emulated = EmulatedClusters(world.names, world.directory, namespaces=(NAMESPACE,))
+        # USER_NAMESPACE: where Service-name targets live (a Gateway API route to one needs a
+        # ReferenceGrant there).
+        world.emulated = EmulatedClusters(world.names, world.directory,
+                                          namespaces=(NAMESPACE, USER_NAMESPACE))
         world.emulated.start()
         world.config_path = write_clusters_yaml(
             world.directory / "clusters.yaml",
-            clusters_document(world.names, world.emulated.kubeconfig, shards),
+            clusters_document(world.names, world.emulated.kubeconfig, shards, backend),
         )
         world.registry = load_registry(world.config_path)
         return world
@@ -160,15 +173,17 @@ class World:
         api_client.configuration.retries = False
         return k8s.CustomObjectsApi(api_client)
 
-    def virtualservices(self, name: str) -> list[dict[str, Any]]:
-        return self.emulated.servers[name].objects(GROUP, VERSION, "virtualservices", NAMESPACE)
+    def route_objects(self, name: str) -> list[dict[str, Any]]:
+        """The objects holding routes in one cluster (VirtualServices or HTTPRoutes)."""
+        server = self.emulated.servers[name]
+        return [obj for kind in ROUTE_KINDS for obj in server.objects(*kind, NAMESPACE)]
 
     def stored_paths(self) -> dict[str, set[str]]:
         """Route paths stored per cluster, edge entries excluded (they mirror a remote's)."""
         stored: dict[str, set[str]] = {}
         for name in self.names:
             paths: set[str] = set()
-            for obj in self.virtualservices(name):
+            for obj in self.route_objects(name):
                 paths.update(p for p, e in decode_entries(obj).items() if not e.edge)
             stored[name] = paths
         return stored
@@ -180,16 +195,13 @@ class World:
     def median_shard(self, name: str = HOME) -> dict[str, Any]:
         """A shard of median size: what one route write in this cluster typically rewrites."""
         shards = sorted(
-            (obj for obj in self.virtualservices(name) if entries_in(obj)), key=entries_in
+            (obj for obj in self.route_objects(name) if entries_in(obj)), key=entries_in
         )
         return shards[len(shards) // 2]
 
     def object_count(self) -> int:
-        return sum(
-            len(self.emulated.servers[n].objects(GROUP, VERSION, plural, NAMESPACE))
-            for n in self.names
-            for plural in ("virtualservices", "serviceentries", "destinationrules")
-        )
+        return sum(len(self.emulated.servers[n].objects(*kind, NAMESPACE))
+                   for n in self.names for kind in RESOURCES)
 
     def preload(self, table: list[Route], workers: int = 8) -> int:
         """Store the objects of a whole table straight into the clusters, as if POSTed; returns
@@ -197,13 +209,23 @@ class World:
         rendered = render_table(self.registry, dict(table))
         created = 0
         for name, objects in rendered.items():
-            api = self.custom_api(name)
+            server = self.emulated.servers[name]
+            with httpx.Client(base_url=server.url, timeout=60,
+                              headers={"Authorization": f"Bearer {server.token}"}) as http:
 
-            def create(obj: dict[str, Any], api: k8s.CustomObjectsApi = api) -> None:
-                api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural_of(obj), obj)
+                def create(obj: dict[str, Any], http: httpx.Client = http) -> None:
+                    namespace = obj["metadata"].get("namespace") or NAMESPACE
+                    http.post(collection_path(obj, namespace), json=obj).raise_for_status()
 
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(create, objects))
-            api.api_client.close()
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(create, objects))
             created += len(objects)
         return created
+
+
+def collection_path(obj: dict[str, Any], namespace: str) -> str:
+    """The REST path of the collection an object of any kind is created in."""
+    api_version, kind = obj["apiVersion"], obj["kind"]
+    plural = kind.lower()[:-1] + "ies" if kind.endswith("y") else kind.lower() + "s"
+    prefix = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}"

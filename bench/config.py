@@ -16,11 +16,17 @@ class ScalePoint:
     clusters: int
     # A clusters.yaml `shards` override; None (every preset): the service's own layout.
     shards: int | None = None
+    backend: str = "istio"  # or "gateway-api": every cluster's backend
 
     @property
     def label(self) -> str:
         text = f"{self.routes:,} routes, {self.clusters} cluster{'s' if self.clusters > 1 else ''}"
-        return text + (f", shards {self.shards}" if self.shards else "")
+        text += f", shards {self.shards}" if self.shards else ""
+        return text + (", Gateway API" if self.gateway else "")
+
+    @property
+    def gateway(self) -> bool:
+        return self.backend == "gateway-api"
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,12 @@ class Plan:
     # 8. the largest object, at a table loaded only for it (0: skip)
     largest_routes: int = 0
     largest_writes: int = 0  # sequential POSTs (then DELETEs) through the service there
+    # 10. tables grown through the API from empty clusters, as a hub grows its table (sizes)
+    grown: tuple[int, ...] = ()
+    grow_clients: int = 50  # concurrent clients writing the table
+    grow_sample: int = 500  # the last adds of the growth, timed for CPU per add
+    reposts: int = 50  # unchanged routes POSTed again (JupyterHub's route check)
+    grown_runs: int = 1  # at most this many runs of fig. 10 (50,000 adds take ~10 min here)
     chp: bool = True
     install_chp: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -95,6 +107,8 @@ def full(latency: float = 0.005) -> Plan:
             ScalePoint(50_000, 4),
             ScalePoint(10_000, 1),
             ScalePoint(10_000, 8),
+            ScalePoint(10_000, 4, backend="gateway-api"),
+            ScalePoint(50_000, 4, backend="gateway-api"),
         ),
         get_samples=20,
         changed_samples=5,
@@ -104,12 +118,13 @@ def full(latency: float = 0.005) -> Plan:
         idle_seconds=16.0,
         reconcile_interval=4.0,
         adds_table=10_000,
-        adds=1_000,
+        adds=500,
         adds_clients=50,
         storm_routes=1_000,
         storms=STORMS,
         largest_routes=100_000,
         largest_writes=20,
+        grown=(10_000, 50_000),
     )
 
 
@@ -121,6 +136,8 @@ def quick(latency: float = 0.005) -> Plan:
         runs=1,
         write_table=200,
         write_samples=30,
+        # The Gateway API points and the grown tables are left to the tiny plan (the test
+        # suite) and the full one: quick stays under a minute.
         points=(ScalePoint(400, 4), ScalePoint(400, 1)),
         get_samples=5,
         changed_samples=2,
@@ -136,6 +153,7 @@ def quick(latency: float = 0.005) -> Plan:
         storms=STORMS,
         largest_routes=500,
         largest_writes=5,
+        grown=(),
         notes=("Quick mode: small sizes and one run each; the figures show that every "
                "measurement works, not how the service performs.",),
     )
@@ -149,7 +167,8 @@ def tiny(latency: float = 0.001) -> Plan:
         runs=1,
         write_table=20,
         write_samples=4,
-        points=(ScalePoint(20, 4), ScalePoint(40, 4), ScalePoint(30, 1)),
+        points=(ScalePoint(20, 4), ScalePoint(40, 4), ScalePoint(30, 1),
+                ScalePoint(40, 4, backend="gateway-api")),
         get_samples=2,
         changed_samples=1,
         post_samples=3,
@@ -164,6 +183,10 @@ def tiny(latency: float = 0.001) -> Plan:
         storms=(StormScenario("httpx", 10), StormScenario("jupyterhub", 10)),
         largest_routes=80,
         largest_writes=3,
+        grown=(60,),
+        grow_clients=10,
+        grow_sample=20,
+        reposts=3,
         chp=False,
         install_chp=False,
     )

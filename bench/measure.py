@@ -218,20 +218,20 @@ def bare_create_delete(
 def bare_replace(
     api: k8s.CustomObjectsApi, template: dict[str, Any], name: str, count: int
 ) -> Timed:
-    """Replace (PUT) a copy of a stored shard ``count`` times, changing it each time: the API
-    cost of the service's data model (one whole shard per route write), without the service."""
+    """Replace (PUT) a copy of a stored route object ``count`` times, changing it each time: the
+    API cost of the service's data model (one whole shard, or one HTTPRoute, per route write),
+    without the service."""
     obj = _foreign(copy.deepcopy(template), name)
-    stored: Any = api.create_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, "virtualservices", obj
-    )
+    group, version = obj["apiVersion"].split("/")
+    plural = obj["kind"].lower() + "s"  # VirtualService or HTTPRoute
+    stored: Any = api.create_namespaced_custom_object(group, version, NAMESPACE, plural, obj)
     timed = Timed()
     for i in range(count):
         obj["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
         obj["metadata"]["annotations"]["bench/toggle"] = str(i)  # a real change, not a no-op
         t0 = time.perf_counter()
-        stored = api.replace_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, "virtualservices", name, obj
-        )
+        stored = api.replace_namespaced_custom_object(group, version, NAMESPACE, plural, name,
+                                                      obj)
         timed.add(time.perf_counter() - t0, 200)
-    api.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "virtualservices", name)
+    api.delete_namespaced_custom_object(group, version, NAMESPACE, plural, name)
     return timed

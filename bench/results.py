@@ -48,6 +48,8 @@ class Results:
     largest: Series = field(default_factory=Series)  # 8. the table loaded for its largest object
     largest_info: dict[str, Any] = field(default_factory=dict)
     # routes in the table -> backend -> {"objects", "bytes"} per remote route write (backends.py)
+    grown: list[ScaleResult] = field(default_factory=list)  # 10. tables grown through the API
     backends: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)  # PNG paths, relative to the report
     chp: str = ""  # the CHP version used, or why it was left out
     failures: list[str] = field(default_factory=list)

@@ -20,6 +20,7 @@ from .backends import write_cost
 from .chp import CHPProcess, chp_version, find_chp
 from .clusters import HOME, Route, World, entries_in, routes
 from .config import WRITE_KINDS, Plan, ScalePoint, StormScenario
+from .grown import grown_point
 from .machine import machine, snapshot_sources
 from .measure import (
     AUTH,
@@ -109,7 +110,7 @@ class Runner:
             if plan.write_samples:
                 self.guarded("write overhead", self.write_overhead)
             # Points of one size in a row, so one CHP holds their table.
-            for point in sorted(plan.points, key=lambda p: (p.routes, p.shards or 0)):
+            for point in sorted(plan.points, key=lambda p: (p.routes, p.shards or 0, p.backend)):
                 self.guarded(point.label, functools.partial(self.scale_point, point))
             self.results.scale.sort(key=lambda r: plan.points.index(r.point))
             self.guarded("write cost by backend", self.backend_costs)
@@ -118,6 +119,9 @@ class Runner:
             if plan.largest_routes:
                 self.guarded(f"largest object at {plan.largest_routes:,} routes",
                              self.largest_object)
+            for size in plan.grown:
+                self.guarded(f"table grown to {size:,} routes",
+                             functools.partial(grown_point, self, size))
         finally:
             if self._chp is not None:
                 self._chp.stop()
@@ -232,7 +236,7 @@ class Runner:
         result = ScaleResult(point)
         self.results.scale.append(result)
         s, info = result.series, result.info
-        with World.create(point.clusters, point.shards) as world:
+        with World.create(point.clusters, point.shards, point.backend) as world:
             table = routes(0, point.routes, world.names)
             log(f"{point.label}: preloading")
             t0 = time.perf_counter()
@@ -243,7 +247,8 @@ class Runner:
             chp = self.chp_serving(table)
             for run in range(plan.runs):
                 log(f"{point.label}: run {run + 1}/{plan.runs}")
-                tag = f"scale-{point.routes}r-{point.clusters}c-{point.shards or 'd'}s-{run}"
+                tag = (f"scale-{point.routes}r-{point.clusters}c-{point.shards or 'd'}s-"
+                       f"{point.backend}-{run}")
                 env = ({"FEDERATION_RECONCILE_INTERVAL": f"{plan.reconcile_interval:g}"}
                        if self._idles(point) else None)
                 with self.service(world, tag, env) as svc:

@@ -17,7 +17,12 @@ import httpx
 from federation.mesh import GROUP, VERSION
 from federation.model import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 
-PLURALS = ("virtualservices", "serviceentries", "destinationrules")
+PLURALS = ("virtualservices", "serviceentries", "destinationrules")  # the Istio backend's
+GATEWAY = "gateway.networking.k8s.io"
+# (group, version, plural) of every kind either backend writes in the service's namespace.
+RESOURCES = tuple((GROUP, VERSION, p) for p in PLURALS) + (
+    (GATEWAY, "v1", "httproutes"), ("", "v1", "services"),
+    ("discovery.k8s.io", "v1", "endpointslices"), (GATEWAY, "v1", "backendtlspolicies"))
 # The service's objects; the bench's own look-alike objects (bare-client baselines) are left out.
 SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE}!=bench-bare"
 BOOKMARK_SECONDS = 0.5  # how often an idle watch confirms its resourceVersion (see sync)
@@ -49,7 +54,7 @@ class Tally:
 @dataclass
 class _Stream:
     cluster: str
-    plural: str
+    resource: tuple[str, str, str]
     rv: int = 0  # the last resourceVersion this stream has seen (event or bookmark)
     error: str = ""
     expired: bool = False  # the server answered 410: revisions may have been missed
@@ -67,18 +72,20 @@ class WriteRecorder:
         self._lock = threading.Lock()
         self._total = Tally()
         self._stop = threading.Event()
-        self._streams = [_Stream(c, p) for c in self.endpoints for p in PLURALS]
+        self._streams = [_Stream(c, r) for c in self.endpoints for r in RESOURCES]
 
-    def _url(self, cluster: str, plural: str) -> str:
+    def _url(self, cluster: str, resource: tuple[str, str, str]) -> str:
         base = self.endpoints[cluster][0].rstrip("/")
-        return f"{base}/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{plural}"
+        group, version, plural = resource
+        api = f"apis/{group}/{version}" if group else f"api/{version}"
+        return f"{base}/{api}/namespaces/{self.namespace}/{plural}"
 
     def _headers(self, cluster: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.endpoints[cluster][1]}"}
 
     def current_rv(self, cluster: str) -> int:
         """The cluster's resourceVersion now (a LIST's metadata; one item asked for)."""
-        response = httpx.get(self._url(cluster, PLURALS[0]), headers=self._headers(cluster),
+        response = httpx.get(self._url(cluster, RESOURCES[0]), headers=self._headers(cluster),
                              params={"limit": "1", "labelSelector": SELECTOR}, timeout=60)
         response.raise_for_status()
         return int(response.json()["metadata"]["resourceVersion"])
@@ -87,12 +94,12 @@ class WriteRecorder:
         for stream in self._streams:
             stream.rv = self.current_rv(stream.cluster)
             stream.thread = threading.Thread(target=self._run, args=(stream,), daemon=True,
-                                             name=f"bench-watch-{stream.cluster}-{stream.plural}")
+                                             name=f"bench-watch-{stream.cluster}-{stream.resource[2]}")
             stream.thread.start()
         deadline = time.monotonic() + timeout
         for stream in self._streams:
             if not stream.opened.wait(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"watch on {stream.cluster}/{stream.plural} did not open"
+                raise RuntimeError(f"watch on {stream.cluster}/{stream.resource[2]} did not open"
                                    f"{': ' + stream.error if stream.error else ''}")
         return self
 
@@ -104,7 +111,7 @@ class WriteRecorder:
                 params = {"watch": "true", "labelSelector": SELECTOR, "allowWatchBookmarks":
                           "true", "resourceVersion": str(stream.rv), "timeoutSeconds": "3600"}
                 try:
-                    with client.stream("GET", self._url(stream.cluster, stream.plural),
+                    with client.stream("GET", self._url(stream.cluster, stream.resource),
                                        params=params,
                                        headers=self._headers(stream.cluster)) as response:
                         if response.status_code != 200:
@@ -155,7 +162,7 @@ class WriteRecorder:
                 if len(raw) > largest:
                     largest = len(raw)
                     name = json.loads(raw).get("metadata", {}).get("name", "?")
-                    what = f"{stream.cluster}/{stream.plural}/{name}"
+                    what = f"{stream.cluster}/{stream.resource[2]}/{name}"
                 self._total = Tally(total.stored_bytes + len(raw), total.revisions + 1,
                                     total.deletions, total.traffic_bytes + len(line),
                                     largest, what)

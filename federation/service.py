@@ -9,14 +9,13 @@ The request path is API → :class:`Federation` → :func:`federation.plan.plan_
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import housekeeping, logs, metrics
+from . import heap, housekeeping, logs, metrics
 from .activity import ActivityMonitor
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
@@ -93,23 +92,10 @@ class Federation:
             store.start()
         self.tasks.append(asyncio.create_task(self._probe_loop()))
         self.tasks.append(asyncio.create_task(self._reconcile_loop()))
-        self.tasks.append(asyncio.create_task(self._settle_heap()))
+        # The cycle collector kept off the cache as the table fills and grows (heap.py).
+        self.tasks.append(asyncio.create_task(heap.keep_settled(lambda: len(self.table),
+                                                                self.ready)))
         self.activity.start()
-
-    async def _settle_heap(self) -> None:
-        """Keep Python's cycle collector off the cache: the table is millions of long-lived
-        objects, and each full collection walks all of them with the event loop held (hundreds
-        of milliseconds at 50,000 routes). Collection pauses while the caches fill, then what
-        they hold is frozen out of later collections (still freed when no longer referenced)."""
-        gc.disable()
-        try:
-            deadline = time.monotonic() + 120
-            while not self.ready() and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-        finally:
-            gc.collect()
-            gc.freeze()
-            gc.enable()
 
     async def stop(self) -> None:
         await self.activity.stop()

@@ -181,10 +181,10 @@ class Mirror:
             return
         raw = await self.client.write_raw(res, body, name, exists=rv is not None)
         new_rv = resource_version_of(raw)
-        if new_rv is not None and remember is not None and remember(state, new_rv, rv is None):
-            self.own.note(new_rv)
-            return
-        self.cache.apply(plural, "MODIFIED", _json.loads(raw))
+        if new_rv is None or remember is None or not remember(state, new_rv, rv is None):
+            self.cache.apply(plural, "MODIFIED", _json.loads(raw))
+        if new_rv is not None:
+            self.own.note(new_rv)  # its watch echo holds nothing new: not parsed again
 
     # -- support objects ----------------------------------------------------------------------
 

@@ -5,13 +5,14 @@ are never asserted."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench import __main__ as bench_main
-from bench import config, report
+from bench import config, plots, report
 from bench.clusters import NAMESPACE, World
 from bench.run import Results, Runner
 from bench.stats import Spread, percentile
@@ -32,7 +33,9 @@ def test_every_section_is_reported(results: Results) -> None:
     for heading in ("### Targets", "### 1. Write overhead", "### 2. Table read",
                     "### 3. Spawn storm", "### 4. Scale of state", "### 5. Growth",
                     "### 6. Bytes stored per route write", "### 7. Adds into a stored table",
-                    "### 8. Largest object", "### 9. Write cost by backend", "### Functional checks",
+                    "### 8. Largest object", "### 9. Write cost by backend",
+                    "### 10. Tables grown through the API",
+                    "### 11. Both backends through the service", "### Functional checks",
                     "### How it was measured"):
         assert heading in text
     assert "| CPU |" in text and "Kubernetes API latency" in text
@@ -57,7 +60,12 @@ def test_every_target_has_a_row(results: Results) -> None:
     for target in ("Bytes stored per route write at 50,000 routes at most 1.5x",
                    "Bytes stored per route write at 50,000 routes under 40 KiB",
                    "at least 0.5x CHP's rate", "into 10,000 routes: all stored",
-                   "POST p50 with 10,000 routes stored within 1.3x",
+                   "POST p50 with 10,000 routes stored within 1.6x",
+                   "at 50,000 routes grown through the API under 50 ms",
+                   "Service CPU per add at 50,000 routes within 1.3x",
+                   "Service CPU per add at 10,000 routes at most 4 ms",
+                   "Resident memory at 50,000 routes grown through the API",
+                   "Restart to the full table listed at 50,000 routes grown through the API",
                    "Resident memory at 10,000 routes under 128 MiB",
                    "Resident memory at 50,000 routes under 320 MiB",
                    "Peak RSS during start at 50,000 routes at most 1.5x",
@@ -72,15 +80,16 @@ def test_every_target_has_a_row(results: Results) -> None:
 def test_stored_bytes_are_counted(results: Results) -> None:
     plan = results.plan
     measured = [r for r in results.scale if r.point.clusters == 4]
-    assert len(measured) == 2
+    assert len(measured) == 3
     for r in measured:
         s = r.series
         for key in ("bytes.seq", "traffic.seq", "revisions.seq", "bytes.bulk", "largest"):
             assert len(s[key]) == plan.runs, key
         for run in range(plan.runs):
-            # Every route write sent one at a time stores at least one object revision, and
-            # an object's revision is no larger than the largest seen.
-            assert s["revisions.seq"][run] >= 1
+            # Every route write sent one at a time stores at least one object revision (on the
+            # Gateway API a DELETE removes the route's HTTPRoute instead: only the POSTs, half
+            # the writes, store one), and an object's revision is no larger than the largest.
+            assert s["revisions.seq"][run] >= (0.5 if r.point.gateway else 1)
             assert 0 < s["bytes.seq"][run] / s["revisions.seq"][run] <= s["largest"][run]
             assert s["traffic.seq"][run] >= s["bytes.seq"][run]
             # The whole window's watch traffic holds the sequential writes' share of it.
@@ -91,11 +100,14 @@ def test_stored_bytes_are_counted(results: Results) -> None:
 
 def test_adds_into_a_stored_table(results: Results) -> None:
     plan = results.plan
-    (point,) = [r for r in results.scale if "adds.throughput" in r.series]
+    with_adds = [r for r in results.scale if "adds.throughput" in r.series]
+    assert {r.point.backend for r in with_adds} == {"istio", "gateway-api"}  # one each
+    (point,) = [r for r in with_adds if not r.point.gateway]
     assert point.point.routes == plan.adds_table and point.point.clusters == 4
     assert point.series["adds.stored"] == [plan.adds] * plan.runs
     assert "bytes.adds" in point.series
-    assert all(r.series.get("adds.throughput") is None for r in results.scale if r is not point)
+    assert all(r.series.get("adds.throughput") is None for r in results.scale
+               if r not in with_adds)
 
 
 def test_restart_memory_and_idle(results: Results) -> None:
@@ -109,6 +121,32 @@ def test_restart_memory_and_idle(results: Results) -> None:
         assert all(a <= b for a, b in zip(s["rss.after"], s["rss.peak"], strict=True))
         assert len(s["post.service.ratio"]) == plan.runs
         assert ("stall.max" in s) == (r.point.clusters == 4)
+
+
+def test_grown_through_the_api(results: Results) -> None:
+    """A table written through the API from empty clusters has every figure of fig. 10, and
+    re-POSTing an unchanged route is seen to store something (one revision at least)."""
+    plan = results.plan
+    assert [r.point.routes for r in results.grown] == list(plan.grown)
+    for r in results.grown:
+        s = r.series
+        for key in ("cpu.add", "stall.max", "rss.after", "listed", "rss.start_peak",
+                    "grow.throughput", "repost.bytes"):
+            assert len(s[key]) == min(plan.runs, plan.grown_runs), key
+            assert all(v > 0 for v in s[key]), key
+        assert all(v >= 1 for v in s["repost.revisions"])
+
+
+def test_both_backends_through_the_service(results: Results) -> None:
+    """The Gateway API point stores HTTPRoutes, one per route: fewer bytes per write than the
+    Istio point of the same size, whose writes re-send a shard."""
+    (gateway,) = [r for r in results.scale if r.point.gateway]
+    (istio,) = [r for r in results.scale if r.point == dataclasses.replace(gateway.point,
+                                                                          backend="istio")]
+    assert "/httproutes/" in gateway.info["largest_what"]
+    assert "/virtualservices/" in istio.info["largest_what"]
+    assert gateway.series["bytes.seq"][0] < istio.series["bytes.seq"][0]
+    assert "Gateway API" in report.both_backends(results)[4]
 
 
 def test_largest_object(results: Results) -> None:
@@ -196,3 +234,43 @@ def test_write_cost_by_backend(results: Results) -> None:
     for costs in results.backends.values():
         assert set(costs) == {"istio", "gateway-api"}
         assert 0 < costs["gateway-api"]["bytes"] < costs["istio"]["bytes"]
+
+
+def test_plots_hold_every_curve(results: Results) -> None:
+    """Each growth curve has a point per table size measured, per backend and for the grown
+    tables; matplotlib missing means no plot, not an error."""
+    drawn = {p.name: p for p in plots.plots(results)}
+    assert set(drawn) == {"cpu-per-add", "rss", "idle-stall", "restart", "bytes-per-write"}
+    curves = {c.label: c.points for c in drawn["rss"].curves}
+    assert [x for x, _ in curves["Istio, loaded at start"]] == [20, 40]
+    assert [x for x, _ in curves["Gateway API, loaded at start"]] == [40]
+    assert [x for x, _ in curves["Istio, grown through the API"]] == list(results.plan.grown)
+
+
+def test_plots_are_drawn_or_skipped(results: Results, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    files = plots.draw(results, tmp_path / "plots")
+    assert len(files) == 5 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    assert plots.draw(results, tmp_path / "none") == []
+
+
+def test_ab_compares_source_trees(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two trees (here the same sources twice) measured in turn: a ratio per round."""
+    import shutil
+
+    from bench import ab
+    from bench.machine import REPO
+
+    trees = []
+    for name in ("a", "b"):
+        shutil.copytree(REPO / "federation", tmp_path / name / "federation",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        trees.append(str(tmp_path / name))
+    assert ab.main([*trees, "--rounds", "1", "--table", "20", "--adds", "10",
+                    "--clients", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "ratio to a 1.00" in out[0] and "ratio to a" in out[1]
+    with pytest.raises(SystemExit):
+        ab.main([str(tmp_path)])  # no federation/ there
