@@ -159,14 +159,13 @@ class ClusterStore:
         """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
         pace = Pacer()
         keep = await self.backend.tidy(grace, pace)
-        needed: dict[tuple[str, str], dict[str, Any]] = {}
-        for _, entry in list(self.backend.index.entries.values()):
-            await pace()
-            for obj in self.support_for(entry):
-                needed[(self._plural(obj), obj["metadata"]["name"])] = obj
-        for obj in keep:
-            needed[(self._plural(obj), obj["metadata"]["name"])] = obj
-        for (plural, name), obj in needed.items():
+        # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
+        needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        for obj in [o for _, e in list(self.backend.index.entries.values())
+                    for o in self.support_for(e)] + keep:
+            meta = obj["metadata"]
+            needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj
+        for (plural, _, name), obj in needed.items():
             await pace()
             try:
                 await self.mirror.ensure(plural, obj)
@@ -174,4 +173,4 @@ class ClusterStore:
                 log.warning("cluster %s: cannot restore %s %s: %s", self.name, obj["kind"],
                             name, exc, extra={"cluster": self.name, "kind": obj["kind"],
                                               "object": name, "status": exc.status})
-        await self.mirror.remove_unused(needed, grace, pace)
+        await self.mirror.remove_unused({(p, n) for p, _, n in needed}, grace, pace)

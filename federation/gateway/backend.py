@@ -84,7 +84,8 @@ class GatewayBackend:
         def put(held: Entry | Rewrite | None) -> Entry | Rewrite | None:
             if still is not None and not still():
                 return held
-            return newest(_entry(held), entry)
+            result = newest(_entry(held), entry)
+            return held if result is _entry(held) else result  # a pending Rewrite stays
 
         await self._writer(route_name(self.scope.instance, entry.path)).submit(put)
         await self._ensure_host_defaults(entry)

@@ -192,11 +192,20 @@ class IstioBackend:
         """An empty shard leaves its roots, then goes, unless written meanwhile (then it
         stays, back in its roots)."""
         await self.roots.remove_from_roots(state.key)
+        seen: list[Any] = []
+
+        def drop(held: Any) -> Any:
+            seen.append(held)
+            return None if held == {} else held
+
         try:
-            await self.shards.writer(state.key).submit(lambda held: None if held == {} else held)
+            await self.shards.writer(state.key).submit(drop)
         except KubeError:
             pass  # unreachable now: it stays, and the next pass looks again
-        if state.name in self.index.shards:
+        # Written meanwhile (not empty): back into its roots. Gone (another replica deleted it;
+        # the cache hears of it through the watch): left out.
+        gone = bool(seen) and seen[-1] is None
+        if not gone and state.name in self.index.shards:
             await self.roots.ensure_in_roots(state.key)
 
     async def _migrate(self, state: ShardState, pace: Pace) -> None:

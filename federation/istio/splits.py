@@ -14,9 +14,11 @@ routing and for other replicas:
    lock), then follow the marker to the children;
 5. the parent leaves the roots.
 
-A mutation that finds its object changed by someone else ends the attempt (:class:`Stale`)
-and leaves everything routable; the next write to the shard, or housekeeping, splits it again.
-Every write goes through the objects' writers: a conflict is re-read and judged again there.
+A mutation that finds its object changed by someone else ends the attempt (:class:`Stale`);
+the split starts over from what is stored then, a few times (housekeeping resumes it after
+that). This is a restart of the protocol on a concurrent change, not a retry of a failed call:
+every write goes through the objects' writers, where a 409 is re-read and judged again, and a
+failed call (after the access layer's retries) ends the split until housekeeping.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .roots import Roots
 from .shards import SPLIT, ShardState, ShardWriters, decode_shard
 
 log = logging.getLogger("federation.istio")
+ATTEMPTS = 5  # restarts of a split whose reads went stale (then housekeeping resumes it)
 
 
 class Stale(Exception):  # noqa: N818 - a signal: the split's reads are out of date
@@ -97,8 +100,15 @@ class Splitter:
     async def _split(self, key: ShardKey) -> None:
         name = key.name(self.scope.instance)
         try:
-            async with self.shards.writer(key).lock:
-                done = await self._attempt(key)
+            for attempt in range(ATTEMPTS):
+                async with self.shards.writer(key).lock:
+                    done = await self._attempt(key)
+                if done:
+                    break
+                # Start over from what is stored now, soon: a child written by an attempt
+                # that went stale still holds routes the parent may have lost since, and the
+                # root, which lists it, would route them until a split rewrites it.
+                await asyncio.sleep(self.mirror.client.backoff.delay(attempt))
         except KubeError as exc:
             log.warning("cluster %s: split of shard %s failed, will retry in housekeeping: %s",
                         self.scope.name, name, exc,

@@ -36,6 +36,9 @@ __all__ = ["Health", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex
 
 log = logging.getLogger(__name__)
 Remember = Callable[[Any, str, bool], bool]
+# Seconds an object outside our namespace is taken to still exist: its namespace may be deleted
+# and made again (a user's), taking it along, and nothing watches it there.
+ELSEWHERE_RECHECK = 600.0
 
 
 class Pacer:
@@ -92,7 +95,8 @@ class Mirror:
         self._watches: list[asyncio.Task[None]] = []
         self._writers: dict[tuple[str, str], ObjectWriter[Any]] = {}
         self._unused_since: dict[tuple[str, str], float] = {}  # the grace clocks
-        self._elsewhere: set[tuple[str, str, str]] = set()  # objects kept outside our namespace
+        # Objects kept outside our namespace, and when they were last known to exist.
+        self._elsewhere: dict[tuple[str, str, str], float] = {}
 
     @property
     def health(self) -> Health:
@@ -157,18 +161,9 @@ class Mirror:
         held = self._writers.get((plural, name))
         if held is not None:
             return held
-
-        async def store(state: Any, body: bytes, rv: str | None) -> None:
-            await self._store(plural, name, state, body, rv, remember)
-
-        async def reread() -> tuple[Any, str | None]:
-            obj = await self.reread(plural, name)
-            if obj is None:
-                return None, None
-            return decode(obj), str(resource_version(obj))
-
-        codec: Codec[Any] = Codec(cached=cached, render=render, store=store, reread=reread,
-                                  copy=copy)
+        codec: Codec[Any] = Codec(cached=cached, render=render, copy=copy,
+                                  store=self._store_by(plural, name, remember),
+                                  reread=self._reread_by(plural, name, decode))
         writer = self._writers[(plural, name)] = ObjectWriter(self.name, name, codec)
         return writer
 
@@ -226,7 +221,7 @@ class Mirror:
         need cluster-wide rights); so no writer: nothing rewrites or deletes it."""
         meta = obj["metadata"]
         where = (plural, meta["namespace"], meta["name"])
-        if where in self._elsewhere:
+        if time.monotonic() - self._elsewhere.get(where, -ELSEWHERE_RECHECK) < ELSEWHERE_RECHECK:
             return
         try:
             await self.client.create(self.kinds.resources[plural], obj, namespace=where[1])
@@ -238,7 +233,7 @@ class Mirror:
             log.info("cluster %s: namespace %s not found for %s %s; will retry", self.name,
                      where[1], plural, where[2], extra={"cluster": self.name})
             return
-        self._elsewhere.add(where)
+        self._elsewhere[where] = time.monotonic()
 
     async def remove_unused(self, needed: Iterable[tuple[str, str]], grace: float,
                             pace: Callable[[], Awaitable[None]]) -> None:
@@ -281,13 +276,32 @@ class Mirror:
         """Delete these objects, whatever they hold now (their cluster moved to the other
         backend: nothing writes them any more). Failures are logged, not raised."""
         for plural, name in objects:
-            writer = self.writer(plural, name, decode=resource_version,
-                                 cached=self._held_by(plural, name), render=_never)
+            # A writer of its own, not kept: a later write of the name (a request still in
+            # flight on this store) must not meet a delete-only view of it.
+            writer: ObjectWriter[Any] = ObjectWriter(self.name, name, Codec(
+                cached=self._held_by(plural, name), render=_never, copy=lambda state: state,
+                store=self._store_by(plural, name, None),
+                reread=self._reread_by(plural, name, resource_version)))
             try:
                 await writer.submit(lambda _: None)
             except KubeError as exc:
                 log.warning("cluster %s: cannot delete %s %s: %s", self.name, plural, name, exc,
                             extra={"cluster": self.name})
+
+    def _store_by(self, plural: str, name: str, remember: Remember | None
+                  ) -> Callable[[Any, bytes, str | None], Awaitable[None]]:
+        async def store(state: Any, body: bytes, rv: str | None) -> None:
+            await self._store(plural, name, state, body, rv, remember)
+        return store
+
+    def _reread_by(self, plural: str, name: str, decode: Callable[[dict[str, Any]], Any]
+                   ) -> Callable[[], Awaitable[tuple[Any, str | None]]]:
+        """A writer's re-read: the rule of :meth:`reread`, the state decoded from the object
+        read (never from the cache)."""
+        async def reread() -> tuple[Any, str | None]:
+            obj = await self.reread(plural, name)
+            return (None, None) if obj is None else (decode(obj), str(resource_version(obj)))
+        return reread
 
     def _held_by(self, plural: str, name: str) -> Callable[[], tuple[int | None, str | None]]:
         """An object's state as its resourceVersion alone (all a delete needs)."""
