@@ -161,8 +161,11 @@ class ClusterStore:
         keep = await self.backend.tidy(grace, pace)
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
-        for obj in [o for _, e in list(self.backend.index.entries.values())
-                    for o in self.support_for(e)] + keep:
+        wanted: list[dict[str, Any]] = list(keep)
+        for _, entry in list(self.backend.index.entries.values()):
+            await pace()  # the first pass builds every entry's objects: thousands of them
+            wanted += self.support_for(entry)
+        for obj in wanted:
             meta = obj["metadata"]
             needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj
         for (plural, _, name), obj in needed.items():
