@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from federation.activity import iso
-from federation.testing.harness import ServiceThread, free_port, write_clusters_yaml
+from federation.testing.harness import ServiceThread, free_port, wait_for, write_clusters_yaml
 
 from ..conftest import TOKEN, base_config, fast_settings
 from ..prometheus import GatewayMetrics, Prometheus
@@ -35,15 +34,6 @@ def svc_of(user: str) -> str:
 INTERVAL = 0.5
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def activity_config(path: Path, kubeconfig: str, prometheus_url: str, **keys: Any) -> Path:

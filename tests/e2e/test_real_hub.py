@@ -39,7 +39,7 @@ import httpx
 import pytest
 
 from federation.model import LABEL_ROLE, decode_entries, route_id
-from federation.testing.harness import ServiceThread, free_port
+from federation.testing.harness import ServiceThread, free_port, wait_for
 
 from ..conftest import CONTEXTS, REPO, TOKEN, fast_settings, objects_in, stored_routes
 from ..routing.evaluator import Decision, route
@@ -70,15 +70,6 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 # Small helpers
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def pod_ip() -> str:
