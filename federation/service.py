@@ -236,9 +236,11 @@ class Federation:
         A copy written through another replica that this one has not heard of (a route not
         seen yet, or one that moved between clusters just now) would otherwise stay, and answer
         for the route once this one went: so the clusters not known to hold it are read first
-        (all at once), unless the route's last write is older than any such copy can be. Copies
-        left by a move are removed by housekeeping on every replica, so after two of its
-        intervals, with every watch synced, none can be left unheard of."""
+        (all at once) while the route's last known write is recent (two housekeeping intervals:
+        by then every replica's housekeeping has removed the older copies a move left) or a
+        watch is not synced. Not covered: a route known here by an old write that another
+        replica moved within this replica's watch lag; JupyterHub's route check deletes such a
+        leftover on its next pass."""
         path = normalize_path(raw_path)
         entry = self.table.get(path)
         known = entry is not None
