@@ -339,9 +339,14 @@ def run_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False,
             if once:
                 return 0
             _print_try_lines(service, clusters, config, backend)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                print("stopping")
+            until_interrupted()
     return 0
+
+
+def until_interrupted() -> None:
+    """Wait for Ctrl-C (or SIGTERM, which :func:`workdir` turns into one)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping")

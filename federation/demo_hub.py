@@ -10,7 +10,6 @@ them (or without kubectl, which the spawner runs) it says what to install. The t
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from .config import Registry, load_registry
-from .demo import install_gateways
+from .demo import install_gateways, until_interrupted
 from .demo import workdir as demo_workdir
 from .placement import destination_in, place
 from .settings import Settings
@@ -138,9 +137,5 @@ def run_hub_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False) 
         if once:
             return 0
         _print_try_lines(stack)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping")
+        until_interrupted()
     return 0

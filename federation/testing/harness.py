@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,23 @@ def write_clusters_yaml(path: str | Path, document: dict[str, Any]) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1",
+               tls: tuple[Path, Path] | None = None
+               ) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A stand-in HTTP(S) server on a free port of ``host``, served from a daemon thread
+    (``tls``: its certificate and key files). Stop it with ``shutdown()``."""
+    httpd = ThreadingHTTPServer((host, 0), handler)
+    httpd.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

@@ -20,18 +20,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from .harness import free_port
+from .harness import free_port, serve_http, wait_for
 from .kubeapi import EmulatedClusters, write_kubeconfig
 from .kubeapi.rbac import Rule
 
@@ -142,12 +141,8 @@ class ServerStandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd, self.thread = serve_http(Handler)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -258,14 +253,10 @@ class HubProcess:
                    f"{name}'s server {server!r} to stop", timeout)
 
     def _wait(self, predicate: Callable[[], Any], what: str, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}\n{self.tail()}")
-            time.sleep(0.1)
+        try:
+            return wait_for(predicate, what, timeout)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{self.tail()}") from None  # what the hub logged
 
 
 def hub_env(directory: Path, kubeconfig: Path, kubectl: str) -> dict[str, str]:

@@ -24,13 +24,11 @@ import os
 import secrets
 import signal
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,7 +37,7 @@ import httpx
 import pytest
 
 from federation.model import LABEL_ROLE, decode_entries, route_id
-from federation.testing.harness import ServiceThread, free_port, wait_for
+from federation.testing.harness import ServiceThread, free_port, serve_http, wait_for
 
 from ..conftest import CONTEXTS, REPO, TOKEN, fast_settings, objects_in, stored_routes
 from ..routing.evaluator import Decision, route
@@ -189,17 +187,8 @@ class StandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd, self.thread = serve_http(Handler, host, tls)
         self.host, self.port = host, self.httpd.server_address[1]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
 
     def seen(self, path: str, since: int = 0) -> list[dict[str, Any]]:
         return [r for r in list(self.requests)[since:] if r["path"] == path]
