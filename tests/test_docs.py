@@ -30,9 +30,9 @@ NEEDS_CLUSTER = {
 # Commands whose run lives in another test (or, for the image, whose offline twin does).
 RUN_ELSEWHERE = {
     "federation check --config clusters.yaml": "tests/test_cli.py::test_check_reports_per_cluster",
-    "docker build -t registry.example.org/jupyterhub/federation-proxy:0.1.0 .":
+    "docker build -t registry.example.org/jupyterhub/federation-proxy:0.2.0 .":
         "tests/test_docs.py::test_image_matches_the_chart",
-    "docker push registry.example.org/jupyterhub/federation-proxy:0.1.0":
+    "docker push registry.example.org/jupyterhub/federation-proxy:0.2.0":
         "tests/test_docs.py::test_image_matches_the_chart",
 }
 CLEANUP = 'kubectl --context "$CONTEXT"'
