@@ -41,8 +41,6 @@ OURS = "app.kubernetes.io/managed-by=jupyterhub-federation-proxy"
 
 # A block's first command -> why it cannot run against emulated clusters.
 SKIPPED = {
-    "export HOME_CTX=gke_example_us-central1_hub":
-        "the test sets HOME_CTX and REMOTE_CTXS to the emulated clusters' contexts",
     "docker build -t registry.example.org/jupyterhub/federation-proxy:0.2.0 .":
         "docker and a registry (tests/test_docs.py::test_image_matches_the_chart checks the "
         "Dockerfile against the chart)",
@@ -129,6 +127,27 @@ class TokenController:
         self.filled[key] = token
 
 
+def add_z2jh_secret(clusters: EmulatedClusters) -> None:
+    """z2jh's Secret ``hub``, holding the proxy token the hub and the chart share."""
+    server = clusters[HOME_CTX]
+    key = "hub.config.ConfigurableHTTPProxy.auth_token"
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "hub", "namespace": "jupyterhub"},
+              "data": {key: base64.b64encode(TOKEN.encode()).decode()}}
+    httpx.post(f"{server.url}/api/v1/namespaces/jupyterhub/secrets", json=secret,
+               headers={"Authorization": f"Bearer {server.token}"},
+               verify=clusters.tls.client_context()).raise_for_status()  # type: ignore[union-attr]
+
+
+def read_token(block: str, cwd: Path, env: dict[str, str]) -> str:
+    """The variables block: HOME_CTX and REMOTE_CTXS are the test's (the emulated clusters'
+    contexts); its TOKEN line runs as written."""
+    (line,) = [line for line in block.splitlines() if line.startswith("export TOKEN=")]
+    token = run_block(line + '\nprintf %s "$TOKEN"', cwd, env)
+    assert token == TOKEN
+    return token
+
+
 def add_leftover_server(clusters: EmulatedClusters) -> None:
     """A pod KubeSpawner started and the hub forgot at the spawner switch (step 9)."""
     server = clusters[HOME_CTX]
@@ -176,6 +195,7 @@ def test_the_checklist_runs_against_emulated_clusters(tmp_path: Path,
     with EmulatedClusters(list(CONTEXTS.values()), tmp_path / "clusters", tls=True,
                           namespaces=("default", "istio-system")) as clusters:
         clusters[HOME_CTX].add_namespace("jupyterhub")
+        add_z2jh_secret(clusters)
         env["KUBECONFIG"] = str(clusters.kubeconfig)  # the operator's, as an administrator
         controller = TokenController(clusters)
         try:
@@ -187,6 +207,9 @@ def test_the_checklist_runs_against_emulated_clusters(tmp_path: Path,
                 if first.startswith('kubectl --context "$HOME_CTX" --namespace jupyterhub '
                                     'delete pods'):
                     add_leftover_server(clusters)
+                if first.startswith("export HOME_CTX="):
+                    env["TOKEN"] = read_token(block, work, env)
+                    continue
                 if first in SKIPPED:
                     if first.startswith("helm upgrade --install federation-proxy"):
                         service = start_service(work, monkeypatch)  # step 8's stand-in
