@@ -2,7 +2,7 @@
 #
 # JupyterHub federation proxy image.
 #
-#   docker build -t registry.example.org/jupyterhub/federation-proxy:0.1.0 .
+#   docker build -t registry.example.org/jupyterhub/federation-proxy:0.2.0 .
 #
 # No image is published by the project: build and push your own (docs/operations.md, section 0).
 #

@@ -5,4 +5,4 @@ VirtualServices into the Kubernetes cluster that hosts each user's server, and i
 cluster so that one public URL reaches every server.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

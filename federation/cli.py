@@ -16,6 +16,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from . import __version__, logs
+from .chart_values import add_config_parser
 from .config import load_registry
 from .errors import ConfigError
 from .settings import Settings, describe_error
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also run a real JupyterHub spawning with MultiClusterKubeSpawner "
                            "(needs the 'hub' extra and kubectl)")
     demo.set_defaults(func=cmd_demo)
+    add_config_parser(sub)
     return parser
 
 

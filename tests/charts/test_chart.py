@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from federation import __version__
+
 from .conftest import CHART_DIR, NAMESPACE, RELEASE, VALUES_DIR, Rendered
 
 pytestmark = pytest.mark.chart
@@ -115,7 +117,7 @@ def test_lint_strict_fails_on_schema_violation(run_helm, values_file) -> None:
 def test_chart_metadata() -> None:
     assert CHART["apiVersion"] == "v2"
     assert CHART["name"] == "federation-proxy"
-    assert CHART["appVersion"] == "0.1.0"
+    assert CHART["appVersion"] == __version__
     assert DEFAULTS["image"]["repository"] == "ghcr.io/jupyterhub-federation/federation-proxy"
     assert DEFAULTS["image"]["tag"] == ""
 
@@ -143,8 +145,8 @@ def test_default_objects(render) -> None:
         assert labels["app.kubernetes.io/name"] == "federation-proxy"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["app.kubernetes.io/version"] == "0.1.0"
-        assert labels["helm.sh/chart"] == "federation-proxy-0.1.0"
+        assert labels["app.kubernetes.io/version"] == __version__
+        assert labels["helm.sh/chart"] == f"federation-proxy-{__version__}"
 
 
 def test_default_deployment(render) -> None:
@@ -161,7 +163,7 @@ def test_default_deployment(render) -> None:
     assert SELECTOR.items() <= pod_labels.items()
 
     c = container(rendered)
-    assert c["image"] == "ghcr.io/jupyterhub-federation/federation-proxy:0.1.0"
+    assert c["image"] == f"ghcr.io/jupyterhub-federation/federation-proxy:{__version__}"
     assert c["args"] == [
         "serve",
         "--config",

@@ -55,6 +55,15 @@ BUILTIN_KINDS: tuple[BuiltinKind, ...] = (
                 status_subresource=True, model="V1Ingress"),
     BuiltinKind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     BuiltinKind("coordination.k8s.io", "v1", "leases", "Lease"),
+    # Stored, not enforced (tokens get their rules through add_token): the guide's manifests
+    # apply here as in a real cluster.
+    BuiltinKind("rbac.authorization.k8s.io", "v1", "roles", "Role", model="V1Role"),
+    BuiltinKind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding",
+                model="V1RoleBinding"),
+    BuiltinKind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole",
+                namespaced=False, model="V1ClusterRole"),
+    BuiltinKind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding",
+                namespaced=False, model="V1ClusterRoleBinding"),
     BuiltinKind("networking.istio.io", "v1", "virtualservices", "VirtualService",
                 short_names=("vs",), categories=_ISTIO, status_subresource=True),
     BuiltinKind("networking.istio.io", "v1", "destinationrules", "DestinationRule",
