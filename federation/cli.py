@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pydantic import ValidationError
-
 from . import __version__, logs
 from .chart_values import add_config_parser
 from .config import load_registry
+from .environment import SettingsProblem, in_cluster_problem, read_settings, unknown_variables
 from .errors import ConfigError
-from .settings import Settings, describe_error
+from .settings import Settings
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -63,28 +62,34 @@ def fail(message: str) -> int:
     return 2
 
 
-def load_settings(config: str, no_auth: bool) -> Settings:
-    kwargs: dict[str, object] = {"config": Path(config)}
-    if no_auth:
-        kwargs["no_auth"] = True
-    return Settings(**kwargs)  # type: ignore[arg-type]
+def load_settings(config: str | None, **given: object) -> Settings:
+    """Settings; --config, when given, wins over FEDERATION_CONFIG. Raises SettingsProblem."""
+    if config is not None:
+        given["config"] = Path(config)
+    return read_settings(**given)
 
 
-def _settings_error(exc: ValidationError) -> str:
+def _settings_error(exc: SettingsProblem) -> str:
     """Every bad setting, one per line, each naming its environment variable."""
-    return "\nfederation: ".join(describe_error(error) for error in exc.errors())
+    return "\nfederation: ".join(exc.lines)
+
+
+def warn_unknown_variables() -> None:
+    """After logging is set up: a mistyped FEDERATION_* name would otherwise go unnoticed."""
+    for line in unknown_variables(os.environ):
+        logging.getLogger("federation").warning(line)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, args.no_auth)
-    except ValidationError as exc:
+        settings = load_settings(args.config, **({"no_auth": True} if args.no_auth else {}))
+    except SettingsProblem as exc:
         return fail(_settings_error(exc))
     try:
         registry = load_registry(settings.config)
     except ConfigError as exc:
         return fail(str(exc))
-    problem = port_problem(args.host, args.port)
+    problem = in_cluster_problem(registry) or port_problem(args.host, args.port)
     if problem:
         return fail(problem)
     import uvicorn
@@ -93,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Secrets are registered with the redaction guard by the app (at start and each reload).
     logs.setup_logging(settings.log_level, settings.log_format)
+    warn_unknown_variables()
     if settings.no_auth:
         logging.getLogger("federation").warning("running WITHOUT authentication (--no-auth)")
     app = create_app(settings, registry=registry)
@@ -113,15 +119,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .check import run_check
 
     try:
-        registry = load_registry(args.config)
+        settings = load_settings(args.config, no_auth=True, kube_retries=0)
+    except SettingsProblem as exc:
+        return fail(_settings_error(exc))
+    try:
+        registry = load_registry(settings.config)
     except ConfigError as exc:
         return fail(str(exc))
-    try:
-        settings = Settings(config=Path(args.config), no_auth=True, kube_retries=0)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        return fail(_settings_error(exc))
     # Only problems, through the redacting handler: the findings themselves go to stdout.
     logs.setup_logging("warning", settings.log_format)
+    warn_unknown_variables()
     return asyncio.run(run_check(registry, settings))
 
 
@@ -131,7 +138,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     problem = port_problem(args.host, args.port)
     if problem:
         return fail(problem)
+    try:  # the demo's service reads the same FEDERATION_* variables
+        load_settings("clusters.yaml", no_auth=True)
+    except SettingsProblem as exc:
+        return fail(_settings_error(exc))
     logs.setup_logging("warning", "text")  # the printout is the demo's output, not the log
+    warn_unknown_variables()
     if args.hub:
         if args.backend != "istio":
             print("federation demo: --hub runs on the Istio backend only", file=sys.stderr)
@@ -180,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Serve the proxy API, writing each route as Istio VirtualServices or "
                                        "Gateway API HTTPRoutes (each cluster's backend in "
                                        "clusters.yaml); settings: FEDERATION_* (docs/operations.md).")
-    serve.add_argument("--config", required=True, default=argparse.SUPPRESS,
-                       help="path to clusters.yaml (required)")
+    serve.add_argument("--config", default=None,
+                       help="path to clusters.yaml (required, here or as FEDERATION_CONFIG)")
     _add_listen(serve, os.environ.get("FEDERATION_HOST", "0.0.0.0"), 8001)
     serve.add_argument("--no-auth", action="store_true",
                        help="run without CONFIGPROXY_AUTH_TOKEN (never in production)")
@@ -192,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Reach every cluster, list and write its routing objects "
                                        "(VirtualServices or HTTPRoutes, by each cluster's backend), "
                                        "verify its Gateway. Exit 0 when every check passes.")
-    check.add_argument("--config", required=True, default=argparse.SUPPRESS,
-                       help="path to clusters.yaml (required)")
+    check.add_argument("--config", default=None,
+                       help="path to clusters.yaml (required, here or as FEDERATION_CONFIG)")
     check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="run against three local emulated clusters",

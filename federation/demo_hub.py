@@ -87,8 +87,8 @@ def _print_summary(stack: Stack) -> None:
     with httpx.Client(base_url=stack.service.url, headers=headers, timeout=10) as http:
         table = http.get("/api/routes").json()
         health = http.get("/clusters", params={"format": "text"}).text
-    print(f"JupyterHub {stack.hub.api.base_url} (dummy login: any name) spawning with "
-          f"MultiClusterKubeSpawner; federation proxy API on {stack.service.url} (token {TOKEN})\n")
+    print(f"JupyterHub {stack.hub.url}/hub/ spawning with MultiClusterKubeSpawner; "
+          f"federation proxy API on {stack.service.url} (token {TOKEN})\n")
     print("each user's server, the cluster MCKS used, and where the route went:")
     for user, server, profile in USERS:
         print(_route_line(stack, user, server, profile))
@@ -100,13 +100,19 @@ def _print_summary(stack: Stack) -> None:
 
 
 def _print_try_lines(stack: Stack) -> None:
+    print(f"log in: {stack.hub.url}/hub/login (any name, any password). The spawn page offers "
+          "one profile per cluster; the server's route then shows in the route table "
+          f"(curl -H 'Authorization: token {TOKEN}' {stack.service.url}/api/routes). The servers "
+          "themselves are stand-ins inside the emulated clusters, which no browser reaches: "
+          "opening one ends at the hub's 'Redirect loop detected' page (behind a real gateway "
+          "the route leads to it); /hub/home lists them.")
     print("look around (contexts: hub, east, west):")
     print(f"  the spawner's objects: kubectl --kubeconfig {stack.hub_kubeconfig} --context east "
           "get pods,services,ingresses -o wide")
     print(f"  the routes:            kubectl --kubeconfig {stack.clusters.kubeconfig} "
           "--context east get vs -n jupyterhub")
     print(f"  the hub's REST API:    curl -H 'Authorization: token {stack.hub.token}' "
-          f"{stack.hub.api.base_url}/users")
+          f"{stack.hub.url}/hub/api/users")
     print(f"  the hub's log:         {stack.hub.log_path}")
     print("press Ctrl-C to stop (the demo's temporary folder is removed)")
 

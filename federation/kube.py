@@ -37,6 +37,7 @@ from .errors import (
     NotFound,
     Rejected,
 )
+from .neterrors import why_unreachable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def transport_error(exc: BaseException, cluster: str, verb: str) -> KubeError:
     if isinstance(exc, KubeError):
         return exc
     return ClusterUnavailable(
-        f"{verb} on cluster {cluster!r}: cannot reach the API server ({type(exc).__name__})",
+        f"{verb} on cluster {cluster!r}: cannot reach the API server ({why_unreachable(exc)})",
         cluster=cluster,
         verb=verb,
     )
@@ -549,8 +550,8 @@ def build_clients(
             continue
         try:
             creds = _credentials(registry, cluster)
-        except ConfigError:
-            raise
+        except ConfigError as exc:
+            raise ConfigError(f"cluster {cluster.name!r}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the loader raises many types
             where = "in-cluster credentials" if cluster.in_cluster else f"context {cluster.context!r}"
             raise ConfigError(

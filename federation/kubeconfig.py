@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REREAD_SECONDS = 60.0  # token files rotate (projected tokens: hourly); re-read this often
 # User and cluster keys this module understands; any other one means the kubernetes package.
@@ -90,8 +92,19 @@ def from_kubeconfig(paths: list[Path], context: str | None) -> Static | None:
 
 
 def in_cluster(directory: Path = SERVICE_ACCOUNT) -> Static:
-    """The pod's service account: the API server from the environment Kubernetes sets."""
-    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+    """The pod's service account: the API server from the environment Kubernetes sets.
+    Outside a pod, or with no token mounted, a ConfigError that says which."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not (host and port):
+        raise ConfigError(
+            "inCluster: true, but this process does not run in a Kubernetes pod "
+            "(KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set): give the "
+            "cluster a kubeconfig context instead")
+    if not (directory / "token").is_file():
+        raise ConfigError(
+            f"inCluster: true, but the pod has no service account token at {directory / 'token'} "
+            "(automountServiceAccountToken: false?)")
     if ":" in host:
         host = f"[{host}]"  # an IPv6 address
     verify = ssl.create_default_context(cafile=str(directory / "ca.crt"))

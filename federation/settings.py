@@ -115,7 +115,8 @@ def variable_of(field: str) -> str:
 
 def describe_error(error: Mapping[str, Any]) -> str:
     """One settings error as a line naming the variable, and the value unless it is secret."""
-    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = "required but not set" if error["type"] == "missing" else (
+        str(error["msg"]).removeprefix("Value error, "))
     loc = [str(part) for part in error["loc"]]
     if not loc:
         return msg

@@ -111,7 +111,9 @@ def test_the_chart_ships_the_dashboard_only_when_asked(tmp_path) -> None:
     chart = str(REPO / "charts" / "federation-proxy")
 
     def rendered(*args: str) -> list[dict[str, Any]]:
-        out = subprocess.run([helm, "template", "fed", chart, "--namespace", "jupyterhub", *args],
+        out = subprocess.run([helm, "template", "fed", chart, "--namespace", "jupyterhub",
+                              "--set", "image.repository=registry.example.org/fp",
+                              "--set", "image.tag=1", *args],
                              capture_output=True, text=True, check=True).stdout
         return [d for d in yaml.safe_load_all(out) if d]
 

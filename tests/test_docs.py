@@ -92,6 +92,17 @@ def test_image_matches_the_chart() -> None:
     assert "WORKDIR /tmp" in dockerfile  # the one writable place (an emptyDir in the chart)
 
 
+def test_example_values_install_the_image_the_guide_builds() -> None:
+    """The chart has no default image: the example values set the one section 0 builds and
+    pushes, tagged with the release's version."""
+    values = yaml.safe_load((DOCS / "examples" / "federation-values.yaml").read_text())
+    chart = yaml.safe_load((REPO / "charts" / "federation-proxy" / "Chart.yaml").read_text())
+    image = f"{values['image']['repository']}:{values['image']['tag']}"
+    assert f"docker build -t {image} ." in guide_commands()
+    assert f"docker push {image}" in guide_commands()
+    assert str(values["image"]["tag"]) == str(chart["appVersion"])
+
+
 def test_guide_cleanup_command_removes_only_the_services_objects(tmp_path: Path) -> None:
     """The uninstall command, run with kubectl against emulated clusters the service wrote to."""
     kubectl = shutil.which("kubectl")
@@ -194,7 +205,8 @@ def test_remote_rbac_matches_the_chart_role() -> None:
     helm = require_helm()
     rendered = subprocess.run(
         [helm, "template", "f", "charts/federation-proxy", "--namespace", "jupyterhub",
-         "--set", "rbac.gatewayNamespaces={istio-system}"],
+         "--set", "rbac.gatewayNamespaces={istio-system}",
+         "--set", "image.repository=registry.example.org/fp", "--set", "image.tag=1"],
         cwd=REPO, capture_output=True, text=True, check=True).stdout
     chart_roles = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role"]
     docs = list(yaml.safe_load_all((DOCS / "examples" / "remote-rbac.yaml").read_text()))

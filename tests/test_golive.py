@@ -368,7 +368,8 @@ def configmap_clusters_yaml(values_file: Path) -> dict[str, Any]:
 def test_from_values_prints_what_the_chart_renders(values: dict[str, Any], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     example = yaml.safe_load((EXAMPLES / "federation-values.yaml").read_text())
-    doc = {**example, **values} if "config" not in values else values
+    doc = {**example, **values} if "config" not in values else dict(values)
+    doc.setdefault("image", example["image"])  # the chart renders nothing without one
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(doc))
     rendered = configmap_clusters_yaml(path)

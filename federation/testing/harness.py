@@ -74,6 +74,16 @@ def wait_until_ready(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not become ready in {timeout:.0f}s")
 
 
+def answering_host(bind: str) -> str:
+    """The host part of a URL that reaches a server bound to ``bind``: loopback for a wildcard
+    bind, brackets around an IPv6 address."""
+    if bind in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind == "::":
+        return "[::1]"
+    return f"[{bind}]" if ":" in bind else bind
+
+
 class ServiceThread:
     """``federation serve`` in a background thread, for callers that need a real HTTP port."""
 
@@ -99,7 +109,8 @@ class ServiceThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """An address that answers: a wildcard bind (0.0.0.0, ::) is reached on loopback."""
+        return f"http://{answering_host(self.host)}:{self.port}"
 
     @property
     def federation(self) -> Any:

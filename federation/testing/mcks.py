@@ -95,12 +95,21 @@ c.ConfigurableHTTPProxy.auth_token = {proxy_token!r}
 c.JupyterHub.cleanup_servers = False  # servers outlive a hub restart, as in z2jh
 c.JupyterHub.allow_named_servers = True
 c.Spawner.http_timeout = 20
+# MCKS 0.2 applies user_options itself when a server starts (load_user_options: the profile, and
+# a warning for any other key). JupyterHub >= 5.3 warns "Received unhandled user_options" on
+# every spawn unless an apply_user_options hook takes them: this one leaves them to MCKS.
+def _applied_by_mcks_at_start(spawner, user_options):
+    pass
+c.MultiClusterKubeSpawner.apply_user_options = _applied_by_mcks_at_start
 # (no start_timeout: MCKS 0.2 fixes it at 300 s and ignores the setting, with a warning)
 
 # -- this machine: loopback ports, a dummy login, a service token for the REST API -----------
-c.JupyterHub.bind_url = {public_url!r}  # nothing listens there: the routes go to the service
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port!r}
+# No proxy listens for the browser (the routes go to the service, whose objects live in
+# emulated clusters): the hub's public URL is its own address, so that every page and redirect
+# after a login answers. bind_url is where a proxy would listen; none is started.
+c.JupyterHub.hub_bind_url = {hub_url!r}
+c.JupyterHub.bind_url = {hub_url!r}
+c.JupyterHub.public_url = {hub_url!r}
 c.JupyterHub.db_url = {db_url!r}
 c.JupyterHub.cookie_secret_file = {cookie_secret_file!r}
 c.JupyterHub.authenticator_class = "dummy"
@@ -172,7 +181,8 @@ class HubProcess:
     starts: int = 0
 
     def __post_init__(self) -> None:
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.hub_port}/hub/api",
+        self.url = f"http://127.0.0.1:{self.hub_port}"  # public URL: the hub's own address
+        self.api = httpx.Client(base_url=f"{self.url}/hub/api",
                                 headers={"Authorization": f"token {self.token}"}, timeout=60)
 
     @property
@@ -351,8 +361,8 @@ def running_stack(directory: Path, specs: Sequence[ClusterSpec], home: str, *,
         hub_port, token = free_port(), "driver-" + os.urandom(16).hex()
         text = HUB_CONFIG.format(
             profiles=profile_list(specs, home), image=SPAWNER_IMAGE, proxy_url=svc.url,
-            proxy_token=svc.settings.token(), public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=hub_port, db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
+            proxy_token=svc.settings.token(), hub_url=f"http://127.0.0.1:{hub_port}/",
+            db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
             cookie_secret_file=str(hub_dir / "jupyterhub_cookie_secret"), service_token=token,
             resolve=resolve_table(specs, servers.port))
         hub = HubProcess(hub_dir, text, token, hub_port,

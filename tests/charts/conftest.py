@@ -23,6 +23,11 @@ CHART_DIR = REPO_ROOT / "charts" / "federation-proxy"
 VALUES_DIR = Path(__file__).resolve().parent / "values"
 RELEASE = "fed"
 NAMESPACE = "jupyterhub"
+# The chart has no default image (none is published): every rendering sets one, as an operator
+# must, unless a test asks for none. Tagged with the chart's appVersion, as the guide builds it.
+APP_VERSION = str(yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"])
+TEST_IMAGE = {"repository": "registry.example.org/jupyterhub/federation-proxy",
+              "tag": APP_VERSION}
 
 _TOOLS_CANDIDATES = (
     REPO_ROOT / ".tools" / "node_modules" / ".bin" / "helm",
@@ -122,9 +127,14 @@ class Rendered:
 
 
 def _values_args(
-    values_files: Iterable[str | Path], values: Mapping[str, Any] | None, tmp_dir: Path
+    values_files: Iterable[str | Path], values: Mapping[str, Any] | None, tmp_dir: Path,
+    image: bool = True,
 ) -> list[str]:
     args: list[str] = []
+    if image:
+        base = tmp_dir / "image.yaml"
+        base.write_text(yaml.safe_dump({"image": TEST_IMAGE}))
+        args += ["-f", str(base)]
     for f in values_files:
         path = Path(f)
         if not path.is_absolute():
@@ -160,14 +170,16 @@ def template(run_helm: Callable[..., HelmResult], tmp_path: Path) -> Callable[..
         release: str = RELEASE,
         chart: Path = CHART_DIR,
         extra_args: Iterable[str] = (),
+        image: bool = True,
     ) -> HelmResult:
+        """``image=False``: no test image underneath (the chart's defaults alone)."""
         return run_helm(
             "template",
             release,
             str(chart),
             "--namespace",
             namespace,
-            *_values_args(values_files, values, tmp_path),
+            *_values_args(values_files, values, tmp_path, image),
             *extra_args,
         )
 

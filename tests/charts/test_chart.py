@@ -14,7 +14,7 @@ import yaml
 
 from federation import __version__
 
-from .conftest import CHART_DIR, NAMESPACE, RELEASE, VALUES_DIR, Rendered
+from .conftest import APP_VERSION, CHART_DIR, NAMESPACE, RELEASE, TEST_IMAGE, VALUES_DIR, Rendered
 
 pytestmark = pytest.mark.chart
 
@@ -117,8 +117,9 @@ def test_lint_strict_fails_on_schema_violation(run_helm, values_file) -> None:
 def test_chart_metadata() -> None:
     assert CHART["apiVersion"] == "v2"
     assert CHART["name"] == "federation-proxy"
-    assert CHART["appVersion"] == __version__
-    assert DEFAULTS["image"]["repository"] == "ghcr.io/jupyterhub-federation/federation-proxy"
+    assert CHART["appVersion"] == APP_VERSION == __version__
+    # none is published: no default that would end in ImagePullBackOff
+    assert DEFAULTS["image"]["repository"] == ""
     assert DEFAULTS["image"]["tag"] == ""
 
 
@@ -163,7 +164,7 @@ def test_default_deployment(render) -> None:
     assert SELECTOR.items() <= pod_labels.items()
 
     c = container(rendered)
-    assert c["image"] == f"ghcr.io/jupyterhub-federation/federation-proxy:{__version__}"
+    assert c["image"] == f"{TEST_IMAGE['repository']}:{APP_VERSION}"
     assert c["args"] == [
         "serve",
         "--config",
@@ -175,9 +176,10 @@ def test_default_deployment(render) -> None:
     ]
     assert "command" not in c, "the image ENTRYPOINT (federation) must be kept"
     assert c["ports"] == [{"name": "http", "containerPort": 8001, "protocol": "TCP"}]
+    # the figures behind them: test_chart_sizing.py
     assert c["resources"] == {
-        "requests": {"cpu": "200m", "memory": "160Mi"},
-        "limits": {"memory": "384Mi"},
+        "requests": {"cpu": "300m", "memory": "256Mi"},
+        "limits": {"memory": "896Mi"},
     }
 
 
@@ -461,11 +463,35 @@ def test_rbac_off(render) -> None:
 
 def test_image_overrides(render) -> None:
     c = container(render(values={"image": {"tag": "1.2.3", "pullPolicy": "Always"}}))
-    assert c["image"] == "ghcr.io/jupyterhub-federation/federation-proxy:1.2.3"
+    assert c["image"] == f"{TEST_IMAGE['repository']}:1.2.3"
     assert c["imagePullPolicy"] == "Always"
     digest = "sha256:" + "a" * 64
     c = container(render(values={"image": {"digest": digest}}))
-    assert c["image"] == f"ghcr.io/jupyterhub-federation/federation-proxy@{digest}"
+    assert c["image"] == f"{TEST_IMAGE['repository']}@{digest}"
+    only_digest = {"image": {"repository": "r.example.org/fp", "digest": digest}}
+    assert container(render(values=only_digest, image=False))["image"] == f"r.example.org/fp@{digest}"
+
+
+@pytest.mark.parametrize(("image", "unset"), [
+    (None, "image.repository is not set"),
+    ({"repository": "r.example.org/fp"}, "image.tag is not set (nor image.digest)"),
+], ids=["nothing", "no-tag"])
+def test_without_an_image_rendering_stops_and_says_how_to_build_one(
+        template, run_helm, image: dict[str, str] | None, unset: str) -> None:
+    """The chart as installed, with no image of the operator's: helm template (and so helm
+    install) fails with what to do, instead of a pod that never pulls."""
+    result = template(values={"image": image} if image else None, image=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert unset in result.stderr
+    for hint in ("Dockerfile", "docker build", "push it to a registry",
+                 "docs/operations.md, section 0", "set image.repository and image.tag"):
+        assert hint in result.stderr, hint
+    # the guide's section 0 is where the message sends the operator, and builds the image there
+    guide = (CHART_DIR.parents[1] / "docs" / "operations.md").read_text()
+    assert "## 0. The container image" in guide and "docker build -t" in guide
+    # helm lint does not stop at `required` (its lint mode): CI's lint of the defaults passes
+    lint = run_helm("lint", "--strict", str(CHART_DIR), "--namespace", NAMESPACE)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 # ---------------------------------------------------------------- rejections
@@ -711,6 +737,20 @@ def test_notes_tell_the_hub_settings(render, tmp_path: Path) -> None:
     )
     assert "proxy.chp" in notes
     assert "WARNING" not in notes
+
+
+def test_notes_keep_configurable_http_proxy_running_as_the_guide_does(render,
+                                                                      tmp_path: Path) -> None:
+    """The guide keeps z2jh's proxy running (its rollback points the hub back at it): NOTES.txt
+    must not tell the operator to turn it off."""
+    notes = " ".join(render_notes(render, tmp_path).split())
+    guide = " ".join((CHART_DIR.parents[1] / "docs" / "operations.md").read_text().split())
+    assert "Keep z2jh's configurable-http-proxy (proxy.chp) running" in notes
+    assert "rolling back needs it (docs/operations.md, section 9" in notes
+    assert "disable" not in notes.lower() and "turn proxy.chp off" not in notes
+    assert "z2jh's own proxy pod keeps running but carries no traffic" in guide
+    assert "## 9. Uninstall, or roll back to configurable-http-proxy" in guide
+    assert "put back z2jh's proxy and KubeSpawner" in guide
 
 
 def test_notes_follow_service_and_replicas(render, tmp_path: Path) -> None:

@@ -52,11 +52,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.image.tag | default .Chart.AppVersion | toString | trunc 63 }}
 {{- end }}
 
+{{/*
+The container image. None is published, so there is no default: without image.repository (and
+image.tag or image.digest) rendering stops with what to do, rather than installing a name that
+ends in ImagePullBackOff.
+*/}}
 {{- define "federation-proxy.image" -}}
+{{- $how := "this chart ships no image. Build one from the repository's Dockerfile (docker build -t <registry>/federation-proxy:<version> .), push it to a registry your clusters pull from (docs/operations.md, section 0, The container image), then set image.repository and image.tag (or image.digest)" }}
+{{- $repository := required (printf "image.repository is not set: %s" $how) .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- $tag := required (printf "image.tag is not set (nor image.digest) for image.repository %s: set the tag you pushed; %s" $repository $how) (toString .Values.image.tag) }}
+{{- printf "%s:%s" $repository $tag }}
 {{- end }}
 {{- end }}
 
