@@ -54,7 +54,7 @@ BUILTIN_KINDS: tuple[BuiltinKind, ...] = (
     BuiltinKind("networking.k8s.io", "v1", "ingresses", "Ingress", short_names=("ing",),
                 status_subresource=True, model="V1Ingress"),
     BuiltinKind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
-    BuiltinKind("coordination.k8s.io", "v1", "leases", "Lease"),
+    BuiltinKind("coordination.k8s.io", "v1", "leases", "Lease", model="V1Lease"),
     BuiltinKind("networking.istio.io", "v1", "virtualservices", "VirtualService",
                 short_names=("vs",), categories=_ISTIO, status_subresource=True),
     BuiltinKind("networking.istio.io", "v1", "destinationrules", "DestinationRule",
