@@ -18,6 +18,7 @@ from .claimer import now
 from .claims import (
     LEASES,
     Claim,
+    HeldElsewhere,
     build_lease,
     expired,
     expires_at,
@@ -62,6 +63,28 @@ async def list_claims(registry: Registry, clients: dict[str, ClusterClient]) -> 
         lines.append((mine, f"{where}: held by {'this hub' if mine else 'hub'} {holder!r}, "
                             f"{_until(lease)}"))
     return lines
+
+
+async def claims_finding(registry: Registry, name: str,
+                         client: ClusterClient) -> tuple[bool | None, str]:
+    """`federation check`: (ok, detail) of the cluster's host claims: free or this hub's, or
+    held by another hub (with the fix); None when the Leases cannot be read."""
+    cluster = registry.clusters[name]
+    me = holder_identity(registry, cluster)
+    claims = wanted_claims(registry, [name])
+    try:
+        leases = [(c, await _lease(client, c)) for c in claims]
+    except KubeError as exc:
+        return None, (f"cannot read Leases in namespace {cluster.claim_namespace} ({exc}); "
+                      "grant get/create/update/delete on leases there (remote-rbac.yaml)")
+    others = [HeldElsewhere(c, holder_of(lease)) for c, lease in leases
+              if lease is not None and holder_of(lease) != me]
+    if others:
+        return False, "; ".join(o.reason(registry, str(registry.path or "clusters.yaml"))
+                                for o in others)
+    held = sum(1 for _, lease in leases if lease is not None)
+    return True, (f"{held} of {len(claims)} hosts claimed by this hub, none by another "
+                  f"(namespace {cluster.claim_namespace})")
 
 
 async def _own_objects_left(registry: Registry, client: ClusterClient, cluster: str) -> bool:

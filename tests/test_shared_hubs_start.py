@@ -71,6 +71,9 @@ def test_a_second_hub_sharing_the_ingress_hosts_is_refused(
     assert code == 1
     assert "FAIL no other hub on our hosts: instance 'hubb' and instance 'jupyterhub'" in out
     assert "ingressPublicUrl https://east.hub.example.org" in out
+    # ...and by the first hub's claim on the host.
+    assert "FAIL our hosts not claimed by another hub: the ingress host east.hub.example.org" in out
+    assert "claimed by hub 'jupyterhub/jupyterhub'" in out
 
 
 @pytest.mark.usefixtures("first_hub_with_a_remote_user")
