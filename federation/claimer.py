@@ -29,7 +29,7 @@ from .claims import (
     wanted_claims,
 )
 from .config import Registry
-from .errors import ConfigError, Conflict, HostClaimed, KubeError, NotFound
+from .errors import ConfigError, Conflict, HostClaimed, KubeError, NotFound, Rejected
 from .kube import Resource
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ class HostClaims:
                 return None, True
             except Conflict:
                 pass  # it exists: whose is it?
+            except NotFound:
+                # The namespace is missing (a real gateway's namespace exists): say which key.
+                raise Rejected(
+                    f"cluster {claim.cluster!r}: cannot claim host {claim.host}: namespace "
+                    f"{claim.namespace} not found; set the cluster's claimNamespace (default: "
+                    "the gateway's namespace) to a namespace that exists",
+                    cluster=claim.cluster, verb="create") from None
             try:
                 lease = await client.get(LEASES, claim.name, namespace=claim.namespace)
             except NotFound:
@@ -241,8 +248,12 @@ class HostClaims:
         name, namespace = str(meta.get("name")), str(meta.get("namespace"))
         try:
             try:
-                self.held[key] = await client.replace(LEASES, renewed(lease, self.seconds, now()),
-                                                      name=name, namespace=namespace)
+                body = renewed(lease, self.seconds, now())
+                cluster = registry.clusters.get(key[0])
+                if cluster is not None:  # a reload may have moved the hub's namespace
+                    body["spec"]["holderIdentity"] = holder_identity(registry, cluster)
+                self.held[key] = await client.replace(LEASES, body, name=name,
+                                                      namespace=namespace)
                 return
             except Conflict:
                 current = await client.get(LEASES, name, namespace=namespace)
