@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -133,16 +133,19 @@ class HostClaims:
                        cluster=claim.cluster, verb="create", status=409)
 
     async def take_all(self, registry: Registry, clients: Clients,
-                       names: list[str] | None = None) -> tuple[list[HeldElsewhere], list[Claim]]:
+                       fresh: Callable[[Claim], bool] | None = None,
+                       ) -> tuple[list[HeldElsewhere], list[Claim]]:
         """Take every claim not held yet, one at a time in the order every hub uses, stopping
         at the first one another hub holds: of two hubs starting together, the one that wins
         the first claim they contest goes on to win them all, the other stops. A cluster that
         cannot be reached is logged and passed over (the write path and housekeeping take its
-        claims later). Returns (the claim held elsewhere, if any; the claims created)."""
+        claims later). ``fresh``: which claims to take (default: those not held).
+        Returns (the claim held elsewhere, if any; the claims created)."""
         created: list[Claim] = []
-        for claim in wanted_claims(registry, names):
+        for claim in wanted_claims(registry):
             client = clients.get(claim.cluster)
-            if claim.key in self.held or client is None:
+            wanted = fresh(claim) if fresh is not None else claim.key not in self.held
+            if not wanted or client is None:
                 continue
             try:
                 found, new = await self.take(registry, client, claim)
@@ -173,11 +176,18 @@ class HostClaims:
         fresh, self.fresh = self.fresh, []
         await self._give_back(fresh, clients)
 
-    async def prepare(self, registry: Registry, clients: Clients) -> None:
-        """A reload: take the new configuration's claims before it is applied; ConfigError
-        (the running configuration kept, what was just taken given back) when another hub
-        holds one."""
-        found, created = await self.take_all(registry, clients)
+    async def prepare(self, registry: Registry, clients: Clients, repointed: list[str]) -> None:
+        """A reload: take the claims the new configuration adds (new hosts, and every claim of
+        a cluster it adds or re-points) before it is applied; ConfigError (the running
+        configuration kept, what was just taken given back) when another hub holds one. A
+        conflict the running configuration already has stays with housekeeping: it does not
+        block unrelated reloads."""
+        before = {c.key for c in wanted_claims(self.registry)}
+
+        def fresh(claim: Claim) -> bool:
+            return claim.key not in before or claim.cluster in repointed
+
+        found, created = await self.take_all(registry, clients, fresh)
         if found:
             await self._give_back(created, clients)
             for f in found:

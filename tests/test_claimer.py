@@ -179,3 +179,46 @@ def test_a_claim_taken_away_is_reported_and_refuses_writes_until_it_comes_back()
     del stores["east"].objects[key]
     asyncio.run(claims.keep(calls))
     assert holders(stores)[("east", "east.hub.example.org")] == "jupyterhub/jupyterhub"
+
+
+def test_a_reload_is_refused_only_for_hosts_it_adds() -> None:
+    """A conflict the running configuration already has stays with housekeeping (an unrelated
+    reload goes through); a host the new file adds, held by another hub, refuses the reload."""
+    stores = fresh_stores()
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start(clients(stores, 5)))  # holds the shared ingress hosts
+    doc = base_config(instance="jupyterhub")
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    doc["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 6)
+    asyncio.run(claims.start(calls))
+    assert claims.ready == {"hub", "east"}
+    # East's ingress host changes to the shared one while east was out of reach: a conflict.
+    doc["clusters"][1]["ingressPublicUrl"] = "https://east.hub.example.org"
+    shared_east = parse_registry(doc, check_kubeconfig=False)
+    with pytest.raises(ConfigError, match="east.hub.example.org"):
+        asyncio.run(claims.prepare(shared_east, calls, []))
+    assert claims.registry.clusters["east"].ingress_public_url == "https://a-east.hub.example.org"
+    assert ("east", "east.hub.example.org") not in {k for k in holders(stores)
+                                                    if holders(stores)[k] == "jupyterhub/jupyterhub"}
+    # Adding west with its shared ingress host: refused too.
+    with_west = base_config(instance="jupyterhub")
+    with_west["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    with pytest.raises(ConfigError, match="west.hub.example.org") as refused:
+        asyncio.run(claims.prepare(parse_registry(with_west, check_kubeconfig=False), calls,
+                                   ["west"]))
+    assert "east" not in str(refused.value)
+    # A conflict already there (east's own ingress host taken away) does not block a reload
+    # that adds nothing contested.
+    store = stores["east"]
+    (key,) = [k for k, v in store.objects.items()
+              if v["metadata"]["annotations"]["federation.jupyter.org/host"]
+              == "a-east.hub.example.org"]
+    store.objects[key]["spec"]["holderIdentity"] = "jupyterhub/hubb"
+    store.objects[key] = store.stamp(store.objects[key])
+    asyncio.run(claims.keep(calls))
+    assert [c.holder for c in claims.conflicts("east")] == ["jupyterhub/hubb"]
+    doc["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    doc["defaults"]["clusterDomain"] = "corp.local"
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls, []))
