@@ -60,6 +60,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _reached(registry: Registry, name: str) -> tuple[object, ...] | None:
+    """Which API server a cluster name stands for (its namespace or backend may change and the
+    claims stay: they are the same cluster's)."""
+    cluster = registry.clusters.get(name)
+    return None if cluster is None else (cluster.context, cluster.in_cluster, registry.kubeconfig)
+
+
 class HostClaims:
     def __init__(self, registry: Registry, reconcile_interval: float,
                  config: str = "clusters.yaml") -> None:
@@ -176,16 +183,17 @@ class HostClaims:
         fresh, self.fresh = self.fresh, []
         await self._give_back(fresh, clients)
 
-    async def prepare(self, registry: Registry, clients: Clients, repointed: list[str]) -> None:
+    async def prepare(self, registry: Registry, clients: Clients) -> None:
         """A reload: take the claims the new configuration adds (new hosts, and every claim of
-        a cluster it adds or re-points) before it is applied; ConfigError (the running
+        a cluster it adds or reaches anew) before it is applied; ConfigError (the running
         configuration kept, what was just taken given back) when another hub holds one. A
         conflict the running configuration already has stays with housekeeping: it does not
         block unrelated reloads."""
         before = {c.key for c in wanted_claims(self.registry)}
+        moved = {n for n in registry.clusters if _reached(registry, n) != _reached(self.registry, n)}
 
         def fresh(claim: Claim) -> bool:
-            return claim.key not in before or claim.cluster in repointed
+            return claim.key not in before or claim.cluster in moved
 
         found, created = await self.take_all(registry, clients, fresh)
         if found:

@@ -166,7 +166,7 @@ class Federation:
         clients = build_clients(registry, self.settings, repointed)
         try:
             # The new configuration's hosts claimed before any of it is applied.
-            await self.claims.prepare(registry, {**self.clients(), **clients}, repointed)
+            await self.claims.prepare(registry, {**self.clients(), **clients})
         except (ConfigError, KubeError):
             await asyncio.gather(*(c.close() for c in clients.values()))
             raise

@@ -198,7 +198,7 @@ def test_a_reload_is_refused_only_for_hosts_it_adds() -> None:
     doc["clusters"][1]["ingressPublicUrl"] = "https://east.hub.example.org"
     shared_east = parse_registry(doc, check_kubeconfig=False)
     with pytest.raises(ConfigError, match="east.hub.example.org"):
-        asyncio.run(claims.prepare(shared_east, calls, []))
+        asyncio.run(claims.prepare(shared_east, calls))
     assert claims.registry.clusters["east"].ingress_public_url == "https://a-east.hub.example.org"
     assert ("east", "east.hub.example.org") not in {k for k in holders(stores)
                                                     if holders(stores)[k] == "jupyterhub/jupyterhub"}
@@ -206,8 +206,7 @@ def test_a_reload_is_refused_only_for_hosts_it_adds() -> None:
     with_west = base_config(instance="jupyterhub")
     with_west["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
     with pytest.raises(ConfigError, match="west.hub.example.org") as refused:
-        asyncio.run(claims.prepare(parse_registry(with_west, check_kubeconfig=False), calls,
-                                   ["west"]))
+        asyncio.run(claims.prepare(parse_registry(with_west, check_kubeconfig=False), calls))
     assert "east" not in str(refused.value)
     # A conflict already there (east's own ingress host taken away) does not block a reload
     # that adds nothing contested.
@@ -221,4 +220,22 @@ def test_a_reload_is_refused_only_for_hosts_it_adds() -> None:
     assert [c.holder for c in claims.conflicts("east")] == ["jupyterhub/hubb"]
     doc["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
     doc["defaults"]["clusterDomain"] = "corp.local"
-    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls, []))
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+
+
+def test_a_reload_claims_again_only_on_a_cluster_reached_anew() -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 7)
+    asyncio.run(claims.start(calls))
+    for c in calls.values():
+        c.calls.clear()
+    doc["defaults"]["namespace"] = "hub-a"  # the same clusters: nothing to take again
+    for c in doc["clusters"]:
+        c["backend"] = "gateway-api"
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+    assert all(c.calls == [] for c in calls.values())
+    doc["clusters"][1]["context"] = "another-east"  # the name now reaches another server
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+    assert calls["east"].calls and calls["west"].calls == [] and calls["hub"].calls == []
