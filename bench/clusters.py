@@ -120,9 +120,9 @@ class World:
         # No CRD schemas: the emulator's validation cost is the harness's, not the service's,
         # and both the service and the bare client would pay it alike.
         # USER_NAMESPACE: where Service-name targets live (a Gateway API route to one needs a
-        # ReferenceGrant there).
+        # ReferenceGrant there). istio-system: the gateway's, where each hub claims its hosts.
         world.emulated = EmulatedClusters(world.names, world.directory,
-                                          namespaces=(NAMESPACE, USER_NAMESPACE))
+                                          namespaces=(NAMESPACE, USER_NAMESPACE, "istio-system"))
         world.emulated.start()
         world.config_path = write_clusters_yaml(
             world.directory / "clusters.yaml",

@@ -9,6 +9,7 @@ from typing import Any
 
 from .activity import probe as probe_activity
 from .backend import builders
+from .claims_cli import claims_finding
 from .config import Registry
 from .errors import ConfigError, KubeError
 from .kube import build_clients
@@ -49,6 +50,8 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         out.append(Finding(name, f"auth and list {kind}", False, f"{exc}{hint}"))
         return out
     out.append(await shared_host_finding(name, client, registry))
+    ok, detail = await claims_finding(registry, name, client)
+    out.append(Finding(name, "our hosts not claimed by another hub", ok, detail))
     try:
         await client.read(f"/api/v1/namespaces/{cluster.namespace}")
         out.append(Finding(name, "namespace exists", True, cluster.namespace))

@@ -1,4 +1,4 @@
-"""The ``federation`` command: serve, check, demo."""
+"""The ``federation`` command: serve, check, claims, demo."""
 
 from __future__ import annotations
 
@@ -132,6 +132,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(run_check(registry, settings))
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from .claims_cli import run_claims
+
+    try:
+        settings = load_settings(args.config, no_auth=True)
+    except SettingsProblem as exc:
+        return fail(_settings_error(exc))
+    try:
+        registry = load_registry(settings.config)
+    except ConfigError as exc:
+        return fail(str(exc))
+    logs.setup_logging("warning", settings.log_format)
+    warn_unknown_variables()
+    return asyncio.run(run_claims(registry, settings, args.action, getattr(args, "other", None)))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -207,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", default=None,
                        help="path to clusters.yaml (required, here or as FEDERATION_CONFIG)")
     check.set_defaults(func=cmd_check)
+
+    claims = sub.add_parser(
+        "claims", help="this hub's claims on its gateway hosts: list, release, take over",
+        description="Each hub claims the gateway hosts it routes on each cluster with a Lease "
+                    "(docs/operations.md, section 1c).")
+    actions = claims.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("list", "show who holds each host this hub routes"),
+                         ("release", "give up this hub's claims (the hub is removed and its "
+                                     "objects deleted)"),
+                         ("take", "take over the claims of a hub that is gone")):
+        cmd = actions.add_parser(action, help=text, description=text)
+        cmd.add_argument("--config", help="path to clusters.yaml (default: FEDERATION_CONFIG)")
+        if action == "take":
+            cmd.add_argument("--from", dest="other", required=True,
+                             help="the other hub, <namespace>/<instance> as the refusal names it")
+        cmd.set_defaults(func=cmd_claims)
 
     demo = sub.add_parser("demo", help="run against three local emulated clusters",
                           formatter_class=shown)

@@ -237,6 +237,9 @@ class ClusterSettings(_Strict):
     # external targets): an ExternalName Service (portable where the implementation accepts
     # it), or Istio's Hostname backendRef with a ServiceEntry (Istio only).
     externalBackend: Literal["externalName", "istioHostname"] | None = None
+    # Where the Leases that claim this cluster's gateway hosts live (federation/claims.py):
+    # a namespace every hub bound to the gateway can reach; default: the gateway's namespace.
+    claimNamespace: str | None = None
 
     @field_validator("sectionName")
     @classmethod
@@ -245,7 +248,7 @@ class ClusterSettings(_Strict):
             raise ValueError(f"{value!r} is not a listener name (lower-case DNS subdomain)")
         return value
 
-    @field_validator("namespace")
+    @field_validator("namespace", "claimNamespace")
     @classmethod
     def _ns(cls, value: str | None) -> str | None:
         if value is not None and not DNS_LABEL.match(value):
@@ -345,6 +348,7 @@ class Cluster:
     backend: str = "istio"  # "istio" | "gateway-api"
     section_name: str | None = None  # gateway-api: the Gateway listener routes attach to
     external_backend: str = "externalName"  # gateway-api: "externalName" | "istioHostname"
+    claim_namespace: str = ""  # the host claims' namespace ("": the gateway's, see claims.py)
 
 
 @dataclass(frozen=True)
@@ -579,6 +583,7 @@ def _resolve(source: str, d: ClusterSettings, entry: ClusterEntry) -> Cluster:
         section_name=_section_name(source, entry.name, backend, pick("sectionName", None)),
         external_backend=_gateway_only(source, entry.name, backend, "externalBackend",
                                        pick("externalBackend", "externalName"), "externalName"),
+        claim_namespace=pick("claimNamespace", gateway.split("/", 1)[0]),
     )
 
 

@@ -3,6 +3,7 @@
     FederationError
     ├── ConfigError             clusters.yaml or settings are unusable (start-up, reload)
     ├── InvalidRoute            a proxy API request the service refuses (HTTP 400/413)
+    │   └── HostClaimed         it needs a gateway host another hub claims (HTTP 409)
     └── KubeError               a Kubernetes call failed; carries the cluster and verb
         ├── NotFound            404
         ├── Conflict            409 (AlreadyExists or a stale resourceVersion)
@@ -30,6 +31,16 @@ class InvalidRoute(FederationError):
     def __init__(self, message: str, status_code: int = 400) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class HostClaimed(InvalidRoute):
+    """A route write needs a gateway host that another hub claims on a cluster (409, nothing
+    written: JupyterHub raises a 4xx at once, with this message, rather than retrying)."""
+
+    def __init__(self, message: str, *, cluster: str, holder: str) -> None:
+        super().__init__(message, status_code=409)
+        self.cluster = cluster
+        self.holder = holder
 
 
 class KubeError(FederationError):

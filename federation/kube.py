@@ -421,8 +421,8 @@ class ClusterClient:
             params["continue"] = continue_token
         return await self._json("list", "GET", res.path(self.namespace), params=params)
 
-    async def get(self, res: Resource, name: str) -> dict[str, Any]:
-        return await self._json("get", "GET", res.path(self.namespace, name))
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self._json("get", "GET", res.path(namespace or self.namespace, name))
 
     async def create(self, res: Resource, body: dict[str, Any] | bytes,
                      name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
@@ -433,19 +433,20 @@ class ClusterClient:
                                 what=(res.plural, name or "(new)"))
 
     async def replace(self, res: Resource, body: dict[str, Any] | bytes,
-                      name: str | None = None) -> dict[str, Any]:
+                      name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
         """Replace an object; ``name`` is required with a body already serialised."""
         if name is None:
             assert isinstance(body, dict)
             name = body["metadata"]["name"]
-        return await self._json("update", "PUT", res.path(self.namespace, name), body,
-                                what=(res.plural, name))
+        return await self._json("update", "PUT", res.path(namespace or self.namespace, name),
+                                body, what=(res.plural, name))
 
-    async def delete(self, res: Resource, name: str, resource_version: str | None = None) -> None:
+    async def delete(self, res: Resource, name: str, resource_version: str | None = None,
+                     namespace: str | None = None) -> None:
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if resource_version:
             options["preconditions"] = {"resourceVersion": resource_version}
-        await self._json("delete", "DELETE", res.path(self.namespace, name), options,
+        await self._json("delete", "DELETE", res.path(namespace or self.namespace, name), options,
                          what=(res.plural, name))
 
     async def read(self, path: str) -> dict[str, Any]:

@@ -47,3 +47,12 @@ CLUSTER_STATE = Gauge(
     "1 for the state this replica sees the cluster in (reachable, failing, circuit-open), else 0",
     ["cluster", "state"],
 )
+HOST_CLAIM_CONFLICTS = Gauge(
+    "federation_host_claim_conflicts",
+    "Gateway hosts this hub needs on the cluster that another hub claims (federation/claims.py)",
+    ["cluster"],
+)
+HOST_CLAIM_REFUSALS = Counter(
+    "federation_host_claim_refusals_total",
+    "Route writes refused (409) because another hub claims a host they need", ["cluster"],
+)

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import heap, housekeeping, logs, metrics
 from .activity import ActivityMonitor
+from .claimer import HostClaims
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ConfigError, KubeError
 from .kube import ClusterClient, build_clients
@@ -79,13 +80,26 @@ class Federation:
         self.last_reload_error: str | None = None
         self.orphans: dict[str, float] = {}  # edge rules without a route, since when
         self.activity = ActivityMonitor(lambda: self.registry, self.table, settings, self.ready)
+        # Which gateway hosts this hub holds on each cluster (federation/claims.py).
+        self.claims = HostClaims(registry, settings.reconcile_interval,
+                                 str(settings.config or "clusters.yaml"))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def clients(self) -> dict[str, ClusterClient]:
+        return {n: s.client for n, s in self.stores.items()}
+
     async def refuse_shared_hosts(self) -> None:
-        """ConfigError when another hub's routes claim this one's hosts on a cluster (read
-        before anything is written: see federation.sharing)."""
-        await refuse_shared_hosts(self.registry, {n: s.client for n, s in self.stores.items()})
+        """ConfigError when another hub holds a host this one routes on a cluster (its claims
+        taken before anything is written: federation.claims), or when a hub that takes no
+        claims (an older release) has routes there (federation.sharing)."""
+        clients = self.clients()
+        await self.claims.start(clients)
+        try:
+            await refuse_shared_hosts(self.registry, dict(clients))
+        except ConfigError:
+            await self.claims.give_back_all(clients)
+            raise
 
     async def start(self) -> None:
         for store in self.stores.values():
@@ -150,6 +164,12 @@ class Federation:
                      if n not in old.clusters or connection(registry, n) != connection(old, n)]
         removed = [n for n in old.clusters if n not in registry.clusters]
         clients = build_clients(registry, self.settings, repointed)
+        try:
+            # The new configuration's hosts claimed before any of it is applied.
+            await self.claims.prepare(registry, {**self.clients(), **clients})
+        except (ConfigError, KubeError):
+            await asyncio.gather(*(c.close() for c in clients.values()))
+            raise
         fresh = {n: make_store(registry, n, clients[n], RouteTable(), self.settings)
                  for n in repointed}
         for store in fresh.values():
@@ -171,6 +191,7 @@ class Federation:
         for store in retired:
             store.withdraw()
         self.registry = registry
+        self.claims.adopt(registry)
         for store in self.stores.values():
             store.reconfigure(registry, registry.clusters[store.name])
         for name, store in fresh.items():
@@ -210,6 +231,9 @@ class Federation:
         plan = plan_route(self.registry, raw_path, body, now_iso())
         path = plan.key.path
         written = {name for name, _ in plan.writes}
+        for name in written:  # a set lookup each, unless a cluster's claims are not taken yet
+            if not self.claims.holds(name):
+                await self.claims.require(name, self.stores[name].client)
         # The owner's rule, the home cluster's edge rule and their support objects go out
         # together: the hub is told only once all are stored (a failure answers 503 and the hub
         # retries; housekeeping restores a missing support object), so nobody is sent there early.
@@ -228,6 +252,10 @@ class Federation:
             await self._warmup(plan.writes[-1][0], plan.key)  # home, for an edge route
 
     async def write_entry(self, store: Store, entry: Entry) -> None:
+        if not self.claims.holds(store.name):
+            # Housekeeping's writes wait for the cluster's claims (the conflict is reported
+            # by /readyz, /clusters and the metric; add_route took them or refused before).
+            return
         await _write(store, entry)
 
     async def delete_route(self, raw_path: str) -> bool:
@@ -338,5 +366,7 @@ class Federation:
                 log.exception("reconcile failed")
 
     async def reconcile(self, grace: float | None = None) -> None:
-        """Repair and tidy: stale duplicates, edge rules, each store's own objects."""
+        """Renew the host claims (and take those still missing), then repair and tidy: stale
+        duplicates, edge rules, each store's own objects."""
+        await self.claims.keep(self.clients())
         await housekeeping.reconcile(self, self.settings.gc_grace if grace is None else grace)

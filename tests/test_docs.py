@@ -221,6 +221,8 @@ def test_remote_rbac_matches_the_chart_role() -> None:
         rules(chart_roles, "virtualservices", "jupyterhub")
     assert rules(doc_roles, "gateways", "istio-system") == \
         rules(chart_roles, "gateways", "istio-system") != []
+    assert rules(doc_roles, "leases", "istio-system") == \
+        rules(chart_roles, "leases", "istio-system") != []  # the host claims
     bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RoleBinding"}
     for role in doc_roles:
         binding = bindings[role["metadata"]["name"]]

@@ -214,6 +214,7 @@ def test_the_checklist_runs_against_emulated_clusters(tmp_path: Path,
                     if first.startswith("helm upgrade --install federation-proxy"):
                         service = start_service(work, monkeypatch)  # step 8's stand-in
                         assert routing_objects(clusters) > 0
+                        assert host_claims(clusters) > 0
                     continue
                 out = run_block(block, work, env)
                 ran.append(first)
@@ -249,9 +250,15 @@ def start_service(work: Path, monkeypatch: pytest.MonkeyPatch) -> ServiceThread:
     return service
 
 
+def host_claims(clusters: EmulatedClusters) -> int:
+    return sum(len(clusters[c].objects("coordination.k8s.io", "v1", "leases", "istio-system"))
+               for c in CONTEXTS.values())
+
+
 def after_rollback(clusters: EmulatedClusters) -> None:
     home = clusters[HOME_CTX]
     assert routing_objects(clusters) == 0  # R5 removed every object of the service
+    assert host_claims(clusters) == 0  # and released its host claims
     assert home.objects("", "v1", "pods", "jupyterhub") == []  # step 9's leftover deleted
     names = {o["metadata"]["name"] for o in home.objects("", "v1", "secrets", "jupyterhub")}
     assert not names & {"federation-kubeconfig", "jupyterhub-spawner-kubeconfig",

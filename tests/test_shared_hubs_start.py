@@ -54,7 +54,7 @@ def test_a_second_hub_sharing_the_ingress_hosts_is_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     config = write_clusters_yaml(tmp_path / "hubb.yaml",
                                  second_hub(str(clusters.kubeconfig), own_ingress=False))
-    caplog.set_level(logging.ERROR, logger="federation.sharing")
+    caplog.set_level(logging.ERROR, logger="federation")
     svc = ServiceThread(fast_settings(config))
     with pytest.raises(RuntimeError, match="did not start"):
         svc.start()
@@ -62,13 +62,18 @@ def test_a_second_hub_sharing_the_ingress_hosts_is_refused(
     assert instance_objects(clusters, "hubb") == []  # refused before writing anything
     shared = [r for r in caplog.records if getattr(r, "cluster", None) == "east"]
     assert shared and "east.hub.example.org" in shared[0].getMessage()
-    assert "'jupyterhub'" in shared[0].getMessage()
+    # Refused by the first hub's claim (a Lease) on the shared ingress host.
+    assert "claimed by hub 'jupyterhub/jupyterhub'" in shared[0].getMessage()
+    assert "federation claims take --from jupyterhub/jupyterhub" in shared[0].getMessage()
 
     code = asyncio.run(run_check(load_registry(config), fast_settings(config)))
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL no other hub on our hosts: instance 'hubb' and instance 'jupyterhub'" in out
     assert "ingressPublicUrl https://east.hub.example.org" in out
+    # ...and by the first hub's claim on the host.
+    assert "FAIL our hosts not claimed by another hub: the ingress host east.hub.example.org" in out
+    assert "claimed by hub 'jupyterhub/jupyterhub'" in out
 
 
 @pytest.mark.usefixtures("first_hub_with_a_remote_user")

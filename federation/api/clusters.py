@@ -50,6 +50,8 @@ def _row(rt: Store, federation: Federation) -> dict[str, Any]:
     row = describe(rt, federation.registry.home)
     # The cluster's traffic activity source (null when clusters.yaml configures none).
     row["activity"] = federation.activity.describe(rt.cluster.name)
+    # The gateway hosts this hub claims there, and any another hub holds (federation/claims.py).
+    row["host_claims"] = federation.claims.describe(rt.cluster.name)
     return row
 
 

@@ -20,6 +20,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Every reachable cluster's cache has synced once")
 async def readyz(federation: FederationDep) -> Response:
+    conflicts = federation.claims.conflicts()
+    if conflicts:
+        # Another hub holds a host this one routes: writes there are refused until it is fixed.
+        return JSONResponse({"status": "host-claimed-elsewhere", "clusters": sorted(
+            {c.claim.cluster for c in conflicts}), "conflicts": [
+            {"cluster": c.claim.cluster, **c.describe(federation.registry, federation.claims.config)}
+            for c in conflicts]},
+            status_code=503)
     if federation.ready():
         return JSONResponse({"status": "ready"})
     waiting = [n for n, s in federation.stores.items() if not s.synced]

@@ -134,6 +134,8 @@ def test_default_objects(render) -> None:
             "Deployment",
             "PodDisruptionBudget",
             "Role",
+            "Role",  # the host claims', in the gateway's namespace
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
@@ -141,7 +143,8 @@ def test_default_objects(render) -> None:
     )
     for doc in rendered.docs:
         meta = doc["metadata"]
-        assert meta["namespace"] == NAMESPACE, doc["kind"]
+        claims = meta["name"] == f"{FULLNAME}-host-claims"
+        assert meta["namespace"] == ("istio-system" if claims else NAMESPACE), doc["kind"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "federation-proxy"
         assert labels["app.kubernetes.io/instance"] == RELEASE
@@ -622,6 +625,7 @@ def test_gateway_namespaces_rbac(render) -> None:
     assert set(roles) == {
         ("federation", FULLNAME),
         ("istio-system", f"{FULLNAME}-gateways"),
+        ("istio-system", f"{FULLNAME}-host-claims"),
     }
     gateway_role = roles[("istio-system", f"{FULLNAME}-gateways")]
     assert gateway_role["rules"] == [EXPECTED_RULES[1]]
@@ -636,7 +640,8 @@ def test_gateway_namespaces_rbac(render) -> None:
     ]
     # The release namespace is already covered by the main Role; rbac off drops them all.
     same_ns = render(values={"rbac": {"gatewayNamespaces": [NAMESPACE]}})
-    assert [r["metadata"]["name"] for r in same_ns.all("Role")] == [FULLNAME]
+    assert [r["metadata"]["name"] for r in same_ns.all("Role")] == [FULLNAME,
+                                                                   f"{FULLNAME}-host-claims"]
     off = render(values={"rbac": {"create": False, "gatewayNamespaces": ["istio-system"]}})
     assert not off.has("Role") and not off.has("RoleBinding")
 
@@ -790,3 +795,34 @@ def test_values_file_has_no_duplicate_keys() -> None:
     chart = Path(__file__).resolve().parents[2] / "charts" / "federation-proxy"
     for path in [chart / "values.yaml", *sorted((Path(__file__).parent / "values").glob("*.yaml"))]:
         yaml.load(path.read_text(), Loader=Strict)  # noqa: S506 - a SafeLoader subclass
+
+
+LEASE_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "create", "update", "delete"]}]
+
+
+@pytest.mark.parametrize(("home", "namespace"), [
+    ({}, "istio-system"),  # the gateway's namespace
+    ({"gateway": "ingress/gw"}, "ingress"),  # the home cluster's own gateway
+    ({"claimNamespace": "claims"}, "claims"),
+])
+def test_host_claims_rbac_in_the_claim_namespace(render, home: dict[str, Any],
+                                                 namespace: str) -> None:
+    """The Leases that claim the home cluster's gateway hosts: get, create, renew, release,
+    in the home cluster's claim namespace, bound to the release's account."""
+    values = {"config": {"home": "hub", "defaults": {"gateway": "istio-system/jupyterhub-gateway",
+                                                      "hosts": ["hub.example.org"]},
+                         "clusters": [{"name": "hub", "inCluster": True, **home}]}}
+    rendered = render(values=values)
+    role = rendered.one("Role", f"{FULLNAME}-host-claims")
+    assert role["metadata"]["namespace"] == namespace
+    assert role["rules"] == LEASE_RULES
+    binding = rendered.one("RoleBinding", f"{FULLNAME}-host-claims")
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-host-claims"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    from federation.config import parse_registry
+
+    registry = parse_registry(clusters_yaml(rendered), check_kubeconfig=False)
+    assert registry.clusters["hub"].claim_namespace == namespace  # where the service looks

@@ -54,7 +54,7 @@ BUILTIN_KINDS: tuple[BuiltinKind, ...] = (
     BuiltinKind("networking.k8s.io", "v1", "ingresses", "Ingress", short_names=("ing",),
                 status_subresource=True, model="V1Ingress"),
     BuiltinKind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
-    BuiltinKind("coordination.k8s.io", "v1", "leases", "Lease"),
+    BuiltinKind("coordination.k8s.io", "v1", "leases", "Lease", model="V1Lease"),
     # Stored, not enforced (tokens get their rules through add_token): the guide's manifests
     # apply here as in a real cluster.
     BuiltinKind("rbac.authorization.k8s.io", "v1", "roles", "Role", model="V1Role"),

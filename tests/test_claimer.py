@@ -1,0 +1,241 @@
+"""HostClaims (federation/claimer.py) against an in-memory Lease store with the API server's
+rules (create-only, resourceVersion on replace): who wins a race, what a start, a write and a
+housekeeping pass cost, and what happens when a claim is deleted or taken away."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+from typing import Any
+
+import pytest
+
+from federation import metrics
+from federation.claimer import HostClaims
+from federation.claims import holder_of, wanted_claims
+from federation.config import Registry, parse_registry
+from federation.errors import ConfigError, Conflict, HostClaimed, NotFound
+from federation.kube import Resource
+
+from .conftest import base_config
+
+
+class Leases:
+    """One cluster's Leases, shared by every hub's client of that cluster."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.version = 0
+
+    def stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        return obj
+
+
+class Client:
+    """A hub's client of one cluster: counts its calls, yields between them (a race)."""
+
+    def __init__(self, store: Leases, cluster: str, rng: random.Random) -> None:
+        self.store, self.cluster, self.rng = store, cluster, rng
+        self.calls: list[str] = []
+
+    async def _turn(self, verb: str) -> None:
+        self.calls.append(verb)
+        for _ in range(self.rng.randint(0, 3)):
+            await asyncio.sleep(0)
+
+    async def create(self, res: Resource, body: Any, name: str | None = None,
+                     namespace: str | None = None) -> dict[str, Any]:
+        await self._turn("create")
+        key = (str(namespace), body["metadata"]["name"])
+        if key in self.store.objects:
+            raise Conflict("AlreadyExists", cluster=self.cluster, status=409)
+        self.store.objects[key] = self.store.stamp(body)
+        return copy.deepcopy(self.store.objects[key])
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        await self._turn("get")
+        if (str(namespace), name) not in self.store.objects:
+            raise NotFound("not found", cluster=self.cluster, status=404)
+        return copy.deepcopy(self.store.objects[(str(namespace), name)])
+
+    async def replace(self, res: Resource, body: Any, name: str | None = None,
+                      namespace: str | None = None) -> dict[str, Any]:
+        await self._turn("replace")
+        key = (str(namespace), str(name))
+        held = self.store.objects.get(key)
+        if held is None:
+            raise NotFound("not found", cluster=self.cluster, status=404)
+        if held["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise Conflict("modified", cluster=self.cluster, status=409)
+        self.store.objects[key] = self.store.stamp(body)
+        return copy.deepcopy(self.store.objects[key])
+
+    async def delete(self, res: Resource, name: str, resource_version: str | None = None,
+                     namespace: str | None = None) -> None:
+        await self._turn("delete")
+        self.store.objects.pop((str(namespace), name), None)
+
+
+def hub(instance: str, host: str, namespace: str = "jupyterhub") -> Registry:
+    doc = base_config(instance=instance)
+    doc["defaults"].update(hosts=[host], namespace=namespace)
+    return parse_registry(doc, check_kubeconfig=False)
+
+
+def clients(stores: dict[str, Leases], seed: int) -> dict[str, Client]:
+    rng = random.Random(seed)
+    return {name: Client(store, name, rng) for name, store in stores.items()}
+
+
+def fresh_stores() -> dict[str, Leases]:
+    return {name: Leases() for name in ("hub", "east", "west")}
+
+
+def holders(stores: dict[str, Leases]) -> dict[tuple[str, str], str]:
+    return {(name, lease["metadata"]["annotations"]["federation.jupyter.org/host"]):
+            holder_of(lease) for name, store in stores.items() for lease in store.objects.values()}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_of_two_hubs_starting_together_one_wins_every_contested_host(seed: int) -> None:
+    stores = fresh_stores()
+    hubs = [HostClaims(hub("jupyterhub", "hub.example.org"), 15),
+            HostClaims(hub("jupyterhub", "hubb.example.org", namespace="hubb"), 15)]
+
+    async def race() -> list[BaseException | None]:
+        return await asyncio.gather(*(h.start(clients(stores, seed * 2 + i))
+                                      for i, h in enumerate(hubs)), return_exceptions=True)
+
+    results = asyncio.run(race())
+    assert sorted(r is None for r in results) == [False, True], results
+    winner = hubs[results.index(None)]
+    loser = hubs[1 - results.index(None)]
+    assert isinstance(results[hubs.index(loser)], ConfigError)
+    found = holders(stores)
+    assert found[("east", "east.hub.example.org")] == found[("west", "west.hub.example.org")] \
+        == f"{winner.registry.clusters['hub'].namespace}/jupyterhub"
+    loser_id = f"{loser.registry.clusters['hub'].namespace}/jupyterhub"
+    assert loser_id not in found.values()  # what it took, it gave back
+    assert winner.ready == {"hub", "east", "west"} and loser.ready == set()
+
+
+def test_a_hub_alone_pays_once_at_start_and_one_renewal_per_claim_per_pass() -> None:
+    stores = fresh_stores()
+    registry = hub("jupyterhub", "hub.example.org")
+    calls = clients(stores, 1)
+    claims = HostClaims(registry, 15)
+    asyncio.run(claims.start(calls))
+    count = len(wanted_claims(registry))
+    assert sum(len(c.calls) for c in calls.values()) == count  # one create each
+    for c in calls.values():
+        c.calls.clear()
+
+    async def writes() -> None:
+        for name in registry.clusters:
+            for _ in range(100):
+                await claims.require(name, calls[name])
+
+    asyncio.run(writes())
+    assert all(c.calls == [] for c in calls.values())  # the write path reads memory only
+    before = {k: v["spec"]["renewTime"] for k, v in stores["east"].objects.items()}
+    asyncio.run(claims.keep(calls))
+    assert sorted(v for c in calls.values() for v in c.calls) == ["replace"] * count
+    assert all(stores["east"].objects[k]["spec"]["renewTime"] >= t for k, t in before.items())
+    # A second start (a restart, another replica) finds its claims: a create and a read each.
+    again = HostClaims(registry, 15)
+    asyncio.run(again.start(clients(stores, 2)))
+    assert again.ready == {"hub", "east", "west"}
+
+
+def test_a_claim_taken_away_is_reported_and_refuses_writes_until_it_comes_back() -> None:
+    stores = fresh_stores()
+    registry = hub("jupyterhub", "hub.example.org")
+    calls = clients(stores, 3)
+    claims = HostClaims(registry, 15)
+    asyncio.run(claims.start(calls))
+    (key,) = [k for k, v in stores["east"].objects.items()
+              if v["metadata"]["annotations"]["federation.jupyter.org/host"]
+              == "east.hub.example.org"]
+    # An operator's take-over hands it to another hub.
+    stores["east"].objects[key]["spec"]["holderIdentity"] = "hubb/hubb"
+    stores["east"].objects[key] = stores["east"].stamp(stores["east"].objects[key])
+    asyncio.run(claims.keep(calls))
+    assert not claims.holds("east") and claims.holds("west")
+    assert metrics.HOST_CLAIM_CONFLICTS.labels("east")._value.get() == 1
+    with pytest.raises(HostClaimed) as refused:
+        asyncio.run(claims.require("east", calls["east"]))
+    assert refused.value.status_code == 409 and refused.value.holder == "hubb/hubb"
+    assert "east.hub.example.org" in str(refused.value)
+    # The other hub releases it: the next pass takes it back.
+    del stores["east"].objects[key]
+    asyncio.run(claims.keep(calls))
+    assert claims.holds("east") and claims.conflicts() == []
+    assert metrics.HOST_CLAIM_CONFLICTS.labels("east")._value.get() == 0
+    # Deleted by hand while held: taken again at the next pass.
+    del stores["east"].objects[key]
+    asyncio.run(claims.keep(calls))
+    assert holders(stores)[("east", "east.hub.example.org")] == "jupyterhub/jupyterhub"
+
+
+def test_a_reload_is_refused_only_for_hosts_it_adds() -> None:
+    """A conflict the running configuration already has stays with housekeeping (an unrelated
+    reload goes through); a host the new file adds, held by another hub, refuses the reload."""
+    stores = fresh_stores()
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start(clients(stores, 5)))  # holds the shared ingress hosts
+    doc = base_config(instance="jupyterhub")
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    doc["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 6)
+    asyncio.run(claims.start(calls))
+    assert claims.ready == {"hub", "east"}
+    # East's ingress host changes to the shared one while east was out of reach: a conflict.
+    doc["clusters"][1]["ingressPublicUrl"] = "https://east.hub.example.org"
+    shared_east = parse_registry(doc, check_kubeconfig=False)
+    with pytest.raises(ConfigError, match="east.hub.example.org"):
+        asyncio.run(claims.prepare(shared_east, calls))
+    assert claims.registry.clusters["east"].ingress_public_url == "https://a-east.hub.example.org"
+    assert ("east", "east.hub.example.org") not in {k for k in holders(stores)
+                                                    if holders(stores)[k] == "jupyterhub/jupyterhub"}
+    # Adding west with its shared ingress host: refused too.
+    with_west = base_config(instance="jupyterhub")
+    with_west["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    with pytest.raises(ConfigError, match="west.hub.example.org") as refused:
+        asyncio.run(claims.prepare(parse_registry(with_west, check_kubeconfig=False), calls))
+    assert "east" not in str(refused.value)
+    # A conflict already there (east's own ingress host taken away) does not block a reload
+    # that adds nothing contested.
+    store = stores["east"]
+    (key,) = [k for k, v in store.objects.items()
+              if v["metadata"]["annotations"]["federation.jupyter.org/host"]
+              == "a-east.hub.example.org"]
+    store.objects[key]["spec"]["holderIdentity"] = "jupyterhub/hubb"
+    store.objects[key] = store.stamp(store.objects[key])
+    asyncio.run(claims.keep(calls))
+    assert [c.holder for c in claims.conflicts("east")] == ["jupyterhub/hubb"]
+    doc["clusters"][1]["ingressPublicUrl"] = "https://a-east.hub.example.org"
+    doc["defaults"]["clusterDomain"] = "corp.local"
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+
+
+def test_a_reload_claims_again_only_on_a_cluster_reached_anew() -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 7)
+    asyncio.run(claims.start(calls))
+    for c in calls.values():
+        c.calls.clear()
+    doc["defaults"]["namespace"] = "hub-a"  # the same clusters: nothing to take again
+    for c in doc["clusters"]:
+        c["backend"] = "gateway-api"
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+    assert all(c.calls == [] for c in calls.values())
+    doc["clusters"][1]["context"] = "another-east"  # the name now reaches another server
+    asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
+    assert calls["east"].calls and calls["west"].calls == [] and calls["hub"].calls == []
