@@ -18,6 +18,7 @@ from typing import Any
 from . import heap, housekeeping, logs, metrics
 from .activity import ActivityMonitor
 from .config import Registry, kubeconfig_paths, load_registry
+from .destinations import DestinationChecks
 from .errors import ConfigError, KubeError
 from .kube import ClusterClient, build_clients
 from .model import ROUTE_HEADER, Entry, route_id
@@ -79,6 +80,7 @@ class Federation:
         self.last_reload_error: str | None = None
         self.orphans: dict[str, float] = {}  # edge rules without a route, since when
         self.activity = ActivityMonitor(lambda: self.registry, self.table, settings, self.ready)
+        self.destinations = DestinationChecks()  # each route's Service, read every pass
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -338,5 +340,7 @@ class Federation:
                 log.exception("reconcile failed")
 
     async def reconcile(self, grace: float | None = None) -> None:
-        """Repair and tidy: stale duplicates, edge rules, each store's own objects."""
+        """Repair and tidy: stale duplicates, edge rules, each store's own objects; then read
+        the Services the routes point to (federation.destinations)."""
         await housekeeping.reconcile(self, self.settings.gc_grace if grace is None else grace)
+        await self.destinations.run(self.registry, list(self.stores.values()))

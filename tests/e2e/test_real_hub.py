@@ -57,7 +57,7 @@ EAST_HOST, WEST_HOST = "east.hub.example.org", "west.hub.example.org"
 HIDEKI = "秀樹"
 HIDEKI_URL = quote(HIDEKI, safe="")  # %E7%A7%80%E6%A8%B9, as the hub writes it in URLs
 # MultiClusterKubeSpawner's names: escapism with lower-case letters and digits safe, "-" escape.
-BOB_SVC = "jupyter--42ob.jupyter--42ob.svc.cluster.local"
+BOB_SVC = "jupyter--42ob.jupyter-users.svc.cluster.local"
 HIDEKI_NS = "jupyter--e7-a7-80-e6-a8-b9"
 HIDEKI_SVC = f"{HIDEKI_NS}.{HIDEKI_NS}.svc.cluster.local"
 HIDEKI_GPU_SVC = f"{HIDEKI_NS}--gpu.{HIDEKI_NS}.svc.cluster.local"
