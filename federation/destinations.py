@@ -43,6 +43,7 @@ MAX_NAMESPACES = 64  # namespaces read per cluster and pass; routes beyond them 
 PAGE = 500  # Services per list request
 MAX_PAGES = 40  # per namespace and pass: 20,000 Services
 EXAMPLES = 5
+WARNINGS_PER_PASS = 100  # new per-route warnings per cluster and pass; the rest wait a pass
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,17 @@ async def check_entries(registry: Registry, cluster: Cluster, entries: Iterable[
     return report
 
 
+def _state_of(report: Report, path: str) -> str:
+    held = report.states.get(path)
+    return "" if held is None else held[0]
+
+
+def _fields(cluster: str, path: str, state: str, exp: Expected) -> dict[str, Any]:
+    """A route's log fields: cluster, route, state and the Service it expects."""
+    return {"cluster": cluster, "route": path, "state": state,
+            "service": f"{exp.namespace}/{exp.name}", "port": exp.port}
+
+
 class DestinationChecks:
     """The last destination report of every cluster (the one owner of that state), its
     metric, and the log lines: one warning when a route's Service goes missing (not every
@@ -234,7 +246,7 @@ class DestinationChecks:
         else:
             memo = self._memo_for(store)
             report = await check_entries(registry, store.cluster, entries, store.client, memo)
-        self._publish(store.name, report)
+        self.publish(store.name, report)
 
     def _memo_for(self, store: Any) -> Memo:
         """The store's memo, emptied when its cluster's settings changed (a reload)."""
@@ -243,37 +255,51 @@ class DestinationChecks:
             held = self._memos[store.name] = (store.cluster, store.registry, {})
         return held[2]
 
-    def _publish(self, cluster: str, report: Report) -> None:
+    def publish(self, cluster: str, report: Report) -> None:
+        """Take a cluster's new report: the metric and the log lines follow it."""
         self.reports[cluster] = report
         for state, count in report.counts().items():
             metrics.ROUTE_DESTINATIONS.labels(cluster, state).set(count)
         self._log_changes(cluster, report)
 
     def _log_changes(self, cluster: str, report: Report) -> None:
-        warned = self._warned.setdefault(cluster, {})
-        now_bad = {path: (state, exp) for path, state, exp in report.problems()}
-        for path, (state, exp) in now_bad.items():
+        self._log_routes(cluster, report)
+        self._log_unread(cluster, report)
+
+    def _log_routes(self, cluster: str, report: Report) -> None:
+        """One warning per route whose Service goes missing (at most WARNINGS_PER_PASS new
+        ones a pass: a wrong setting breaks thousands at once), one line when it is back."""
+        warned = self._warned.get(cluster, {})
+        now_bad: dict[str, tuple[str, Expected]] = {}
+        held_back = 0
+        for path, state, exp in report.problems():
             if warned.get(path) != (state, exp):
+                if len(now_bad.keys() - warned.keys()) >= WARNINGS_PER_PASS:
+                    held_back += 1  # not marked as warned: warned in a later pass
+                    continue
                 log.warning("cluster %s: route %s goes to Service %s, which %s", cluster, path,
                             exp, "does not exist" if state == "missing"
-                            else "serves other ports",
-                            extra={"cluster": cluster, "route": path, "state": state,
-                                   "service": f"{exp.namespace}/{exp.name}", "port": exp.port})
+                            else "serves other ports", extra=_fields(cluster, path, state, exp))
+            now_bad[path] = (state, exp)
+        if held_back:
+            log.warning("cluster %s: %d more routes whose Service is missing or lacks the port, "
+                        "each logged in a later pass (GET /clusters counts them all)", cluster,
+                        held_back, extra={"cluster": cluster, "routes": held_back})
         for path, (_, exp) in warned.items():
-            if path not in now_bad and report.states.get(path, ("", None))[0] == "ok":
+            if path not in now_bad and _state_of(report, path) == "ok":
                 log.info("cluster %s: route %s: Service %s is there now", cluster, path, exp,
-                         extra={"cluster": cluster, "route": path, "state": "ok",
-                                "service": f"{exp.namespace}/{exp.name}", "port": exp.port})
-        # A route whose state is unknown this pass keeps its warning (no repeat when it
-        # reads as missing again); a route that is gone or fine drops it.
+                         extra=_fields(cluster, path, "ok", exp))
+        # A route whose state is unknown this pass keeps its warning (no repeat when it reads
+        # as missing again); a route that is gone or fine drops it.
         self._warned[cluster] = {
-            **{p: v for p, v in warned.items()
-               if report.states.get(p, ("", None))[0] == "unknown"},
-            **now_bad,
-        }
-        unread = self._unread.setdefault(cluster, {})
+            **{p: v for p, v in warned.items() if _state_of(report, p) == "unknown"}, **now_bad}
+
+    def _log_unread(self, cluster: str, report: Report) -> None:
+        """One warning per namespace whose Services cannot be read (again when the error
+        changes)."""
+        logged = self._unread.get(cluster, {})
         for ns, error in report.errors.items():
-            if unread.get(ns) != error:
+            if logged.get(ns) != error:
                 log.warning("cluster %s: cannot read the Services in namespace %s (%s): the "
                             "destinations of routes there are unknown; grant get, list and "
                             "watch on services there (docs/operations.md)", cluster, ns, error,

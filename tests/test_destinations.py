@@ -208,3 +208,39 @@ def test_without_the_right_to_read_services_the_state_is_unknown(
         unread = [r for r in caplog.records if getattr(r, "namespace", None) == USER_NAMESPACE
                   and getattr(r, "cluster", None) == "east"]
         assert len(unread) == 1 and "grant get, list and watch on services" in unread[0].getMessage()
+
+
+def test_each_route_is_warned_once_and_a_flood_is_spread_over_passes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from federation import destinations
+    from federation.destinations import DestinationChecks, Report
+
+    caplog.set_level(logging.INFO, logger="federation.destinations")
+    many = destinations.WARNINGS_PER_PASS + 50
+
+    def report(state: str, count: int = many) -> Report:
+        found = Report(0.0)
+        for i in range(count):
+            found.states[f"/user/u{i}"] = (state, Expected(USER_NAMESPACE, f"jupyter-u{i}", 8888))
+        return found
+
+    def routes_logged() -> list[str]:
+        out = [r.route for r in caplog.records if hasattr(r, "route")]  # type: ignore[attr-defined]
+        caplog.clear()
+        return out
+
+    checks = DestinationChecks()
+    checks.publish("east", report("missing"))
+    first = routes_logged()
+    assert len(first) == destinations.WARNINGS_PER_PASS and len(set(first)) == len(first)
+    checks.publish("east", report("missing"))
+    second = routes_logged()
+    assert len(second) == 50 and not set(first) & set(second)
+    checks.publish("east", report("unknown"))  # not read this pass: nothing said
+    checks.publish("east", report("missing"))  # the same again: still nothing
+    assert routes_logged() == []
+    checks.publish("east", report("ok", 1))
+    back = [r for r in caplog.records if getattr(r, "route", None) == "/user/u0"]
+    assert [r.levelno for r in back] == [logging.INFO]
+    checks.forget("east")
+    assert checks.describe("east") is None
