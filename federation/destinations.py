@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from . import metrics
 from .config import Cluster, Registry
-from .errors import InvalidRoute, KubeError
+from .errors import InvalidRoute, KubeError, NotFound
 from .mirror import Pacer
 from .model import Entry, decode_entries, entry_destination, selector
 
@@ -111,7 +111,7 @@ async def read_services(client: Any, namespace: str) -> Served:
     out: Served = {}
     token = ""
     for _ in range(MAX_PAGES):
-        query = f"?limit={PAGE}" + (f"&continue={quote(token)}" if token else "")
+        query = f"?limit={PAGE}" + (f"&continue={quote(token, safe='')}" if token else "")
         page = await client.read(f"/api/v1/namespaces/{namespace}/services{query}")
         out.update(served_by(page.get("items") or []))
         token = (page.get("metadata") or {}).get("continue") or ""
@@ -130,6 +130,8 @@ async def read_namespaces(client: Any, namespaces: Iterable[str]
     for ns in ordered[:MAX_NAMESPACES]:
         try:
             served[ns] = await read_services(client, ns)
+        except NotFound:
+            served[ns] = {}  # no such namespace (where the API server says so): no Service
         except (KubeError, ValueError) as exc:
             errors[ns] = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     return served, errors
@@ -237,12 +239,13 @@ class DestinationChecks:
 
     async def _run_one(self, registry: Registry, store: Any) -> None:
         entries = [e for e in (store.entry(p) for p in store.paths()) if e is not None]
-        if store.client.circuit.is_open:
-            report = Report(time.time(), errors={"*": "the cluster's circuit is open"})
+        if store.client.circuit.is_open:  # failing fast: not a moment to add reads
+            report = Report(time.time())
             for entry in entries:
                 exp = expected_service(registry, store.cluster, entry)
                 if exp is not None:
                     report.states[entry.path] = ("unknown", exp)
+                    report.errors[exp.namespace] = "the cluster's circuit is open"
         else:
             memo = self._memo_for(store)
             report = await check_entries(registry, store.cluster, entries, store.client, memo)

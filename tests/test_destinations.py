@@ -172,13 +172,18 @@ def test_a_route_to_a_missing_service_is_reported_until_the_service_exists(
                    for r in caplog.records)
 
 
-def test_a_service_without_the_port_is_reported(tmp_path: Path) -> None:
+def test_a_service_without_the_port_or_its_namespace_is_reported(tmp_path: Path) -> None:
     with running(tmp_path, "istio") as (clusters, _, api):
         create_service(clusters, "hub", service("hub", "jupyterhub", 80))
         assert api.post("/api/routes/", json={"target": "http://hub:8081"}).status_code == 201
-        found = wait_for(lambda: (d := destinations(api, "hub")) and d["no_port"] == 1 and d,
-                         "the port reported", timeout=HOUSEKEEPING * 2 + 5)
-        assert found["examples"] == ["/: Service jupyterhub/hub does not serve port 8081"]
+        # A namespace that does not exist holds no Service (its list is empty).
+        assert api.post("/api/routes/services/x", json={"target": "http://x.nowhere:9000"}
+                        ).status_code == 201
+        found = wait_for(lambda: (d := destinations(api, "hub")) and d["checked"] == 2 and d,
+                         "both routes checked", timeout=HOUSEKEEPING * 2 + 5)
+        assert (found["no_port"], found["missing"], found["unknown"]) == (1, 1, 0), found
+        assert found["examples"] == ["/: Service jupyterhub/hub does not serve port 8081",
+                                     "/services/x: Service nowhere/x does not exist"]
 
 
 def test_without_the_right_to_read_services_the_state_is_unknown(
