@@ -46,8 +46,11 @@ def clusters_document(
 ) -> dict[str, Any]:
     """clusters.yaml: a plain home cluster and remotes reached through their public ingress."""
     clusters: list[dict[str, Any]] = [{"name": HOME, "context": HOME}]
+    # Each user's Service in one namespace, as MultiClusterKubeSpawner 0.2 puts them (the
+    # namespace of the hub's context): required with ingressPublicUrl.
     clusters += [
-        {"name": n, "context": n, "ingressPublicUrl": ingress_url(n)} for n in names[1:]
+        {"name": n, "context": n, "ingressPublicUrl": ingress_url(n),
+         "userService": {"namespace": USER_NAMESPACE}} for n in names[1:]
     ]
     defaults: dict[str, Any] = {
         "namespace": NAMESPACE,
@@ -58,10 +61,6 @@ def clusters_document(
         defaults["shards"] = shards
     if backend != "istio":
         defaults["backend"] = backend
-        # Each user's Service in one namespace (kubespawner's default), rather than one
-        # namespace per user, each needing a ReferenceGrant and to exist in the emulator.
-        for cluster in clusters[1:]:
-            cluster["userService"] = {"namespace": USER_NAMESPACE}
     return {"kubeconfig": str(kubeconfig), "home": HOME, "defaults": defaults, "clusters": clusters}
 
 

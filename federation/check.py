@@ -11,6 +11,7 @@ from .activity import probe as probe_activity
 from .backend import builders
 from .claims_cli import claims_finding
 from .config import Registry
+from .destinations import check_finding
 from .errors import ConfigError, KubeError
 from .kube import build_clients
 from .model import labels, selector
@@ -68,6 +69,7 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         out.append(Finding(name, f"create and delete {kind}", False, str(exc)))
     out += [Finding(name, check, ok, detail)
             for check, ok, detail in await side.gateway_findings(client, cluster)]
+    out.append(Finding(name, *await check_finding(registry, cluster, client, res)))
     return out
 
 

@@ -34,10 +34,13 @@ class _Strict(BaseModel):
 
 
 class UserService(_Strict):
-    """Where a cluster's user Services live (MultiClusterKubeSpawner's naming by default)."""
+    """Where a cluster's user Services live: named as MultiClusterKubeSpawner names them, in a
+    namespace the operator names. No default namespace: MultiClusterKubeSpawner 0.2 writes into
+    the namespace of the hub's kubeconfig context, which only the operator knows, and a guessed
+    one routes every user to a Service that does not exist."""
 
     name: str = "jupyter-{username}--{servername}"
-    namespace: str = "jupyter-{username}"
+    namespace: str | None = None
     port: int = Field(default=8888, ge=1, le=65535)
 
     @field_validator("name", "namespace")
@@ -522,6 +525,7 @@ def _entry_problems(source: str, doc: ClustersFile) -> list[str]:
                     f"{origins[origin]!r}; each cluster needs its own ingress URL"
                 )
             origins.setdefault(origin, entry.name)
+            problems += _user_service_problems(source, entry)
         elif entry.name != doc.home and entry.edge:
             problems.append(
                 f"{source}: clusters[{entry.name}].ingressPublicUrl: missing; a cluster other than "
@@ -529,6 +533,18 @@ def _entry_problems(source: str, doc: ClustersFile) -> list[str]:
                 "or edge: false"
             )
     return problems
+
+
+def _user_service_problems(source: str, entry: ClusterEntry) -> list[str]:
+    """A cluster whose routes target its ingress needs the namespace of its users' Services."""
+    if entry.userService is not None and entry.userService.namespace:
+        return []
+    return [
+        f"{source}: clusters[{entry.name}].userService.namespace: missing; routes to this "
+        "cluster's ingressPublicUrl go to each user's own Service, and MultiClusterKubeSpawner 0.2 "
+        "creates it in the namespace of the hub's kubeconfig context for this cluster (not one "
+        "namespace per user): set userService: {namespace: <that namespace>}, e.g. jupyter-users"
+    ]
 
 
 def _context_problems(source: str, doc: ClustersFile) -> list[str]:

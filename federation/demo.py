@@ -36,6 +36,7 @@ from .testing.kubeapi import EmulatedClusters
 
 TOKEN = "demo-token"
 NAMESPACE = "jupyterhub"
+USER_NAMESPACE = "jupyter-users"  # the remote clusters' user Services (MultiClusterKubeSpawner 0.2)
 GATEWAY = ("istio-system", "jupyterhub-gateway")
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 HUB_HOST = "hub.demo.example.org"
@@ -82,8 +83,12 @@ def demo_config(kubeconfig: Path, backend: str = "istio") -> dict[str, object]:
         "defaults": defaults,
         "clusters": [
             {"name": "hub", "context": "hub"},
-            {"name": "east", "context": "east", "ingressPublicUrl": "https://east.demo.example.org"},
-            {"name": "west", "context": "west", "ingressPublicUrl": "http://west.demo.example.org:8080"},
+            # userService: where MultiClusterKubeSpawner 0.2 puts users' Services (the
+            # namespace of the hub's context for the cluster).
+            {"name": "east", "context": "east", "ingressPublicUrl": "https://east.demo.example.org",
+             "userService": {"namespace": USER_NAMESPACE}},
+            {"name": "west", "context": "west", "ingressPublicUrl": "http://west.demo.example.org:8080",
+             "userService": {"namespace": USER_NAMESPACE}},
         ],
     }
 
@@ -161,6 +166,42 @@ def install_gateways(clusters: EmulatedClusters, registry: Registry) -> None:
                           json=gateway_object(hosts)).raise_for_status()
             else:
                 _install_gateway_api(http, hosts, namespaces[name])
+
+
+def sample_services(registry: Registry) -> dict[str, list[dict[str, Any]]]:
+    """Per cluster, the Services the sample routes go to (the spawner makes the users', the
+    operator the hub's and its services'): so the demo's destination checks find them."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in registry.clusters}
+    for _, data in SAMPLE_ROUTES:
+        target = str(data["target"])
+        cluster = place(registry, target, data).cluster
+        dest = destination_in(cluster, target, data, registry.instance)
+        if dest.kind == "service":
+            name, namespace = dest.host.split(".")[:2]
+            out[cluster.name].append({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"ports": [{"port": dest.port, "targetPort": dest.port}]},
+            })
+    return out
+
+
+def install_sample_services(clusters: EmulatedClusters, registry: Registry) -> None:
+    """Create the sample routes' Services (and their namespaces) in their clusters."""
+    for name, services in sample_services(registry).items():
+        cluster = registry.clusters[name]
+        server = clusters[cluster.context or name]
+        verify = clusters.tls.client_context() if clusters.tls else True
+        with httpx.Client(base_url=server.url, verify=verify, timeout=10,
+                          headers={"Authorization": f"Bearer {server.token}"}) as http:
+            for svc in services:
+                namespace = svc["metadata"]["namespace"]
+                made = http.post("/api/v1/namespaces", json={
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+                if made.status_code != 409:  # already there (the gateway-api set-up)
+                    made.raise_for_status()
+                http.post(f"/api/v1/namespaces/{namespace}/services",
+                          json=svc).raise_for_status()
 
 
 def _install_gateway_api(http: httpx.Client, hosts: list[str], namespaces: set[str]) -> None:
@@ -332,6 +373,7 @@ def run_demo(port: int = 8001, host: str = "127.0.0.1", once: bool = False,
                                      demo_config(clusters.kubeconfig, backend))
         registry = load_registry(config)
         install_gateways(clusters, registry)
+        install_sample_services(clusters, registry)
         settings = Settings(config=config, auth_token=SecretStr(TOKEN), reconcile_interval=5,
                             gc_grace=10)
         with ServiceThread(settings, host=host, port=port) as service:

@@ -42,6 +42,12 @@ ACTIVITY_LAST_SUCCESS = Gauge(
     "federation_activity_last_success_timestamp_seconds",
     "When the cluster's activity was last read successfully", ["cluster"],
 )
+ROUTE_DESTINATIONS = Gauge(
+    "federation_route_destinations",
+    "Routes to a Service, by what the last housekeeping pass found: ok, missing (no such "
+    "Service), no_port (the Service serves other ports), unknown (not allowed or not read)",
+    ["cluster", "state"],
+)
 CLUSTER_STATE = Gauge(
     "federation_cluster_state",
     "1 for the state this replica sees the cluster in (reachable, failing, circuit-open), else 0",

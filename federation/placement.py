@@ -37,6 +37,8 @@ def user_service_names(cluster: Cluster, username: str, servername: str) -> tupl
     """(Service name, namespace) of a user server in ``cluster``."""
     values = {"username": dns_safe(username), "servername": dns_safe(servername)}
     spec = cluster.user_service
+    # Loading refuses an ingress cluster without it, and only ingress routes name user Services.
+    assert spec.namespace is not None, f"cluster {cluster.name!r} has no userService.namespace"
     # The spawner renders its key template and strips the trailing '-' left by an empty server name.
     return spec.name.format(**values).rstrip("-"), spec.namespace.format(**values).rstrip("-")
 

@@ -19,6 +19,7 @@ from . import heap, housekeeping, logs, metrics
 from .activity import ActivityMonitor
 from .claimer import HostClaims
 from .config import Registry, kubeconfig_paths, load_registry
+from .destinations import DestinationChecks
 from .errors import ConfigError, KubeError
 from .kube import ClusterClient, build_clients
 from .model import ROUTE_HEADER, Entry, route_id
@@ -83,6 +84,7 @@ class Federation:
         # Which gateway hosts this hub holds on each cluster (federation/claims.py).
         self.claims = HostClaims(registry, settings.reconcile_interval,
                                  str(settings.config or "clusters.yaml"))
+        self.destinations = DestinationChecks()  # each route's Service, read every pass
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -367,6 +369,8 @@ class Federation:
 
     async def reconcile(self, grace: float | None = None) -> None:
         """Renew the host claims (and take those still missing), then repair and tidy: stale
-        duplicates, edge rules, each store's own objects."""
+        duplicates, edge rules, each store's own objects; then read the Services the routes
+        point to (federation.destinations)."""
         await self.claims.keep(self.clients())
         await housekeeping.reconcile(self, self.settings.gc_grace if grace is None else grace)
+        await self.destinations.run(self.registry, list(self.stores.values()))

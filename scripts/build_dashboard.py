@@ -80,6 +80,12 @@ def cluster_rows(board: dashboard.Dashboard) -> dashboard.Dashboard:
                 "Routes", "Routes placed in each cluster, from the watch-fed cache.",
                 f"max by (cluster) (federation_routes{{{CLUSTER}}})", "{{cluster}}", "none",
                 None))
+            .with_panel(big_number(
+                "Routes to a missing Service", "Routes whose Service does not exist, or does "
+                "not serve the route's port, as the last housekeeping pass read them (see "
+                "destinations in /clusters; users get 503 there).",
+                "sum by (cluster) (max by (cluster, state) (federation_route_destinations"
+                f'{{{CLUSTER}, state=~"missing|no_port"}}))', "{{cluster}}", "none", 1))
             .with_panel(graph(
                 "Cluster state over time", "Replicas seeing each cluster in each state "
                 "(reachable, failing, circuit-open).", "none",

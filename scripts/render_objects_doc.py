@@ -24,8 +24,9 @@ CONFIG = {
     "clusters": [
         {"name": "hub", "context": "gke_example_us-central1_hub"},
         {"name": "east", "context": "arn:aws:eks:us-east-1:123456789012:cluster/jupyter-east",
-         "ingressPublicUrl": "https://east.hub.example.org"},
-        {"name": "west", "context": "kind-west", "ingressPublicUrl": "http://west.hub.example.org:8080"},
+         "ingressPublicUrl": "https://east.hub.example.org", "userService": {"namespace": "jupyter-users"}},
+        {"name": "west", "context": "kind-west", "ingressPublicUrl": "http://west.hub.example.org:8080",
+         "userService": {"namespace": "jupyter-users"}},
     ],
 }
 ROUTES = {

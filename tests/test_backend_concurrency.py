@@ -48,9 +48,9 @@ WATCH_LAG = 0.4  # every watch event arrives this late
 
 @pytest.fixture
 def lagging_clusters(tmp_path: Path) -> Iterator[Any]:
+    # The emulator serves both backends' kinds without their CRDs; with ../shared beside the
+    # clone it also checks every write against the upstream schemas (the suite passes either way).
     crds = sorted(ISTIO_CRDS.glob("*-crd.yaml")) + sorted(GATEWAY_CRDS.glob("*-crd.yaml"))
-    if not crds:
-        pytest.skip(f"{ISTIO_CRDS.parent} is absent: the CRDs come from ../shared")
     with EmulatedClusters(list(CONTEXTS.values()), tmp_path, crd_files=crds) as emulated:
         for server in emulated.servers.values():
             server.read_delay = READ_DELAY

@@ -73,8 +73,8 @@ def test_demo_prints_placement() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "/user/alice" in out and "cluster east" in out and "cluster west" in out
-    assert "jupyter-alice.jupyter-alice.svc.cluster.local:8888" in out
-    assert "jupyter-bob--gpu.jupyter-bob.svc.cluster.local:8888" in out
+    assert "jupyter-alice.jupyter-users.svc.cluster.local:8888" in out
+    assert "jupyter-bob--gpu.jupyter-users.svc.cluster.local:8888" in out
     assert "ip-10-12-3-4" in out
 
 

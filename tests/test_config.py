@@ -111,6 +111,28 @@ def test_remote_cluster_needs_ingress_unless_edge_off(tmp_path: Path, kubeconfig
     assert load(tmp_path, doc).clusters["east"].edge is False
 
 
+@pytest.mark.parametrize("user_service", [None, {}, {"name": "nb-{username}", "port": 8000},
+                                          {"namespace": ""}])
+def test_an_ingress_cluster_needs_its_user_service_namespace(
+        tmp_path: Path, kubeconfig: Path, user_service: dict | None) -> None:
+    """No default namespace: MultiClusterKubeSpawner 0.2 writes users' Services into the hub
+    context's namespace, which only the operator knows; a guess routes every user nowhere."""
+    doc = base_config(str(kubeconfig))
+    doc["clusters"][1].pop("userService")
+    if user_service is not None:
+        doc["clusters"][1]["userService"] = user_service
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, doc)
+    message = str(info.value)
+    assert "clusters[east].userService.namespace: missing" in message
+    assert "MultiClusterKubeSpawner 0.2" in message and "kubeconfig context" in message
+    assert "west" not in message
+    # A cluster without ingressPublicUrl names no user Service and needs none.
+    doc["clusters"][1].pop("ingressPublicUrl")
+    doc["clusters"][1]["edge"] = False
+    assert load(tmp_path, doc).clusters["east"].user_service.namespace in (None, "")
+
+
 def test_example_leaves_the_kubeconfig_to_the_environment() -> None:
     text = (REPO / "clusters.example.yaml").read_text()
     assert "kubeconfig" not in yaml.safe_load(text), "a kubeconfig key would override $KUBECONFIG"
@@ -174,6 +196,7 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path, kubeconfig:
                      "clusters[east].context: 'not-there' is not a context",
                      "clusters[west].ingressPublicUrl: missing",
                      "clusters[hub].ingressPublicUrl: missing",  # no longer home
-                     "clusters[north]: give either context or inCluster"):
+                     "clusters[north]: give either context or inCluster",
+                     "clusters[north].userService.namespace: missing"):
         assert sum(fragment in line for line in lines) == 1, (fragment, lines)
-    assert len(lines) == 5
+    assert len(lines) == 6

@@ -82,6 +82,7 @@ def test_the_panels_cover_what_an_operator_watches() -> None:
         "Watch restarts": "federation_watch_restarts_total",
         "Activity reads and failures": "federation_activity_read_failures_total",
         "Warm-up timeouts": "federation_warmup_timeouts_total",
+        "Routes to a missing Service": "federation_route_destinations",
     }
     for title, fragment in wanted.items():
         assert fragment in by_title[title], title

@@ -87,7 +87,7 @@ def test_kubectl_and_check_work_on_the_demo_and_it_cleans_up(tmp_path: Path) -> 
         as_json = run_printed([binary, *args[1:], "-o", "json"], tmp_path)
         items = {o["metadata"]["name"]: o for o in json.loads(as_json.stdout)["items"]}
         (rule,) = items["jupyterhub-d2s0-0"]["spec"]["http"][0]["route"]
-        assert rule["destination"]["host"] == "jupyter-alice.jupyter-alice.svc.cluster.local"
+        assert rule["destination"]["host"] == "jupyter-alice.jupyter-users.svc.cluster.local"
         assert items["jupyterhub-root"]["spec"]["gateways"] == ["istio-system/jupyterhub-gateway"]
 
         # the check line runs as printed, from a shell where the venv is not on PATH
@@ -117,7 +117,7 @@ def test_the_gateway_api_demo_passes_check(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         (route,) = json.loads(listed.stdout)["items"]  # east holds alice's HTTPRoute
         (ref,) = route["spec"]["rules"][0]["backendRefs"]
-        assert (ref["namespace"], ref["name"]) == ("jupyter-alice", "jupyter-alice")
+        assert (ref["namespace"], ref["name"]) == ("jupyter-users", "jupyter-alice")
     finally:
         stop(proc, signal.SIGTERM)
 
@@ -147,7 +147,7 @@ def test_the_printout_says_why_each_route_is_where_it_is(tmp_path: Path) -> None
     registry = parse_registry(demo.demo_config(tmp_path / "kubeconfig"), check_kubeconfig=False)
     reasons = {path: demo.why(registry, path, body) for path, body in demo.SAMPLE_ROUTES}
     assert "east's ingressPublicUrl" in reasons["/user/alice"]
-    assert "(edge)" in reasons["/user/alice"] and "jupyter-alice.jupyter-alice" in reasons["/user/alice"]
+    assert "(edge)" in reasons["/user/alice"] and "jupyter-alice.jupyter-users" in reasons["/user/alice"]
     assert "west's ingressPublicUrl" in reasons["/user/bob/gpu"]
     assert "home cluster (hub)" in reasons["/user/carol"] and "pod IP" in reasons["/user/carol"]
     assert "home cluster (hub)" in reasons["/"]

@@ -21,7 +21,7 @@ from federation.model import ANN_ROUTES, Entry, decode_entries
 from federation.placement import user_service_names
 from federation.plan import plan_route, render_table
 
-from .conftest import GATEWAY_CRDS, base_config, shared_file
+from .conftest import GATEWAY_CRDS, base_config
 from .gateway_schema import validate_gateway
 from .routing.test_properties import random_table
 
@@ -36,8 +36,8 @@ def registry(instance: str = "jupyterhub", **cluster_keys):
     return parse_registry(doc, check_kubeconfig=False)
 
 
+@pytest.mark.upstream_schemas("gateway-api")
 def test_every_object_of_random_tables_validates() -> None:
-    shared_file("gateway-api")
     reg = registry("i" * 40, sectionName="https", http={
         "stripPrefix": True, "timeout": "2.5m",
         "requestHeaders": {"set": {"X-Forwarded-Prefix": "{prefix}"}, "add": {"X-A": "1"},
@@ -54,6 +54,7 @@ def test_every_object_of_random_tables_validates() -> None:
                      "ReferenceGrant"}
 
 
+@pytest.mark.upstream_schemas("gateway-api", "istio")
 def test_istio_hostname_edge_objects_validate() -> None:
     """externalBackend: istioHostname: the edge hop names the remote ingress host through
     Istio's Hostname backendRef, made known to the mesh by a ServiceEntry (and TLS by a
@@ -61,8 +62,6 @@ def test_istio_hostname_edge_objects_validate() -> None:
     from .conftest import ISTIO_CRDS
     from .istio_schema import validate
 
-    shared_file("gateway-api")
-    shared_file("istio")
     reg = registry(externalBackend="istioHostname")
     table, _ = random_table(random.Random(5))
     table["/user/bob"] = {"target": "https://east.hub.example.org", "user": "bob"}
@@ -87,8 +86,8 @@ def test_istio_hostname_edge_objects_validate() -> None:
         parse_registry(doc, check_kubeconfig=False)
 
 
+@pytest.mark.upstream_schemas("gateway-api")
 def test_validation_can_fail() -> None:
-    shared_file("gateway-api")
     reg = registry()
     obj = build_route(reg, reg.clusters["hub"], Entry("/user/a", "http://hub:8081", "hub", {}, NOW))
     validate_gateway(obj, GATEWAY_CRDS)
@@ -168,6 +167,7 @@ def test_config_backend_keys() -> None:
         parse_registry(doc, check_kubeconfig=False)
 
 
+@pytest.mark.upstream_schemas("gateway-api")
 def test_example_gateway_validates_and_admits_the_namespace() -> None:
     """The guide's example Gateway is valid and its listeners admit the service's routes."""
     import yaml
@@ -177,7 +177,6 @@ def test_example_gateway_validates_and_admits_the_namespace() -> None:
     from .conftest import REPO
     from .istio_schema import validators
 
-    shared_file("gateway-api")
     gateway = yaml.safe_load((REPO / "docs" / "examples" / "gateway-api-gateway.yaml").read_text())
     validators(str(GATEWAY_CRDS))[("Gateway", "v1")].validate(
         {k: v for k, v in gateway.items() if k != "metadata"})

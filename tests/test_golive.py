@@ -370,7 +370,8 @@ def configmap_clusters_yaml(values_file: Path) -> dict[str, Any]:
     {"config": {"defaults": {"hosts": ["hub.example.org"]},  # the rest from the chart's values
                 "clusters": [{"name": "hub", "context": "home"},
                              {"name": "east", "context": "east",
-                              "ingressPublicUrl": "https://east.hub.example.org"}]}},
+                              "ingressPublicUrl": "https://east.hub.example.org",
+                              "userService": {"namespace": "jupyter-users"}}]}},
 ])
 def test_from_values_prints_what_the_chart_renders(values: dict[str, Any], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from federation.model import ANN_ROUTES, Entry, decode_entries, dns_label
 from federation.placement import destination_in, edge_destination
 from federation.routespec import RouteKey, normalize_path
 
-from .conftest import ISTIO_CRDS, base_config, shared_file
+from .conftest import ISTIO_CRDS, base_config
 from .istio_schema import validate
 
 
@@ -97,7 +97,7 @@ def test_http_options_apply_with_prefix_placeholder(registry) -> None:
     assert rule["headers"]["request"] == {"set": {"X-Forwarded-Prefix": "/user/bob/gpu"},
                                           "remove": ["Cookie2"]}
     assert rule["route"][0]["destination"] == {
-        "host": "jupyter-bob--gpu.jupyter-bob.svc.cluster.local", "port": {"number": 8888}}
+        "host": "jupyter-bob--gpu.jupyter-users.svc.cluster.local", "port": {"number": 8888}}
 
 
 def test_names_are_dns_labels() -> None:
@@ -131,8 +131,8 @@ def all_objects(registry):
     return objs
 
 
+@pytest.mark.upstream_schemas("istio")
 def test_every_object_validates_against_istio_schemas(registry) -> None:
-    shared_file("istio")
     objs = all_objects(registry)
     kinds = {o["kind"] for o in objs}
     assert kinds == {"VirtualService", "ServiceEntry", "DestinationRule"}
@@ -140,10 +140,10 @@ def test_every_object_validates_against_istio_schemas(registry) -> None:
         validate(obj, ISTIO_CRDS)
 
 
+@pytest.mark.upstream_schemas("istio")
 def test_schema_validation_can_fail(registry) -> None:
     import jsonschema
 
-    shared_file("istio")
     obj = all_objects(registry)[0]
     obj["spec"]["http"][0]["match"][0]["uri"] = {"prefixx": "/"}
     with pytest.raises(jsonschema.ValidationError):
@@ -186,11 +186,11 @@ def has_route(obj: dict) -> bool:
         ("DestinationRule", ("spec", "host"), "x" * 256),
     ],
 )
+@pytest.mark.upstream_schemas("istio")
 def test_webhook_rules_can_fail(registry, kind, path, value) -> None:
     """The test-side transcription of Istio's webhook rules catches each kind of bad value."""
     import jsonschema
 
-    shared_file("istio")
     obj = next(o for o in all_objects(registry) if o["kind"] == kind and has_route(o))
     validate(obj, ISTIO_CRDS)
     node = obj

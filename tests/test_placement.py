@@ -6,7 +6,7 @@ from federation.config import parse_registry
 from federation.errors import InvalidRoute
 from federation.placement import destination_in, dns_safe, place, user_service_names
 
-from .conftest import base_config
+from .conftest import USER_NAMESPACE, base_config
 
 
 @pytest.fixture
@@ -15,6 +15,8 @@ def registry():
 
 
 def test_names_match_multiclusterkubespawner(registry, mcks_vectors) -> None:
+    """Every name as the installed MultiClusterKubeSpawner 0.2 computes it (tests/mcks_names.py),
+    in the namespace clusters.yaml names (0.2 has no namespace of its own)."""
     east = registry.clusters["east"]
     assert len(mcks_vectors) >= 60
     for v in mcks_vectors:
@@ -22,7 +24,15 @@ def test_names_match_multiclusterkubespawner(registry, mcks_vectors) -> None:
         assert dns_safe(v["servername"]) == v["safe_servername"], v
         name, namespace = user_service_names(east, v["username"], v["servername"])
         assert name == v["key"], v
-        assert namespace == v["namespace_head"], v
+        assert namespace == USER_NAMESPACE, v
+
+
+def test_spawner_vectors_come_from_the_spawner() -> None:
+    """The vectors are the spawner's: a key template it would not render changes them."""
+    from .mcks_names import spawner_key
+
+    assert spawner_key("Alice", "") == "jupyter--41lice"
+    assert spawner_key("bob", "gpu-1") == "jupyter-bob--gpu-2d1"
 
 
 @pytest.mark.parametrize(
@@ -52,9 +62,9 @@ def test_unknown_cluster_in_data_is_refused(registry) -> None:
     ("target", "data", "host", "port", "kind"),
     [
         ("https://east.hub.example.org", {"user": "Alice", "server_name": "gpu-1"},
-         "jupyter--41lice--gpu-2d1.jupyter--41lice.svc.cluster.local", 8888, "service"),
+         "jupyter--41lice--gpu-2d1.jupyter-users.svc.cluster.local", 8888, "service"),
         ("https://east.hub.example.org", {"user": "bob", "server_name": ""},
-         "jupyter-bob.jupyter-bob.svc.cluster.local", 8888, "service"),
+         "jupyter-bob.jupyter-users.svc.cluster.local", 8888, "service"),
         ("http://hub:8081", {}, "hub.jupyterhub.svc.cluster.local", 8081, "service"),
         ("http://jupyter-alice.jhub:8888", {}, "jupyter-alice.jhub.svc.cluster.local", 8888, "service"),
         ("http://jupyter-alice.jhub.svc.cluster.local:8888", {},

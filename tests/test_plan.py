@@ -11,7 +11,7 @@ from federation.config import parse_registry
 from federation.errors import InvalidRoute
 from federation.plan import MAX_DATA_DEPTH, plan_route, render_table
 
-from .conftest import ISTIO_CRDS, base_config, shared_file
+from .conftest import ISTIO_CRDS, base_config
 from .istio_schema import validate
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -124,9 +124,9 @@ def test_invalid_host_or_port_is_refused_in_planning(registry, path, target, fra
         plan_route(registry, path, {"target": target}, NOW)
 
 
+@pytest.mark.upstream_schemas("istio")
 def test_objects_for_odd_data_validate(registry) -> None:
     """A table with JSON objects as names renders, and every object passes Istio's checks."""
-    shared_file("istio")
     targets = ("http://10.1.2.3:8888", "http://[fd00::]:80", "https://files.example.com")
     table = {
         f"/user/{i}/{j}": {"target": t, "user": v, "server_name": v}

@@ -31,7 +31,7 @@ from federation import __version__
 from federation.testing import EmulatedClusters
 from federation.testing.harness import free_port, wait_for, wait_until_ready, write_clusters_yaml
 
-from .conftest import CONTEXTS, REPO, TOKEN, base_config, shared_file
+from .conftest import CONTEXTS, GATEWAY_CRDS, ISTIO_CRDS, REPO, TOKEN, USER_NAMESPACE, base_config
 from .routing.evaluator import route
 from .routing.gateway_evaluator import route_gateway
 
@@ -165,7 +165,7 @@ def user_route(user: str, cluster: str, server: str = "") -> tuple[str, dict[str
 def expected_hops(table: dict[str, dict[str, Any]], probe: str) -> tuple[Any, ...]:
     """Where configurable-http-proxy's rule (the longest matching prefix) sends ``probe``:
     the hub's Service at home, or the remote ingress (addressed by its own name) and there the
-    user's Service as MultiClusterKubeSpawner names it."""
+    user's Service as MultiClusterKubeSpawner names it, in clusters.yaml's userService namespace."""
     matches = [p for p in table if p == "/" or probe == p or probe.startswith(p + "/")]
     if not matches:
         return ("404",)
@@ -176,7 +176,7 @@ def expected_hops(table: dict[str, dict[str, Any]], probe: str) -> tuple[Any, ..
     port = ingress.port or (443 if ingress.scheme == "https" else 80)
     key = f"jupyter-{data['user']}" + (f"--{data['server_name']}" if data["server_name"] else "")
     return ((ingress.hostname, port, ingress.hostname),
-            (f"{key}.jupyter-{data['user']}.svc.cluster.local",))
+            (f"{key}.{USER_NAMESPACE}.svc.cluster.local",))
 
 
 def objects_of(clusters: EmulatedClusters, name: str, backend: str) -> list[dict[str, Any]]:
@@ -256,11 +256,11 @@ def old_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
 
 @pytest.fixture
 def emulated(tmp_path: Path) -> Iterator[EmulatedClusters]:
-    # ReferenceGrants are served by their CRD only (the gateway-api backend writes them)
-    crds = sorted(shared_file("istio").glob("*-crd.yaml")) + sorted(
-        shared_file("gateway-api").glob("*-crd.yaml"))
-    # the users' namespaces exist, as the spawner makes them (ReferenceGrants go there)
-    namespaces = ("jupyterhub", "default", "istio-system", *(f"jupyter-{u}" for u in USERS))
+    # The emulator serves both backends' kinds without their CRDs; with ../shared beside the
+    # clone it also checks every write against the upstream schemas.
+    crds = sorted(ISTIO_CRDS.glob("*-crd.yaml")) + sorted(GATEWAY_CRDS.glob("*-crd.yaml"))
+    # the users' namespace exists, as the spawner's (ReferenceGrants go there)
+    namespaces = ("jupyterhub", "default", "istio-system", USER_NAMESPACE)
     with EmulatedClusters(list(CONTEXTS.values()), tmp_path, crd_files=crds,
                           namespaces=namespaces) as clusters:
         yield clusters

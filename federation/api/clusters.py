@@ -52,23 +52,34 @@ def _row(rt: Store, federation: Federation) -> dict[str, Any]:
     row["activity"] = federation.activity.describe(rt.cluster.name)
     # The gateway hosts this hub claims there, and any another hub holds (federation/claims.py).
     row["host_claims"] = federation.claims.describe(rt.cluster.name)
+    # Whether the routes' Services exist there (null until the first housekeeping pass).
+    row["destinations"] = federation.destinations.describe(rt.cluster.name)
     return row
 
 
 def _text(rows: list[dict[str, Any]]) -> str:
     cols = ["name", "reachable", "latency_ms", "kubernetes_version", "routes", "watch",
-            "circuit_open", "last_sync", "activity", "last_error"]
+            "circuit_open", "last_sync", "activity", "destinations", "last_error"]
 
     def cell(row: dict[str, Any], col: str) -> str:
         value = row[col]
         if col == "activity":
             return "-" if value is None else value["state"]
+        if col == "destinations":
+            return "-" if value is None else destinations_cell(value)
         return "" if value is None else str(value)
 
     table = [cols] + [[cell(r, c) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
                      for row in table) + "\n"
+
+
+def destinations_cell(value: dict[str, Any]) -> str:
+    """"ok", "unknown", or how many routes' Services are missing or lack the port."""
+    if value["state"] != "problems":
+        return str(value["state"])
+    return f"{value['missing']} missing, {value['no_port']} no port"
 
 
 def _wants_text(request: Request) -> bool:

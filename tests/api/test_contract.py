@@ -217,7 +217,7 @@ def test_routes_land_in_the_right_cluster(api, clusters) -> None:
              if "route" in r}
     (bob,) = rules.values()
     assert bob["route"][0]["destination"] == {
-        "host": "jupyter--42ob--gpu-2d1.jupyter--42ob.svc.cluster.local", "port": {"number": 8888}}
+        "host": "jupyter--42ob--gpu-2d1.jupyter-users.svc.cluster.local", "port": {"number": 8888}}
     # the home cluster forwards alice's path to east's ingress, with TLS origination
     se = {o["spec"]["hosts"][0] for o in objects_in(clusters, "hub", "serviceentries")}
     assert se == {"east.hub.example.org", "west.hub.example.org"}

@@ -135,6 +135,8 @@ def test_default_objects(render) -> None:
             "PodDisruptionBudget",
             "Role",
             "Role",  # the host claims', in the gateway's namespace
+            "Role",  # reading Services, for the destination checks
+            "RoleBinding",
             "RoleBinding",
             "RoleBinding",
             "Service",
@@ -346,7 +348,7 @@ def test_multi_cluster(render) -> None:
     east = config["clusters"][1]
     assert east["userService"] == {
         "name": "jupyter-{username}--{servername}",
-        "namespace": "jupyter-{username}",
+        "namespace": "jupyter-users",
         "port": 8888,
     }
 
@@ -551,6 +553,13 @@ def test_schema_rejects_unknown_keys(template, values: dict[str, Any], message: 
         {"config": {"clusters": [{"name": "hub", "inCluster": True}], "home": None}},
         {"config": {"home": "hub", "clusters": [{"inCluster": True}]}},
         {"config": {"home": "hub", "clusters": [{"name": "hub", "userService": {"port": "x"}}]}},
+        {"config": {"home": "hub", "clusters": [
+            {"name": "hub", "inCluster": True},
+            {"name": "east", "context": "east", "ingressPublicUrl": "https://east.example.org"}]}},
+        {"config": {"home": "hub", "clusters": [
+            {"name": "hub", "inCluster": True},
+            {"name": "east", "context": "east", "ingressPublicUrl": "https://east.example.org",
+             "userService": {"port": 8888}}]}},
         {"config": {"defaults": {"gateway": "jupyterhub-gateway"}}},
         {"config": {"defaults": {"hosts": ["https://hub.example.org"]}}},
         {"config": {"defaults": {"hosts": []}}},
@@ -567,6 +576,8 @@ def test_schema_rejects_unknown_keys(template, values: dict[str, Any], message: 
         "no-home",
         "cluster-without-name",
         "userService-port",
+        "ingress-without-userService",
+        "ingress-without-userService-namespace",
         "gateway-without-namespace",
         "host-with-scheme",
         "no-hosts",
@@ -619,6 +630,27 @@ def test_token_secret_name_required(template) -> None:
     assert "auth.existingSecret.name" in result.stderr
 
 
+def test_service_namespaces_rbac(render) -> None:
+    """Reading Services (for the destination checks): the release namespace always, and each
+    of rbac.serviceNamespaces once; read-only; rbac.create: false drops them."""
+    rendered = render(values={"rbac": {"serviceNamespaces": ["jupyter-users", NAMESPACE]}})
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.all("Role")
+             if r["metadata"]["name"].endswith("-services")}
+    assert set(roles) == {(NAMESPACE, f"{FULLNAME}-services"),
+                          ("jupyter-users", f"{FULLNAME}-services")}
+    for role in roles.values():
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["services"],
+                                  "verbs": ["get", "list", "watch"]}]
+    bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b
+                for b in rendered.all("RoleBinding")}
+    for key in roles:
+        assert bindings[key]["roleRef"]["name"] == f"{FULLNAME}-services"
+        assert bindings[key]["subjects"] == [
+            {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    off = render(values={"rbac": {"create": False, "serviceNamespaces": ["jupyter-users"]}})
+    assert not off.has("Role") and not off.has("RoleBinding")
+
+
 def test_gateway_namespaces_rbac(render) -> None:
     rendered = render("multi-cluster.yaml", namespace="federation")
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.all("Role")}
@@ -626,6 +658,7 @@ def test_gateway_namespaces_rbac(render) -> None:
         ("federation", FULLNAME),
         ("istio-system", f"{FULLNAME}-gateways"),
         ("istio-system", f"{FULLNAME}-host-claims"),
+        ("federation", f"{FULLNAME}-services"),
     }
     gateway_role = roles[("istio-system", f"{FULLNAME}-gateways")]
     assert gateway_role["rules"] == [EXPECTED_RULES[1]]
@@ -640,8 +673,8 @@ def test_gateway_namespaces_rbac(render) -> None:
     ]
     # The release namespace is already covered by the main Role; rbac off drops them all.
     same_ns = render(values={"rbac": {"gatewayNamespaces": [NAMESPACE]}})
-    assert [r["metadata"]["name"] for r in same_ns.all("Role")] == [FULLNAME,
-                                                                   f"{FULLNAME}-host-claims"]
+    assert sorted(r["metadata"]["name"] for r in same_ns.all("Role")) == [
+        FULLNAME, f"{FULLNAME}-host-claims", f"{FULLNAME}-services"]
     off = render(values={"rbac": {"create": False, "gatewayNamespaces": ["istio-system"]}})
     assert not off.has("Role") and not off.has("RoleBinding")
 

@@ -19,15 +19,16 @@ import yaml
 from federation.activity import iso
 from federation.testing.harness import ServiceThread, free_port, wait_for, write_clusters_yaml
 
-from ..conftest import TOKEN, base_config, fast_settings
+from ..conftest import TOKEN, USER_NAMESPACE, base_config, fast_settings
 from ..prometheus import GatewayMetrics, Prometheus
 
 EAST_URL = "https://east.hub.example.org"
 
 
 def svc_of(user: str) -> str:
-    """MultiClusterKubeSpawner's Service for a (lower-case) user: jupyter-{user} in jupyter-{user}."""
-    return f"jupyter-{user}.jupyter-{user}.svc.cluster.local"
+    """MultiClusterKubeSpawner's Service for a (lower-case) user: jupyter-{user} in the
+    namespace clusters.yaml names (base_config's USER_NAMESPACE)."""
+    return f"jupyter-{user}.{USER_NAMESPACE}.svc.cluster.local"
 
 
 # Each test has users of its own: the shared Prometheus keeps every counter it has scraped.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ import pytest
 import yaml
 
 from federation.model import route_id
-from federation.testing.harness import ServiceThread
+from federation.testing import EmulatedClusters
+from federation.testing.harness import ServiceThread, write_clusters_yaml
 from federation.testing.kubeapi.rbac import rules_for
 from federation.testing.mcks import (
     SERVICE_USER,
@@ -31,6 +33,7 @@ from federation.testing.mcks import (
     USER_NAMESPACE,
     ClusterSpec,
     Stack,
+    clusters_yaml,
     find_kubectl,
     mcks_state,
     running_stack,
@@ -125,10 +128,25 @@ def destination_of(clusters: Any, cluster: str, path: str) -> dict[str, Any]:
     return dict(rules[0]["route"][0]["destination"])
 
 
-def route_counts(stack: Stack, svc_url: str) -> dict[str, int]:
+def cluster_rows(svc_url: str) -> dict[str, dict[str, Any]]:
     r = httpx.get(f"{svc_url}/clusters", headers={"Authorization": f"token {TOKEN}"}, timeout=10)
     r.raise_for_status()
-    return {row["name"]: row["routes"] for row in r.json()["clusters"]}
+    return {row["name"]: row for row in r.json()["clusters"]}
+
+
+def route_counts(stack: Stack, svc_url: str) -> dict[str, int]:
+    return {name: row["routes"] for name, row in cluster_rows(svc_url).items()}
+
+
+def check_destinations(stack: Stack, expected_ok: dict[str, int]) -> None:
+    """One housekeeping pass reads the Services the routes point to: every user's route ends
+    at a Service MCKS created (none missing, none unknown: the service's Role may read them)."""
+    stack.service.run(stack.service.federation.reconcile())
+    rows = cluster_rows(stack.service.url)
+    found = {name: (row["destinations"]["ok"], row["destinations"]["missing"],
+                    row["destinations"]["no_port"], row["destinations"]["unknown"])
+             for name, row in rows.items()}
+    assert found == {name: (ok, 0, 0, 0) for name, ok in expected_ok.items()}, rows
 
 
 def delete_by_hand(stack: Stack, cluster: str, path: str) -> None:
@@ -194,6 +212,7 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
     owned = {name: sum(1 for e in routes.values() if e["owner"] == name)
              for name, routes in stored.items()}
     assert counts == owned == {"hub": 2, "east": 2, "west": 1}  # hub: "/" and 秀樹
+    check_destinations(stack, {"hub": 1, "east": 2, "west": 1})  # the hub's "/" is a pod IP
 
     # MCKS 0.2 saves its URL under "ingress_public_url " (trailing space) and reads it back
     # under "ingress_public_url": after a restart its own value is lost (see the guide)
@@ -268,3 +287,24 @@ def test_mcks_spawns_route_stop_and_restart(stack: Stack, tmp_path: Path) -> Non
     errors = [line for line in hub.log().splitlines() if line.startswith(("[E ", "[C "))]
     assert errors == [], errors
 
+
+
+def test_the_guides_config_without_user_service_is_refused(tmp_path: Path) -> None:
+    """clusters.yaml as the guide maps MCKS's profiles, but without userService: the service
+    refuses to start, naming the key and MCKS 0.2's behaviour, for every cluster whose routes
+    target its ingress (a default namespace would send every user to a Service that does not
+    exist: MCKS 0.2 writes into the hub context's namespace)."""
+    with EmulatedClusters([s.context for s in SPECS], tmp_path / "clusters") as clusters:
+        doc = clusters_yaml(SPECS, "hub", clusters.kubeconfig, ["hub.example.org"])
+        for cluster in doc["clusters"]:
+            cluster.pop("userService")
+        config = write_clusters_yaml(tmp_path / "clusters.yaml", doc)
+        env = {**os.environ, "CONFIGPROXY_AUTH_TOKEN": TOKEN}
+        result = subprocess.run([sys.executable, "-m", "federation", "serve", "--config",
+                                 str(config)], capture_output=True, text=True, env=env,
+                                timeout=60)
+    assert result.returncode == 2, result.stderr
+    for spec in SPECS:
+        assert f"clusters[{spec.name}].userService.namespace: missing" in result.stderr
+    assert "MultiClusterKubeSpawner 0.2" in result.stderr
+    assert "namespace of the hub's kubeconfig context" in result.stderr

@@ -39,7 +39,15 @@ import pytest
 from federation.model import LABEL_ROLE, decode_entries, route_id
 from federation.testing.harness import ServiceThread, free_port, serve_http, wait_for
 
-from ..conftest import CONTEXTS, REPO, TOKEN, fast_settings, objects_in, stored_routes
+from ..conftest import (
+    CONTEXTS,
+    REPO,
+    TOKEN,
+    USER_NAMESPACE,
+    fast_settings,
+    objects_in,
+    stored_routes,
+)
 from ..routing.evaluator import Decision, route
 from .hub_config import HubConfig
 
@@ -57,10 +65,10 @@ EAST_HOST, WEST_HOST = "east.hub.example.org", "west.hub.example.org"
 HIDEKI = "秀樹"
 HIDEKI_URL = quote(HIDEKI, safe="")  # %E7%A7%80%E6%A8%B9, as the hub writes it in URLs
 # MultiClusterKubeSpawner's names: escapism with lower-case letters and digits safe, "-" escape.
-BOB_SVC = "jupyter--42ob.jupyter--42ob.svc.cluster.local"
+BOB_SVC = "jupyter--42ob.jupyter-users.svc.cluster.local"
 HIDEKI_NS = "jupyter--e7-a7-80-e6-a8-b9"
-HIDEKI_SVC = f"{HIDEKI_NS}.{HIDEKI_NS}.svc.cluster.local"
-HIDEKI_GPU_SVC = f"{HIDEKI_NS}--gpu.{HIDEKI_NS}.svc.cluster.local"
+HIDEKI_SVC = f"{HIDEKI_NS}.{USER_NAMESPACE}.svc.cluster.local"
+HIDEKI_GPU_SVC = f"{HIDEKI_NS}--gpu.{USER_NAMESPACE}.svc.cluster.local"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +20,42 @@ G, V, P = "networking.istio.io", "v1", "virtualservices"
 NS = "jupyterhub"
 EAST = "arn:aws:eks:us-east-1:1234:cluster/east"
 WEST = "gke_proj_us-central1_west"
-SHARED = Path(
-    os.environ.get("FEDERATION_SHARED_DIR", Path(__file__).resolve().parents[2].parent / "shared")
-)
-VS_CRD = SHARED / "istio" / "virtualservices-crd.yaml"
+# A VirtualService CRD cut down to the schema features the emulator must enforce: types, a
+# oneOf written as Istio writes its StringMatch, pruning, a status subresource, one version.
+# (Validating the service's objects against Istio's real CRDs is tests/test_objects.py's job.)
+STRING_MATCH = {
+    "type": "object",
+    "properties": {"exact": {"type": "string"}, "prefix": {"type": "string"}},
+    "oneOf": [{"not": {"anyOf": [{"required": ["exact"]}, {"required": ["prefix"]}]}},
+              {"required": ["exact"]}, {"required": ["prefix"]}],
+}
+VS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {"type": "object", "properties": {
+            "hosts": {"type": "array", "items": {"type": "string"}},
+            "http": {"type": "array", "items": {"type": "object", "properties": {
+                "match": {"type": "array", "items": {"type": "object",
+                                                     "properties": {"uri": STRING_MATCH}}},
+                "route": {"type": "array", "items": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }}},
+        }},
+        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    },
+}
+VS_CRD_DOC = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"{P}.{G}"},
+    "spec": {
+        "group": G, "scope": "Namespaced",
+        "names": {"kind": "VirtualService", "listKind": "VirtualServiceList", "plural": P,
+                  "singular": "virtualservice", "shortNames": ["vs"]},
+        "versions": [{"name": V, "served": True, "storage": True,
+                      "subresources": {"status": {}},
+                      "schema": {"openAPIV3Schema": VS_SCHEMA}}],
+    },
+}
 
 
 def vs(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
@@ -570,12 +601,10 @@ def test_stop_is_prompt_with_open_watch(tmp_path: Path) -> None:
         api.list_namespaced_custom_object(G, V, NS, P)
 
 
-@pytest.mark.skipif(
-    not VS_CRD.exists(),
-    reason=f"{VS_CRD} is absent: ../shared (Istio CRDs) is not beside this clone",
-)
 def test_crd_validation(tmp_path: Path) -> None:
-    with EmulatedClusters(["c"], tmp_path, crd_files=[VS_CRD]) as emulated:
+    crd = tmp_path / "virtualservices-crd.json"
+    crd.write_text(json.dumps(VS_CRD_DOC))
+    with EmulatedClusters(["c"], tmp_path, crd_files=[crd]) as emulated:
         api = api_for(emulated.kubeconfig, "c", retries=0)
         with pytest.raises(ApiException) as info:
             api.create_namespaced_custom_object(G, V, NS, P, vs("bad", hosts="not-a-list"))

@@ -197,6 +197,7 @@ class StoreMixin(ValidationMixin):
         self._resources = {("", "namespaces"): _Resource(
             "", "namespaces", "Namespace", kind_known=True, namespaced=False, declared=True,
             has_generation=False, schemas={"v1": None}, versions={"v1"}, short_names=("ns",),
+            strategic=True,  # a built-in kind: `kubectl apply` over `create namespace` patches it
         )}
         for kind in BUILTIN_KINDS:
             self._resources[(kind.group, kind.plural)] = _builtin_resource(kind)
