@@ -106,6 +106,7 @@ class Mirror:
 
     def start(self) -> None:
         pages = dict(self.kinds.pages)
+        self.client.watch_pool(len(self.kinds.watched))
         for plural in self.kinds.watched:
             watcher = Watcher(self.name, self.client, self.cache, self.kinds.resources[plural],
                               self.selector, self.own, optional=plural in self.kinds.optional,
