@@ -1,6 +1,6 @@
 """One cluster's store: its mirror and its backend, side by side, behind the surface the service
 and housekeeping use. Nothing here depends on the backend: it is chosen once
-(:func:`federation.backend.make_backend`) and held.
+(:func:`federation.backend.make_backend`) and held, as a :class:`~federation.seam.Backend`.
 
 * ``put_entry`` / ``remove_entry`` / ``refresh``: a route's entry (the backend's mutations);
 * ``ensure_object`` / ``support_for``: the support objects an entry needs (the mirror's);
@@ -15,13 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Backend, make_backend
+from .backend import make_backend
 from .config import Cluster, Registry
 from .errors import InvalidRoute, KubeError
 from .kube import ClusterClient
 from .mirror import Health, Mirror, Pacer, ProbeState
 from .model import Entry, Rank, entry_destination, selector
 from .scope import Scope
+from .seam import Backend
 from .settings import Settings
 from .table import RouteTable
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,12 @@ from .. import _json
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Kinds, Mirror
+from ..mirror import Mirror
 from ..model import Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
+from ..seam import Kinds, Pace
 from ..table import RouteTable
 from ..writer import ObjectWriter
 from .index import ROUTES, RouteObjectIndex
@@ -38,7 +39,6 @@ from .objects import (
     with_spec_hash,
 )
 
-Pace = Callable[[], Awaitable[None]]
 RESOURCES = {plural: Resource(group, version, plural) for plural, (group, version, _) in KINDS.items()}
 
 

@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .. import _json
 from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
-from ..mirror import Kinds, Mirror
+from ..mirror import Mirror
 from ..model import Entry, Rank, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
+from ..seam import Kinds, Pace
 from ..table import RouteTable
 from ..writer import Redirect
 from .index import ShardIndex, ShardState
@@ -34,7 +35,6 @@ from .shards import ShardWriters
 from .splits import Splitter
 
 log = logging.getLogger("federation.istio")
-Pace = Callable[[], Awaitable[None]]
 KIND_SET = Kinds(
     resources={plural: Resource(GROUP, VERSION, plural) for plural in KINDS},
     names={kind: plural for plural, kind in KINDS.items()},

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _json
 from ..errors import KubeError
 from ..mirror import Mirror
 from ..scope import Scope
+from ..seam import Pace
 from ..writer import ObjectWriter
 from .index import ShardIndex
 from .layout import ShardKey
@@ -90,7 +90,7 @@ class Roots:
 
         await self.writer(host_key).submit(drop)
 
-    async def tidy(self, grace: float, pace: Callable[[], Awaitable[None]]) -> None:
+    async def tidy(self, grace: float, pace: Pace) -> None:
         """Delegates to shards that are gone go; so do host roots left with none, after
         ``grace`` seconds (each by a mutation: a concurrent write wins)."""
         now = time.monotonic()

@@ -26,12 +26,13 @@ from typing import Any
 
 from .. import _json
 from ..errors import Conflict, KubeError, NotFound
-from ..kube import ClusterClient, Resource, resource_version_of
+from ..kube import ClusterClient, resource_version_of
+from ..seam import Kinds, Pace
 from ..writer import Codec, ObjectWriter
 from ._cache import Health, ObjectCache, RouteIndex, SupportState, resource_version
 from ._watch import OwnWrites, Watcher
 
-__all__ = ["Health", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex",
+__all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex",
            "SupportState", "resource_version"]
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,6 @@ class ProbeState:
     version: str | None = None
     last_probe: float | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Kinds:
-    """What a backend writes in a cluster, and how the mirror watches it."""
-
-    resources: dict[str, Resource]  # every kind it writes, by plural
-    names: dict[str, str]  # plural by kind name (an object's "kind")
-    watched: tuple[str, ...]  # the kinds listed and watched (in the service's namespace)
-    optional: frozenset[str] = frozenset()  # kinds a cluster may not serve (CRD not installed)
-    pages: tuple[tuple[str, int], ...] = ()  # objects per list page, where not the default
-
-    def plural_of(self, obj: dict[str, Any]) -> str:
-        return self.names[obj["kind"]]
 
 
 class Mirror:
@@ -237,7 +224,7 @@ class Mirror:
         self._elsewhere[where] = time.monotonic()
 
     async def remove_unused(self, needed: Iterable[tuple[str, str]], grace: float,
-                            pace: Callable[[], Awaitable[None]]) -> None:
+                            pace: Pace) -> None:
         """Support objects nothing needs go once unused for ``grace`` seconds, each deleted
         only if unchanged since it was judged unused (another replica may need it now)."""
         needed = set(needed)

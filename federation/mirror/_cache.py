@@ -10,37 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..model import Entry
-from ..table import RouteTable
-
-
-class RouteIndex(Protocol):
-    """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes), and
-    the index of the routes they hold. The cache decides what is stale; the index only keeps."""
-
-    table: RouteTable  # where the routes this cluster owns are published
-    entries: dict[str, tuple[str, Entry]]  # path -> (object name, entry): what answers for it
-
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        """Whether ``obj`` is one of the index's objects (not a support object)."""
-
-    def rv_of(self, plural: str, name: str) -> int:
-        """The resourceVersion of a held object; 0 when not held."""
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
-        """Keep the object's state (``decoded``: its entries, known without parsing)."""
-
-    def drop(self, plural: str, name: str) -> bool:
-        """Forget a held object; False when it was not held."""
-
-    def names(self, plural: str) -> Iterable[str]:
-        """Names of the held objects of a kind."""
-
-    def route_count(self) -> int:
-        """Routes this cluster owns (edge rules excluded)."""
+from ..seam import RouteIndex
 
 
 @dataclass
