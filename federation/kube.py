@@ -145,14 +145,18 @@ def transport_error(exc: BaseException, cluster: str, verb: str) -> KubeError:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, never shorter than a 429's Retry-After."""
+    """The delays of the one retry schedule: exponential with full jitter, at most
+    ``maximum`` (doubled for a 429's Retry-After, never shorter than it). Also paces the watches'
+    restarts and a split's start-overs."""
+
+    DOUBLINGS = 30  # past this the delay is ``maximum`` anyway (and 2**n stays a float)
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.initial = initial
         self.maximum = maximum
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
-        base = min(self.maximum, self.initial * (2**attempt))
+        base = min(self.maximum, self.initial * (2 ** min(attempt, self.DOUBLINGS)))
         wait = base + random.uniform(0, self.initial)
         if isinstance(exc, KubeError) and exc.retry_after:
             wait = max(wait, min(exc.retry_after, self.maximum * 2))

@@ -4,9 +4,13 @@ A write is a *mutation*: a function from the object's current state (None: absen
 state wanted (None: delete it). Many routes share one shard, so concurrent mutations of it are
 coalesced: while one write of an object is in flight, further ones queue and go out together
 in the next write. Between replicas, Kubernetes' resourceVersion check (409 Conflict, or 404 for
-an object gone) serialises writers: the loser re-reads and applies its mutations again. This is
-the only retry above the access layer's (:mod:`federation.kube`, transient failures). A
-mutation that raises fails its own caller only.
+an object gone) serialises writers: the loser re-reads and applies its mutations again, at most
+:data:`MAX_CONFLICT_RETRIES` times. This is the one loop for optimistic writes; transient
+failures of a call are the access layer's one retry schedule (:mod:`federation.kube`). The
+other loops above them are navigation, each with its bound named once: following split markers
+down a shard tree (:data:`federation.istio.layout.LEVELS`), and a split starting over from what
+is stored when another writer changed what it read (:data:`federation.istio.splits.ATTEMPTS`).
+A mutation that raises fails its own caller only.
 """
 
 from __future__ import annotations

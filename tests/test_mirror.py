@@ -12,7 +12,7 @@ from federation.errors import Conflict, NotFound
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
 from federation.mirror import Kinds, Mirror
-from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels
+from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels, newest
 from federation.table import RouteTable
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
@@ -91,7 +91,7 @@ def writer_of(mirror: Mirror, index: RouteObjectIndex, name: str) -> Any:
 
 
 def put(entry: Entry) -> Callable[[Entry | None], Entry]:
-    return lambda held: entry if held is None or held.rank <= entry.rank else held
+    return lambda held: newest(held, entry)
 
 
 ENTRY = Entry("/user/a", "http://10.0.0.1:8888", "hub", {}, "2026-01-01T00:00:00.000Z")

@@ -28,7 +28,7 @@ from ..seam import Kinds, Pace
 from ..table import RouteTable
 from ..writer import Redirect
 from .index import ShardIndex, ShardState
-from .layout import MAX_LEVEL, ShardKey, locate
+from .layout import LEVELS, ShardKey, locate
 from .objects import VS, ShardFull
 from .roots import Roots
 from .shards import ShardWriters
@@ -110,7 +110,7 @@ class IstioBackend:
         cache has not heard of yet), following markers down. Absent: nothing to learn;
         unreachable: ClusterUnavailable, for the caller cannot tell the route is not there."""
         key = RouteKey.parse(path)
-        for _ in range(MAX_LEVEL + 1):
+        for _ in range(LEVELS):
             shard = locate(key, self.index.is_split)
             try:
                 if await self.mirror.reread(VS, shard.name(self.scope.instance)) is None:
@@ -123,8 +123,8 @@ class IstioBackend:
     async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
         """Apply a mutation to the shard the route belongs in. Not a retry: it follows split
         markers down the route's tree (one level per Redirect), splitting first a shard the
-        route's data no longer fits in."""
-        for _ in range(2 * MAX_LEVEL + 2):
+        route's data no longer fits in (so at most two steps per level)."""
+        for _ in range(2 * LEVELS):
             shard = locate(key, self.index.is_split)
             try:
                 await self.shards.writer(shard).submit(mutation)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
-from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, role_of
+from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
 from ..table import RouteTable
 from .layout import ShardKey
 from .objects import VS, is_split_marker, root_delegates, shard_key_of
@@ -184,15 +184,10 @@ class ShardIndex:
         return held is not None and held.split
 
     def _refresh(self, path: str) -> None:
-        best: tuple[tuple[str, str, bool], str, Entry] | None = None
-        for shard, entry in (self.holders.get(path) or {}).items():
-            state = self.shards.get(shard)
-            if state is None or not self.live(state):
-                continue
-            rank = (*entry.rank, not state.key.legacy)
-            if best is None or rank > best[0]:
-                best = (rank, shard, entry)
-        self._set(path, None if best is None else (best[1], best[2]))
+        self._set(path, newest_copy(
+            (shard, entry, not state.key.legacy)
+            for shard, entry in (self.holders.get(path) or {}).items()
+            for state in [self.shards.get(shard)] if state is not None and self.live(state)))
 
     def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
         old = self.entries.pop(path, None)

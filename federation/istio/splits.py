@@ -32,7 +32,7 @@ from ..mirror import Mirror
 from ..model import decode_entries
 from ..scope import Scope
 from .index import ShardIndex
-from .layout import MAX_LEVEL, ShardKey, partition
+from .layout import LEVELS, MAX_LEVEL, ShardKey, partition
 from .objects import SPLIT_ROUTES_BYTES, VS, is_split_marker
 from .roots import Roots
 from .shards import SPLIT, ShardState, ShardWriters, decode_shard
@@ -90,7 +90,7 @@ class Splitter:
 
     async def settle(self) -> None:
         """Split until no shard holds more than its capacity (housekeeping, tests)."""
-        for _ in range(MAX_LEVEL + 1):
+        for _ in range(LEVELS):  # a split per level at most, down each tree
             tasks = [t for s in list(self.index.shards.values()) if self.index.live(s)
                      for t in [self.maybe(s.key)] if t is not None]
             if not tasks:
