@@ -445,15 +445,6 @@ class ClusterClient:
         return await self._json("create", "POST", res.path(namespace or self.namespace), body,
                                 what=(res.plural, name or "(new)"))
 
-    async def replace(self, res: Resource, body: dict[str, Any] | bytes,
-                      name: str | None = None) -> dict[str, Any]:
-        """Replace an object; ``name`` is required with a body already serialised."""
-        if name is None:
-            assert isinstance(body, dict)
-            name = body["metadata"]["name"]
-        return await self._json("update", "PUT", res.path(self.namespace, name), body,
-                                what=(res.plural, name))
-
     async def delete(self, res: Resource, name: str, resource_version: str | None = None) -> None:
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if resource_version:
