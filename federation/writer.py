@@ -1,16 +1,18 @@
 """Optimistic-concurrency writes of one object, batched: every write the service makes.
 
 A write is a *mutation*: a function from the object's current state (None: absent) to the
-state wanted (None: delete it). Many routes share one shard, so concurrent mutations of it are
-coalesced: while one write of an object is in flight, further ones queue and go out together
-in the next write. Between replicas, Kubernetes' resourceVersion check (409 Conflict, or 404 for
-an object gone) serialises writers: the loser re-reads and applies its mutations again, at most
-:data:`MAX_CONFLICT_RETRIES` times. This is the one loop for optimistic writes; transient
-failures of a call are the access layer's one retry schedule (:mod:`federation.kube`). The
-other loops above them are navigation, each with its bound named once: following split markers
-down a shard tree (:data:`federation.istio.layout.LEVELS`), and a split starting over from what
-is stored when another writer changed what it read (:data:`federation.istio.splits.ATTEMPTS`).
-A mutation that raises fails its own caller only.
+state wanted (None: delete it). A state is what a backend keeps of an object of one kind (its
+:class:`View`: a shard's entries, a root's delegates, an HTTPRoute's entry). Many routes share
+one shard, so concurrent mutations of it are coalesced: while one write of an object is in
+flight, further ones queue and go out together in the next write. Between replicas,
+Kubernetes' resourceVersion check (409 Conflict, or 404 for an object gone) serialises writers:
+the loser re-reads and applies its mutations again, at most :data:`MAX_CONFLICT_RETRIES` times.
+This is the one loop for optimistic writes; transient failures of a call are the access
+layer's one retry schedule (:mod:`federation.kube`). The other loops above them are navigation,
+each with its bound named once: following split markers down a shard tree
+(:data:`federation.istio.layout.LEVELS`), and a split starting over from what is stored when
+another writer changed what it read (:data:`federation.istio.splits.ATTEMPTS`). A mutation
+that raises fails its own caller only.
 """
 
 from __future__ import annotations
@@ -27,26 +29,50 @@ S = TypeVar("S")
 
 # A mutation takes the object's current state (None: absent) and returns the new state;
 # returning the state unchanged means "nothing to do", and no write is made for it.
-Mutation = Callable[[Any], Any]
+Mutation = Callable[[S | None], S | None]
+Body = dict[str, Any] | bytes  # an object to send: built, or its JSON text (no resourceVersion)
 
 
-class Redirect(Exception):  # noqa: N818 - a signal, not a failure
-    """The object may no longer take this change (a shard that split): place it again."""
+class View(Generic[S]):
+    """One kind of object as its writers see it: the state cached for it, how an object read
+    decodes to that state, and how a state is built into an object. The mirror sets the
+    resourceVersion and serialises."""
+
+    def cached(self, name: str) -> tuple[S | None, str | None]:
+        """(state, resourceVersion) from the cache; (None, None) when not held."""
+        raise NotImplementedError
+
+    def decode(self, obj: dict[str, Any]) -> S | None:
+        """The state of an object read from the API server (None: nothing this view reads
+        in it; a write replaces it)."""
+        raise NotImplementedError
+
+    def build(self, name: str, state: S) -> Body:
+        """The object to send for a state."""
+        raise NotImplementedError
+
+    def copy(self, state: S | None) -> S | None:
+        """A copy mutations may change in place (states that are not immutable)."""
+        return state
+
+    def remember(self, name: str, state: S, rv: str, created: bool) -> bool:
+        """Keep a written state known by its new resourceVersion alone (True), without
+        reading the API server's answer."""
+        return False
 
 
 @dataclass
-class _Change:
-    apply: Mutation
+class Change(Generic[S]):
+    apply: Mutation[S]
     future: asyncio.Future[None]
 
 
 @dataclass
 class Codec(Generic[S]):
-    """How one object's state is read from the cache, rendered, stored and re-read."""
+    """How the mirror reads, sends and re-reads one object for its writer."""
 
     cached: Callable[[], tuple[S | None, str | None]]  # (state, resourceVersion) from the cache
-    # The body to send (JSON text) for a state, with the resourceVersion it replaces.
-    render: Callable[[S, str | None], bytes]
+    render: Callable[[S, str | None], bytes]  # the body to send, replacing that resourceVersion
     # Send it: (state wanted, body, resourceVersion replaced); state None deletes (guarded by
     # that resourceVersion), rv None creates.
     store: Callable[[S | None, bytes, str | None], Awaitable[None]]
@@ -61,32 +87,16 @@ class ObjectWriter(Generic[S]):
         self.cluster = cluster
         self.name = name
         self.codec = codec
-        self.pending: list[_Change] = []
+        self.pending: list[Change[S]] = []
         self.running = False
-        # Held by each write, and by a split of this shard: a replica does not race itself.
-        self.lock = asyncio.Lock()
 
-    async def submit(self, mutation: Mutation) -> None:
+    async def submit(self, mutation: Mutation[S]) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self.pending.append(_Change(mutation, future))
+        self.pending.append(Change(mutation, future))
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
-        await future
-
-    async def submit_held(self, mutation: Mutation) -> None:
-        """A write by the holder of :attr:`lock` (a split of this shard), ahead of the changes
-        queued behind it: the same optimistic loop, without waiting for the lock it holds."""
-        assert self.lock.locked(), "submit_held is for the holder of the writer's lock"
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        change = _Change(mutation, future)
-        try:
-            await self._write([change])
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
-            _settle([change], exc)
-        else:
-            _settle([change], None)
         await future
 
     async def _drain(self) -> None:
@@ -94,20 +104,23 @@ class ObjectWriter(Generic[S]):
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    async with self.lock:
-                        await self._write(batch)
+                    await self.write_batch(batch)
                 except BaseException as exc:  # noqa: BLE001 - handed to every waiter
-                    _settle(batch, exc)
+                    settle(batch, exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                 else:
-                    _settle(batch, None)
+                    settle(batch, None)
         finally:
             self.running = False
 
-    def _apply(self, state: S | None, batch: list[_Change]) -> tuple[S | None, list[_Change]]:
+    async def write_batch(self, batch: list[Change[S]]) -> None:
+        """One write of a batch of queued changes (a subclass may hold something around it)."""
+        await self.write(batch)
+
+    def _apply(self, state: S | None, batch: list[Change[S]]) -> tuple[S | None, list[Change[S]]]:
         """Apply every change that takes; a change that raises is settled with its error."""
-        live: list[_Change] = []
+        live: list[Change[S]] = []
         for change in batch:
             if change.future.done():
                 continue
@@ -119,7 +132,8 @@ class ObjectWriter(Generic[S]):
             live.append(change)
         return state, live
 
-    async def _write(self, batch: list[_Change]) -> None:
+    async def write(self, batch: list[Change[S]]) -> None:
+        """The optimistic loop: apply, send, and on a conflict re-read and apply again."""
         state, rv = self.codec.cached()
         for _ in range(MAX_CONFLICT_RETRIES):
             before = self.codec.copy(state)
@@ -137,7 +151,7 @@ class ObjectWriter(Generic[S]):
                        cluster=self.cluster, verb="update", status=409)
 
 
-def _settle(batch: list[_Change], exc: BaseException | None) -> None:
+def settle(batch: list[Change[S]], exc: BaseException | None) -> None:
     for change in batch:
         if change.future.done():
             continue
@@ -145,5 +159,3 @@ def _settle(batch: list[_Change], exc: BaseException | None) -> None:
             change.future.set_result(None)
         else:
             change.future.set_exception(exc)
-
-

@@ -11,9 +11,10 @@ from typing import Any
 from federation.errors import Conflict, NotFound
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
-from federation.mirror import Kinds, Mirror
+from federation.mirror import Kinds, Mirror, View
 from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels, newest
 from federation.table import RouteTable
+from federation.writer import ObjectWriter
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
 KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,))
@@ -75,22 +76,27 @@ def mirror_with(client: LaggingServer) -> tuple[Mirror, RouteObjectIndex]:
     return Mirror("hub", client, KINDS, index, lambda obj: b"", "sel", 60), index  # type: ignore[arg-type]
 
 
-def writer_of(mirror: Mirror, index: RouteObjectIndex, name: str) -> Any:
-    def cached() -> tuple[Entry | None, str | None]:
-        held = index.routes.get(name)
+class RouteView(View[Entry]):
+    def __init__(self, index: RouteObjectIndex) -> None:
+        self.index = index
+
+    def cached(self, name: str) -> tuple[Entry | None, str | None]:
+        held = self.index.routes.get(name)
         return (None, None) if held is None else (held.entry, held.rv)
 
-    def decode(obj: dict[str, Any]) -> Entry | None:
+    def decode(self, obj: dict[str, Any]) -> Entry | None:
         entries = list(decode_entries(obj).values())
         return entries[0] if entries else None
 
-    def render(entry: Entry, rv: str | None) -> bytes:
-        return json.dumps(route_object(name, int(rv or 0), entry)).encode()
-
-    return mirror.writer(ROUTES, name, cached=cached, decode=decode, render=render)
+    def build(self, name: str, state: Entry) -> dict[str, Any]:
+        return route_object(name, 0, state)
 
 
-def put(entry: Entry) -> Callable[[Entry | None], Entry]:
+def writer_of(mirror: Mirror, index: RouteObjectIndex, name: str) -> ObjectWriter[Entry]:
+    return mirror.writer(ROUTES, name, RouteView(index))
+
+
+def put(entry: Entry) -> Callable[[Entry | None], Entry | None]:
     return lambda held: newest(held, entry)
 
 

@@ -26,12 +26,13 @@ from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
 from ..table import RouteTable
-from ..writer import Redirect
-from .index import ShardIndex, ShardState
+from ..writer import Mutation
+from .index import ShardIndex
+from .index import ShardState as HeldShard
 from .layout import LEVELS, ShardKey, locate
 from .objects import VS, ShardFull
 from .roots import Roots
-from .shards import ShardWriters
+from .shards import Redirect, Shard, ShardState, ShardWriters
 from .splits import Splitter
 
 log = logging.getLogger("federation.istio")
@@ -76,7 +77,7 @@ class IstioBackend:
         migration whose route was deleted meanwhile must not bring it back)."""
         applied = [False]
 
-        def put(entries: Any) -> Any:
+        def put(entries: ShardState) -> ShardState:
             if not isinstance(entries, dict | None):
                 raise Redirect(entry.path)
             if still is not None and not still():
@@ -120,7 +121,7 @@ class IstioBackend:
             if not self.index.is_split(shard):
                 return
 
-    async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
+    async def _submit(self, key: RouteKey, mutation: Mutation[Shard]) -> ShardKey:
         """Apply a mutation to the shard the route belongs in. Not a retry: it follows split
         markers down the route's tree (one level per Redirect), splitting first a shard the
         route's data no longer fits in (so at most two steps per level)."""
@@ -137,7 +138,7 @@ class IstioBackend:
                        cluster=self.scope.name, verb="update", status=409)
 
     async def _drop(self, shard: ShardKey, path: str, rank: Rank | None, inclusive: bool) -> None:
-        def drop(entries: Any) -> Any:
+        def drop(entries: ShardState) -> ShardState:
             if not isinstance(entries, dict | None):
                 raise Redirect(path)
             held = None if entries is None else entries.get(path)
@@ -188,13 +189,13 @@ class IstioBackend:
                 self.mirror.used("shard", name)
                 await self._delete_empty(state)
 
-    async def _delete_empty(self, state: ShardState) -> None:
+    async def _delete_empty(self, state: HeldShard) -> None:
         """An empty shard leaves its roots, then goes, unless written meanwhile (then it
         stays, back in its roots)."""
         await self.roots.remove_from_roots(state.key)
-        seen: list[Any] = []
+        seen: list[ShardState] = []
 
-        def drop(held: Any) -> Any:
+        def drop(held: ShardState) -> ShardState:
             seen.append(held)
             return None if held == {} else held
 
@@ -208,7 +209,7 @@ class IstioBackend:
         if not gone and state.name in self.index.shards:
             await self.roots.ensure_in_roots(state.key)
 
-    async def _migrate(self, state: ShardState, pace: Pace) -> None:
+    async def _migrate(self, state: HeldShard, pace: Pace) -> None:
         """Move a legacy shard's routes into the shard tree, a slice at a time: each is written
         to its new shard (and root) before it leaves the old one, so it always answers."""
         current = [e for p, e in state.entries.items()
