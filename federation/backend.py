@@ -10,9 +10,9 @@ from .gateway.backend import GatewayBackend
 from .gateway.builders import GatewayBuilders
 from .istio.backend import IstioBackend
 from .istio.builders import IstioBuilders
+from .mirror import RouteEntries
 from .scope import Scope
 from .seam import Backend, Builders, Check, Pace
-from .table import RouteTable
 
 __all__ = ["Backend", "Builders", "Check", "Pace", "builders", "make_backend"]
 
@@ -22,8 +22,8 @@ def builders(cluster: Cluster) -> Builders:
     return GatewayBuilders() if cluster.backend == "gateway-api" else IstioBuilders()
 
 
-def make_backend(scope: Scope, table: RouteTable, capacity: int) -> Backend:
-    """The backend of the scope's cluster."""
+def make_backend(scope: Scope, entries: RouteEntries, capacity: int) -> Backend:
+    """The backend of the scope's cluster, keeping the cluster's route-entry index."""
     if scope.cluster.backend == "gateway-api":
-        return GatewayBackend(scope, table)
-    return IstioBackend(scope, table, capacity)
+        return GatewayBackend(scope, entries)
+    return IstioBackend(scope, entries, capacity)

@@ -20,7 +20,6 @@ from .config import Cluster, Registry
 from .kube import ClusterClient, Resource
 from .model import Entry, Rank
 from .placement import Destination
-from .table import RouteTable
 
 if TYPE_CHECKING:
     from .mirror import Mirror
@@ -45,11 +44,10 @@ class Kinds:
 
 
 class RouteIndex(Protocol):
-    """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes), and
-    the index of the routes they hold. The cache decides what is stale; the index only keeps."""
-
-    table: RouteTable  # where the routes this cluster owns are published
-    entries: dict[str, tuple[str, Entry]]  # path -> (object name, entry): what answers for it
+    """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes): from
+    each object, the entries that answer for routes (into the cluster's
+    :class:`~federation.mirror.RouteEntries`). The cache decides what is stale; the index only
+    keeps."""
 
     def takes(self, plural: str, obj: dict[str, Any]) -> bool:
         """Whether ``obj`` is one of the index's objects (not a support object)."""
@@ -67,8 +65,6 @@ class RouteIndex(Protocol):
     def names(self, plural: str) -> Iterable[str]:
         """Names of the held objects of a kind."""
 
-    def route_count(self) -> int:
-        """Routes this cluster owns (edge rules excluded)."""
 
 
 class Backend(Protocol):

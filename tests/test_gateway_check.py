@@ -89,6 +89,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     from federation.gateway.backend import GatewayBackend
     from federation.gateway.index import ROUTES
     from federation.gateway.objects import build_route
+    from federation.mirror import RouteEntries
     from federation.model import Entry
     from federation.scope import Scope
     from federation.table import RouteTable
@@ -96,7 +97,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     registry = parse_registry({**base_config(), "defaults": {
         **base_config()["defaults"], "backend": "gateway-api"}}, check_kubeconfig=False)
     hub = registry.clusters["hub"]
-    backend = GatewayBackend(Scope(registry, hub), RouteTable())
+    backend = GatewayBackend(Scope(registry, hub), RouteEntries("hub", RouteTable()))
     cache = backend.index
     reasons = [("Accepted", "NotAllowedByListeners"), ("ResolvedRefs", "BackendNotFound"),
                ("Accepted", "NoMatchingListenerHostname"), None]

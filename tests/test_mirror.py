@@ -11,7 +11,7 @@ from typing import Any
 from federation.errors import Conflict, NotFound
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
-from federation.mirror import Kinds, Mirror, View
+from federation.mirror import Kinds, Mirror, RouteEntries, View
 from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels, newest
 from federation.table import RouteTable
 from federation.writer import ObjectWriter
@@ -72,7 +72,7 @@ class LaggingServer:
 
 
 def mirror_with(client: LaggingServer) -> tuple[Mirror, RouteObjectIndex]:
-    index = RouteObjectIndex("hub", RouteTable())
+    index = RouteObjectIndex(RouteEntries("hub", RouteTable()))
     return Mirror("hub", client, KINDS, index, lambda obj: b"", "sel", 60), index  # type: ignore[arg-type]
 
 

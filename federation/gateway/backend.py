@@ -18,13 +18,12 @@ from typing import Any
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Mirror
+from ..mirror import Mirror, RouteEntries
 from ..model import Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
-from ..table import RouteTable
 from ..writer import Body, Mutation, ObjectWriter, View
 from .index import ROUTES, RouteObjectIndex
 from .objects import (
@@ -57,10 +56,10 @@ def kinds_for(cluster: Cluster) -> Kinds:
 
 
 class GatewayBackend:
-    def __init__(self, scope: Scope, table: RouteTable) -> None:
+    def __init__(self, scope: Scope, entries: RouteEntries) -> None:
         self.scope = scope
         self.kinds = kinds_for(scope.cluster)
-        self.index = RouteObjectIndex(scope.name, table)
+        self.index = RouteObjectIndex(entries)
         self.view = RouteView(scope, self.index)
 
     def bind(self, mirror: Mirror) -> None:

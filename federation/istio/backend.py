@@ -19,13 +19,12 @@ from .. import _json
 from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
-from ..mirror import Mirror
+from ..mirror import Mirror, RouteEntries
 from ..model import Entry, Rank, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
-from ..table import RouteTable
 from ..writer import Mutation
 from .index import ShardIndex
 from .index import ShardState as HeldShard
@@ -48,9 +47,9 @@ KIND_SET = Kinds(
 class IstioBackend:
     kinds = KIND_SET
 
-    def __init__(self, scope: Scope, table: RouteTable, capacity: int) -> None:
+    def __init__(self, scope: Scope, entries: RouteEntries, capacity: int) -> None:
         self.scope = scope
-        self.index = ShardIndex(scope.name, scope.instance, table)
+        self.index = ShardIndex(scope.instance, entries)
         self.capacity = capacity
 
     def bind(self, mirror: Mirror) -> None:
@@ -213,7 +212,7 @@ class IstioBackend:
         """Move a legacy shard's routes into the shard tree, a slice at a time: each is written
         to its new shard (and root) before it leaves the old one, so it always answers."""
         current = [e for p, e in state.entries.items()
-                   if self.index.entries.get(p, ("",))[0] == state.name]
+                   if (self.index.entries.get(p) or ("",))[0] == state.name]
 
         def still(entry: Entry) -> Callable[[], bool]:
             # Still the route's current copy, in the legacy shard (not deleted meanwhile).

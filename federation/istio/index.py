@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import metrics
+from ..mirror import RouteEntries
 from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
-from ..table import RouteTable
 from .layout import ShardKey
 from .objects import VS, is_split_marker, root_delegates, shard_key_of
 
@@ -44,20 +43,16 @@ class RootState:
 
 
 class ShardIndex:
-    def __init__(self, cluster: str, instance: str, table: RouteTable) -> None:
-        self.name = cluster
+    def __init__(self, instance: str, entries: RouteEntries) -> None:
         self.instance = instance
-        self.table = table
+        self.entries = entries  # path -> (shard name, entry): the route-entry index it keeps
         self.shards: dict[str, ShardState] = {}
         self.roots: dict[str, RootState] = {}
         self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
-        self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry): the index
-        self.owned = 0  # entries this cluster owns (not edge rules): its route count
         # Kept as shards and roots come and go, so that a write never scans them all.
         self.shard_hosts: Counter[str] = Counter()  # host keys of shards that hold routes
         self.root_hosts: set[str] = set()  # host keys of host roots
         self.plain_tops: set[str] = set()  # plain depth-0 shards: "/" serves every host
-        self._routes_metric = metrics.ROUTES.labels(cluster)
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
@@ -109,9 +104,6 @@ class ShardIndex:
             return []
         return list(self.shards) + list(self.roots)
 
-    def route_count(self) -> int:
-        return self.owned
-
     # -- the route index --------------------------------------------------------------------
 
     def _count(self, state: ShardState, sign: int) -> None:
@@ -144,7 +136,6 @@ class ShardIndex:
             touched += self._child_paths(new.key)
         for path in touched:
             self._refresh(path)
-        self._routes_metric.set(self.owned)
 
     def _drop_shard(self, name: str) -> None:
         old = self.shards.pop(name)
@@ -154,7 +145,6 @@ class ShardIndex:
             self._refresh(path)
         for path in self._child_paths(old.key):
             self._refresh(path)
-        self._routes_metric.set(self.owned)
 
     def _unhold(self, path: str, shard: str) -> None:
         held = self.holders.get(path)
@@ -184,24 +174,10 @@ class ShardIndex:
         return held is not None and held.split
 
     def _refresh(self, path: str) -> None:
-        self._set(path, newest_copy(
+        self.entries.set(path, newest_copy(
             (shard, entry, not state.key.legacy)
             for shard, entry in (self.holders.get(path) or {}).items()
             for state in [self.shards.get(shard)] if state is not None and self.live(state)))
-
-    def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
-        old = self.entries.pop(path, None)
-        if old is not None and self._is_owned(old[1]):
-            self.owned -= 1
-        if value is not None:
-            self.entries[path] = value
-            if self._is_owned(value[1]):
-                self.owned += 1
-        owned = value is not None and self._is_owned(value[1])
-        self.table.update(self.name, path, value[1] if owned and value is not None else None)
-
-    def _is_owned(self, entry: Entry) -> bool:
-        return entry.owner == self.name and not entry.edge
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -30,10 +30,11 @@ from ..kube import ClusterClient, resource_version_of
 from ..seam import Kinds, Pace
 from ..writer import Body, Codec, ObjectWriter, View
 from ._cache import Health, ObjectCache, RouteIndex, SupportState, resource_version
+from ._entries import RouteEntries
 from ._watch import OwnWrites, Watcher
 
-__all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex",
-           "SupportState", "View", "resource_version", "serialise"]
+__all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteEntries",
+           "RouteIndex", "SupportState", "View", "resource_version", "serialise"]
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
