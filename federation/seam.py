@@ -12,7 +12,7 @@ chosen is :mod:`federation.backend`. docs/design.md, "Adding a backend", walks t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,18 +52,13 @@ class RouteIndex(Protocol):
     def takes(self, plural: str, obj: dict[str, Any]) -> bool:
         """Whether ``obj`` is one of the index's objects (not a support object)."""
 
-    def rv_of(self, plural: str, name: str) -> int:
-        """The resourceVersion of a held object; 0 when not held."""
+    def put(self, plural: str, name: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> bool:
+        """Keep the object's state (``decoded``: its entries, known without parsing); False
+        when it holds nothing the index keeps (left as it was)."""
 
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
-        """Keep the object's state (``decoded``: its entries, known without parsing)."""
-
-    def drop(self, plural: str, name: str) -> bool:
-        """Forget a held object; False when it was not held."""
-
-    def names(self, plural: str) -> Iterable[str]:
-        """Names of the held objects of a kind."""
+    def drop(self, plural: str, name: str) -> None:
+        """Forget a kept object."""
 
 
 

@@ -38,8 +38,8 @@ class View(Generic[S]):
     decodes to that state, and how a state is built into an object. The mirror sets the
     resourceVersion and serialises."""
 
-    def cached(self, name: str) -> tuple[S | None, str | None]:
-        """(state, resourceVersion) from the cache; (None, None) when not held."""
+    def cached(self, name: str) -> S | None:
+        """The state the cache holds (None: not held; the mirror knows its resourceVersion)."""
         raise NotImplementedError
 
     def decode(self, obj: dict[str, Any]) -> S | None:

@@ -108,7 +108,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
         if reason:
             conditions = [{"type": reason[0], "status": "False", "reason": reason[1]}]
         obj["status"] = {"parents": [{"parentRef": {"name": "g"}, "conditions": conditions}]}
-        cache.put(ROUTES, obj["metadata"]["name"], str(i + 1), obj, None)
+        cache.put(ROUTES, obj["metadata"]["name"], obj, None)
     status = backend.status(examples=2)
     assert (status["not_accepted"], status["unresolved_refs"]) == (2, 1)
     assert len(status["examples"]) == 2
@@ -118,5 +118,5 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     obj = {"metadata": {"name": name, "resourceVersion": "99", "labels": {
         "federation.jupyter.org/role": "route"}, "annotations": {}},
         "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
-    cache.put(ROUTES, name, "99", obj, None)
+    cache.put(ROUTES, name, obj, None)
     assert sum(backend.status().get(k) for k in ("not_accepted", "unresolved_refs")) == 2

@@ -197,9 +197,9 @@ class RouteView(View[RouteWrite]):
         self.scope = scope
         self.index = index
 
-    def cached(self, name: str) -> tuple[RouteWrite | None, str | None]:
+    def cached(self, name: str) -> RouteWrite | None:
         held = self.index.routes.get(name)
-        return (None, None) if held is None else (held.entry, held.rv)
+        return None if held is None else held.entry
 
     def decode(self, obj: dict[str, Any]) -> RouteWrite | None:
         found = list(decode_entries(obj).values())

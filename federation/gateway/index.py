@@ -6,7 +6,6 @@ Changed only by the cluster's mirror (see :class:`federation.mirror.RouteIndex`)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,6 @@ ROUTES = "httproutes"
 @dataclass
 class RouteState:
     name: str
-    rv: str
     entry: Entry | None  # None: an HTTPRoute of ours that holds no readable route
     spec: str = ""  # the hash of the object as built (objects.spec_hash)
 
@@ -50,29 +48,20 @@ class RouteObjectIndex:
         # Host defaults are HTTPRoutes too, but support objects: kept by fingerprint.
         return plural == ROUTES and role_of(obj) == "route"
 
-    def rv_of(self, plural: str, name: str) -> int:
-        held = self.routes.get(name) if plural == ROUTES else None
-        return int(held.rv) if held is not None else 0
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
+    def put(self, plural: str, name: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> bool:
         self._note_status(name, obj)
         found = list((decoded if decoded is not None else decode_entries(obj)).values())
         ann = (obj.get("metadata") or {}).get("annotations") or {}
-        self._put_route(RouteState(name, rv, found[0] if len(found) == 1 else None,
+        self._put_route(RouteState(name, found[0] if len(found) == 1 else None,
                                    ann.get(ANN_SPEC, "")))
-
-    def drop(self, plural: str, name: str) -> bool:
-        self.problems.pop(name, None)
-        old = self.routes.pop(name, None) if plural == ROUTES else None
-        if old is None:
-            return False
-        if old.entry is not None:
-            self.entries.set(old.entry.path, None)
         return True
 
-    def names(self, plural: str) -> Iterable[str]:
-        return list(self.routes) if plural == ROUTES else []
+    def drop(self, plural: str, name: str) -> None:
+        self.problems.pop(name, None)
+        old = self.routes.pop(name, None)
+        if old is not None and old.entry is not None:
+            self.entries.set(old.entry.path, None)
 
     # -- the route index --------------------------------------------------------------------
 

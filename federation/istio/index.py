@@ -10,7 +10,6 @@ mirror (see :class:`federation.mirror.RouteIndex`), on the event loop.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ from .objects import VS, is_split_marker, root_delegates, shard_key_of
 @dataclass
 class ShardState:
     name: str
-    rv: str
     key: ShardKey
     split: bool  # a split marker: its routes live in its children
     entries: dict[str, Entry]
@@ -33,7 +31,6 @@ class ShardState:
 @dataclass
 class RootState:
     name: str
-    rv: str
     host_key: str
     delegates: tuple[str, ...]
     delegate_set: frozenset[str] = frozenset()  # the same, for the membership tests of writes
@@ -59,50 +56,36 @@ class ShardIndex:
     def takes(self, plural: str, obj: dict[str, Any]) -> bool:
         return plural == VS  # shards and roots; any other VirtualService of ours is ignored
 
-    def rv_of(self, plural: str, name: str) -> int:
-        if plural != VS:
-            return 0
-        held = self.shards.get(name) or self.roots.get(name)
-        return int(held.rv) if held is not None else 0
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
+    def put(self, plural: str, name: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> bool:
         meta = obj.get("metadata") or {}
         if role_of(obj) == "root":
             host = (meta.get("annotations") or {}).get(ANN_HOST, "")
-            self.roots[name] = RootState(name, rv, host, tuple(root_delegates(obj)))
+            self.roots[name] = RootState(name, host, tuple(root_delegates(obj)))
             if host:
                 self.root_hosts.add(host)
-            return
+            return True
         key = shard_key_of(obj)
-        if key is not None:
-            split = is_split_marker(obj)
-            entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
-            size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
-            self._put_shard(ShardState(name, rv, key, split, entries, size))
+        if key is None:
+            return False  # neither a shard nor a root: any other VirtualService of ours
+        split = is_split_marker(obj)
+        entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
+        size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
+        self._put_shard(ShardState(name, key, split, entries, size))
+        return True
 
-    def put_written(self, name: str, rv: str, key: ShardKey, entries: dict[str, Entry],
+    def put_written(self, name: str, key: ShardKey, entries: dict[str, Entry],
                     size: int) -> None:
         """Our own write of a shard, known by its resourceVersion alone (the cache admitted it):
         the same as applying the stored object."""
-        self._put_shard(ShardState(name, rv, key, False, entries, size))
+        self._put_shard(ShardState(name, key, False, entries, size))
 
-    def drop(self, plural: str, name: str) -> bool:
-        if plural != VS:
-            return False
+    def drop(self, plural: str, name: str) -> None:
         root = self.roots.pop(name, None)
         if root is not None:
             self.root_hosts.discard(root.host_key)
-            return True
-        if name in self.shards:
+        elif name in self.shards:
             self._drop_shard(name)
-            return True
-        return False
-
-    def names(self, plural: str) -> Iterable[str]:
-        if plural != VS:
-            return []
-        return list(self.shards) + list(self.roots)
 
     # -- the route index --------------------------------------------------------------------
 

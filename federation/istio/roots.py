@@ -29,9 +29,9 @@ class RootView(View[set[str]]):
         self.index = index
         self.hosts: dict[str, str] = {}  # root name -> its host key, for every root written
 
-    def cached(self, name: str) -> tuple[set[str] | None, str | None]:
+    def cached(self, name: str) -> set[str] | None:
         state = self.index.roots.get(name)
-        return (None, None) if state is None else (set(state.delegates), state.rv)
+        return None if state is None else set(state.delegates)
 
     def decode(self, obj: dict[str, Any]) -> set[str]:
         return set(root_delegates(obj))

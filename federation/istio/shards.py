@@ -88,11 +88,11 @@ class ShardView(View[Shard]):
         self.keys: dict[str, ShardKey] = {}  # shard name -> its key, for every shard written
         self.created: set[str] = set()  # shards this replica created, until put in their roots
 
-    def cached(self, name: str) -> tuple[Shard | None, str | None]:
+    def cached(self, name: str) -> Shard | None:
         state = self.index.shards.get(name)
         if state is None:
-            return None, None
-        return (SPLIT if state.split else state.entries), state.rv
+            return None
+        return SPLIT if state.split else state.entries
 
     def decode(self, obj: dict[str, Any]) -> Shard:
         return decode_shard(obj)
@@ -113,7 +113,7 @@ class ShardView(View[Shard]):
             self.created.add(name)
         if self.cache.admit(VS, name, rv):
             key = self.keys[name]
-            self.index.put_written(name, rv, key, state, self.memo(key).routes_size)
+            self.index.put_written(name, key, state, self.memo(key).routes_size)
         return True
 
 

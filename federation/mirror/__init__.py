@@ -165,7 +165,10 @@ class Mirror:
             obj = await self.reread(plural, name)
             return (None, None) if obj is None else (view.decode(obj), str(resource_version(obj)))
 
-        return Codec(cached=lambda: view.cached(name), copy=view.copy, store=store,
+        def cached() -> tuple[S | None, str | None]:
+            return view.cached(name), self.cache.version(plural, name)
+
+        return Codec(cached=cached, copy=view.copy, store=store,
                      render=lambda state, rv: serialise(view.build(name, state), rv),
                      reread=reread)
 
@@ -287,9 +290,8 @@ class _SupportView(View[Support]):
         self.cache = cache
         self.plural = plural
 
-    def cached(self, name: str) -> tuple[Support | None, str | None]:
-        held = self.cache.support[self.plural].get(name)
-        return (held, None if held is None else held.rv)
+    def cached(self, name: str) -> Support | None:
+        return self.cache.support[self.plural].get(name)
 
     def decode(self, obj: dict[str, Any]) -> Support:
         return SupportState(obj["metadata"]["name"], str(resource_version(obj)),
@@ -307,9 +309,8 @@ class _Held(View[int]):
         self.cache = cache
         self.plural = plural
 
-    def cached(self, name: str) -> tuple[int | None, str | None]:
-        rv = self.cache.rv_of(self.plural, name)
-        return (rv, str(rv)) if rv else (None, None)
+    def cached(self, name: str) -> int | None:
+        return self.cache.rv_of(self.plural, name) or None
 
     def decode(self, obj: dict[str, Any]) -> int:
         return resource_version(obj)
