@@ -27,9 +27,9 @@ from typing import Any, TypeVar, cast
 from .. import _json
 from ..errors import Conflict, KubeError, NotFound
 from ..kube import ClusterClient, resource_version_of
-from ..seam import Kinds, Pace
+from ..seam import Kinds, Pace, RouteIndex
 from ..writer import Body, Codec, ObjectWriter, View
-from ._cache import Health, ObjectCache, RouteIndex, SupportState, resource_version
+from ._cache import Health, ObjectCache, SupportState, resource_version
 from ._entries import RouteEntries
 from ._watch import OwnWrites, Watcher
 
