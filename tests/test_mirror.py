@@ -11,10 +11,9 @@ from typing import Any
 from federation.errors import Conflict, NotFound
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
-from federation.mirror import Kinds, Mirror, RouteEntries, View
+from federation.mirror import Kinds, Mirror, ObjectWriter, RouteEntries, View
 from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels, newest
 from federation.table import RouteTable
-from federation.writer import ObjectWriter
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
 KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,))

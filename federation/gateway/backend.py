@@ -18,13 +18,12 @@ from typing import Any
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Mirror, RouteEntries
+from ..mirror import Body, Mirror, Mutation, ObjectWriter, RouteEntries, View
 from ..model import Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
-from ..writer import Body, Mutation, ObjectWriter, View
 from .index import ROUTES, RouteObjectIndex
 from .objects import (
     ANN_SPEC,

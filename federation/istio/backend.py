@@ -19,13 +19,12 @@ from .. import _json
 from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
-from ..mirror import Mirror, RouteEntries
+from ..mirror import Mirror, Mutation, RouteEntries
 from ..model import Entry, Rank, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
-from ..writer import Mutation
 from .index import ShardIndex
 from .index import ShardState as HeldShard
 from .layout import LEVELS, ShardKey, locate

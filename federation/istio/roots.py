@@ -11,10 +11,9 @@ import time
 from typing import Any
 
 from ..errors import KubeError
-from ..mirror import Mirror
+from ..mirror import Body, Mirror, ObjectWriter, View
 from ..scope import Scope
 from ..seam import Pace
-from ..writer import Body, ObjectWriter, View
 from .index import ShardIndex
 from .layout import ShardKey
 from .objects import VS, build_root, root_delegates, root_name, roots_for_shard

@@ -14,10 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..mirror import Mirror, ObjectCache
+from ..mirror import Body, Change, Mirror, Mutation, ObjectCache, ObjectWriter, View, settle
 from ..model import Entry, decode_entries
 from ..scope import Scope
-from ..writer import Body, Change, Codec, Mutation, ObjectWriter, View, settle
 from .index import ShardIndex
 from .layout import ShardKey
 from .objects import VS, ShardMemo, build_split_marker, is_split_marker, shard_body
@@ -53,8 +52,8 @@ class ShardWriter(ObjectWriter[Shard]):
     """A shard's writer, which a split of the shard holds (:attr:`lock`): its queued writes
     wait, and the split writes ahead of them (:meth:`submit_held`)."""
 
-    def __init__(self, cluster: str, name: str, codec: Codec[Shard]) -> None:
-        super().__init__(cluster, name, codec)
+    def __init__(self, mirror: Mirror, plural: str, name: str, view: View[Shard]) -> None:
+        super().__init__(mirror, plural, name, view)
         self.lock = asyncio.Lock()
 
     async def write_batch(self, batch: list[Change[Shard]]) -> None:

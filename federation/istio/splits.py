@@ -27,10 +27,9 @@ import asyncio
 import logging
 
 from ..errors import KubeError, Rejected
-from ..mirror import Mirror
+from ..mirror import Mirror, Mutation
 from ..model import decode_entries
 from ..scope import Scope
-from ..writer import Mutation
 from .index import ShardIndex
 from .layout import LEVELS, MAX_LEVEL, ShardKey, partition
 from .objects import SPLIT_ROUTES_BYTES, VS, is_split_marker

@@ -5,8 +5,9 @@
 * the list-then-watch of each kind its backend names, into the object cache (resourceVersions,
   tombstones, relists, health, the echoes of its own writes);
 * the one rule for re-reading an object after a conflict or a 404 (:meth:`Mirror.reread`);
-* the writers: every write to the cluster is a mutation through an
-  :class:`~federation.writer.ObjectWriter` it makes (:meth:`Mirror.writer`);
+* the writers: every write to the cluster is a mutation through an :class:`ObjectWriter` it
+  makes (:meth:`Mirror.writer`), of a state a backend's :class:`View` of the object's kind
+  reads and builds; the mirror sets the resourceVersion, serialises and sends;
 * support objects, ensured as built and removed once unused for a grace period (the grace
   clocks too), with the delete guarded by the resourceVersion it was judged at;
 * the cluster's probe state (filled by the federation's probe).
@@ -28,16 +29,18 @@ from .. import _json
 from ..errors import Conflict, KubeError, NotFound
 from ..kube import ClusterClient, resource_version_of
 from ..seam import Kinds, Pace, RouteIndex
-from ..writer import Body, Codec, ObjectWriter, View
 from ._cache import Health, ObjectCache, SupportState, resource_version
 from ._entries import RouteEntries
 from ._watch import OwnWrites, Watcher
+from ._writer import Body, Change, Mutation, ObjectWriter, View, settle
 
 __all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteEntries",
-           "RouteIndex", "SupportState", "View", "resource_version", "serialise"]
+           "RouteIndex", "SupportState", "View", "resource_version", "serialise", "Body", "Change", "Mutation",
+           "ObjectWriter", "settle"]
 
 log = logging.getLogger(__name__)
 S = TypeVar("S")
+T = TypeVar("T")
 W = TypeVar("W", bound=ObjectWriter[Any])
 # Seconds an object outside our namespace is taken to still exist: its namespace may be deleted
 # and made again (a user's), taking it along, and nothing watches it there.
@@ -146,45 +149,38 @@ class Mirror:
         return self.writer_made(plural, name, view, ObjectWriter)
 
     def writer_made(self, plural: str, name: str, view: View[S],
-                    make: Callable[[str, str, Codec[S]], W]) -> W:
+                    make: Callable[[Mirror, str, str, View[S]], W]) -> W:
         """The writer of one object (made once, by ``make``: a backend's own kind of writer)."""
         held = self._writers.get((plural, name))
         if held is not None:
             return cast(W, held)
-        writer = make(self.name, name, self._codec(plural, name, view))
+        writer = make(self, plural, name, view)
         self._writers[(plural, name)] = writer
         return writer
 
-    def _codec(self, plural: str, name: str, view: View[S]) -> Codec[S]:
-        async def store(state: S | None, body: bytes, rv: str | None) -> None:
-            await self._store(plural, name, state, body, rv, view)
-
-        async def reread() -> tuple[S | None, str | None]:
-            # The rule of :meth:`reread`: the state decoded from the object read (never from
-            # the cache).
-            obj = await self.reread(plural, name)
-            return (None, None) if obj is None else (view.decode(obj), str(resource_version(obj)))
-
-        def cached() -> tuple[S | None, str | None]:
-            return view.cached(name), self.cache.version(plural, name)
-
-        return Codec(cached=cached, copy=view.copy, store=store,
-                     render=lambda state, rv: serialise(view.build(name, state), rv),
-                     reread=reread)
-
-    async def _store(self, plural: str, name: str, state: S | None, body: bytes, rv: str | None,
-                     view: View[S]) -> None:
+    async def send(self, plural: str, name: str, view: View[S], state: S | None,
+                   rv: str | None) -> None:
+        """Write a state (None: delete, guarded by ``rv``; ``rv`` None: create), the
+        resourceVersion set here; the result goes into the cache."""
         res = self.kinds.resources[plural]
         if state is None:
             await self.client.delete(res, name, rv)
             self.cache.forget(plural, name)
             return
+        body = serialise(view.build(name, state), rv)
         raw = await self.client.write_raw(res, body, name, exists=rv is not None)
         new_rv = resource_version_of(raw)
         if new_rv is None or not view.remember(name, state, new_rv, rv is None):
             self.cache.apply(plural, "MODIFIED", _json.loads(raw))
         if new_rv is not None:
             self.own.note(new_rv)  # its watch echo holds nothing new: not parsed again
+
+    async def reread_state(self, plural: str, name: str, view: View[T]
+                           ) -> tuple[T | None, str | None]:
+        """A writer's re-read: the rule of :meth:`reread`, the state decoded from the object
+        read (never from the cache), with its resourceVersion."""
+        obj = await self.reread(plural, name)
+        return (None, None) if obj is None else (view.decode(obj), str(resource_version(obj)))
 
     # -- support objects ----------------------------------------------------------------------
 
@@ -271,8 +267,7 @@ class Mirror:
         for plural, name in objects:
             # A writer of its own, not kept: a later write of the name (a request still in
             # flight on this store) must not meet a delete-only view of it.
-            writer = ObjectWriter(self.name, name, self._codec(plural, name,
-                                                               _Held(self.cache, plural)))
+            writer = ObjectWriter(self, plural, name, _Held(self.cache, plural))
             try:
                 await writer.submit(lambda _: None)
             except KubeError as exc:

@@ -8,7 +8,8 @@ flight, further ones queue and go out together in the next write. Between replic
 Kubernetes' resourceVersion check (409 Conflict, or 404 for an object gone) serialises writers:
 the loser re-reads and applies its mutations again, at most :data:`MAX_CONFLICT_RETRIES` times.
 This is the one loop for optimistic writes; transient failures of a call are the access
-layer's one retry schedule (:mod:`federation.kube`). The other loops above them are navigation,
+layer's one retry schedule (:mod:`federation.kube`). A writer calls nothing of a backend's but
+its view and the mutations it is given. The other loops above them are navigation,
 each with its bound named once: following split markers down a shard tree
 (:data:`federation.istio.layout.LEVELS`), and a split starting over from what is stored when
 another writer changed what it read (:data:`federation.istio.splits.ATTEMPTS`). A mutation
@@ -18,11 +19,14 @@ that raises fails its own caller only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import Conflict, NotFound
+from ..errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from . import Mirror
 
 MAX_CONFLICT_RETRIES = 20
 S = TypeVar("S")
@@ -67,26 +71,14 @@ class Change(Generic[S]):
     future: asyncio.Future[None]
 
 
-@dataclass
-class Codec(Generic[S]):
-    """How the mirror reads, sends and re-reads one object for its writer."""
-
-    cached: Callable[[], tuple[S | None, str | None]]  # (state, resourceVersion) from the cache
-    render: Callable[[S, str | None], bytes]  # the body to send, replacing that resourceVersion
-    # Send it: (state wanted, body, resourceVersion replaced); state None deletes (guarded by
-    # that resourceVersion), rv None creates.
-    store: Callable[[S | None, bytes, str | None], Awaitable[None]]
-    reread: Callable[[], Awaitable[tuple[S | None, str | None]]]  # a fresh GET, into the cache
-    copy: Callable[[S | None], S | None]
-
-
 class ObjectWriter(Generic[S]):
-    """Serialises and batches the changes to one object."""
+    """Serialises and batches the changes to one object, through its kind's view."""
 
-    def __init__(self, cluster: str, name: str, codec: Codec[S]) -> None:
-        self.cluster = cluster
+    def __init__(self, mirror: Mirror, plural: str, name: str, view: View[S]) -> None:
+        self.mirror = mirror
+        self.plural = plural
         self.name = name
-        self.codec = codec
+        self.view = view
         self.pending: list[Change[S]] = []
         self.running = False
 
@@ -134,21 +126,23 @@ class ObjectWriter(Generic[S]):
 
     async def write(self, batch: list[Change[S]]) -> None:
         """The optimistic loop: apply, send, and on a conflict re-read and apply again."""
-        state, rv = self.codec.cached()
+        view, mirror = self.view, self.mirror
+        state: S | None = view.cached(self.name)
+        rv = mirror.cache.version(self.plural, self.name)
         for _ in range(MAX_CONFLICT_RETRIES):
-            before = self.codec.copy(state)
-            after, batch = self._apply(self.codec.copy(state), batch)
+            before = view.copy(state)
+            after, batch = self._apply(view.copy(state), batch)
             if not batch or after == before:
                 return  # nothing to change: no write at all
-            body = b"" if after is None else self.codec.render(after, rv)
             try:
-                await self.codec.store(after, body, rv)
+                await mirror.send(self.plural, self.name, view, after, rv)
                 return
             except (Conflict, NotFound):
                 # Someone else wrote (or removed) it: read the truth and apply our changes again.
-                state, rv = await self.codec.reread()
-        raise Conflict(f"update of {self.name} on cluster {self.cluster!r} kept conflicting",
-                       cluster=self.cluster, verb="update", status=409)
+                fresh = await mirror.reread_state(self.plural, self.name, view)
+                state, rv = fresh
+        raise Conflict(f"update of {self.name} on cluster {mirror.name!r} kept conflicting",
+                       cluster=mirror.name, verb="update", status=409)
 
 
 def settle(batch: list[Change[S]], exc: BaseException | None) -> None:
