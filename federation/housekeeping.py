@@ -58,7 +58,7 @@ async def _resolve_duplicates(fed: Federation, pace: Pacer) -> None:
             if entry is winner or store is None or store.client.circuit.is_open:
                 continue
             try:
-                await store.remove_entry(path, (winner.last_activity, winner.owner))
+                await store.remove_entry(path, winner.rank)
             except KubeError as exc:
                 log.info("cluster %s: cannot remove stale %s yet: %s", store.name, path, exc,
                          extra={"cluster": store.name})

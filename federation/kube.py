@@ -42,7 +42,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_WATCHED = ("virtualservices", "serviceentries", "destinationrules")  # one watch each
 
 
 @dataclass(frozen=True)
@@ -147,14 +146,18 @@ def transport_error(exc: BaseException, cluster: str, verb: str) -> KubeError:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, never shorter than a 429's Retry-After."""
+    """The delays of the one retry schedule: exponential with full jitter, at most
+    ``maximum`` (doubled for a 429's Retry-After, never shorter than it). Also paces the watches'
+    restarts and a split's start-overs."""
+
+    DOUBLINGS = 30  # past this the delay is ``maximum`` anyway (and 2**n stays a float)
 
     def __init__(self, initial: float, maximum: float) -> None:
         self.initial = initial
         self.maximum = maximum
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
-        base = min(self.maximum, self.initial * (2**attempt))
+        base = min(self.maximum, self.initial * (2 ** min(attempt, self.DOUBLINGS)))
         wait = base + random.uniform(0, self.initial)
         if isinstance(exc, KubeError) and exc.retry_after:
             wait = max(wait, min(exc.retry_after, self.maximum * 2))
@@ -235,11 +238,21 @@ class ClusterClient:
                                 "User-Agent": "jupyterhub-federation-proxy"}
         self._extensions = {"timeout": self._timeout.as_dict()}
         # Watches hold their connection for minutes: a pool of their own keeps them from
-        # taking the request pool's connections.
-        self.watch_http = self._http_client(credentials, len(_WATCHED) + 1)
+        # taking the request pool's connections. Sized by the mirror, from the kinds it
+        # watches (watch_pool), before its first watch.
+        self._credentials = credentials
+        self._watch_http: httpx.AsyncClient | None = None
         # At most one request per pooled connection in flight: httpcore scans its whole queue
         # for every request, which costs more than the request itself when thousands wait.
         self._slots = asyncio.Semaphore(settings.kube_workers)
+
+    def watch_pool(self, watches: int) -> None:
+        """Make the watch connection pool: one connection per watch held open, and one more
+        for a watch reopening while its old connection closes. Once per client (a client
+        serves one mirror; a cluster whose kinds change gets a new client)."""
+        if self._watch_http is not None:
+            raise RuntimeError(f"cluster {self.name!r}: the watch pool is made already")
+        self._watch_http = self._http_client(self._credentials, watches + 1)
 
     @staticmethod
     def _http_client(credentials: Credentials, connections: int) -> httpx.AsyncClient:
@@ -253,7 +266,8 @@ class ClusterClient:
 
     async def close(self) -> None:
         await self.http.aclose()
-        await self.watch_http.aclose()
+        if self._watch_http is not None:
+            await self._watch_http.aclose()
 
     def _headers(self, body: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json"} if body else {}
@@ -463,14 +477,17 @@ class ClusterClient:
         the echo of its own write it can skip by its resourceVersion). Opening the stream goes
         through the circuit, metrics and error translation like any call; the caller owns
         retries."""
+        pool = self._watch_http
+        if pool is None:
+            raise RuntimeError(f"cluster {self.name!r}: watch before watch_pool")
         started = time.perf_counter()
         self.circuit.before(self.name)
         params = {"watch": "true", "labelSelector": label_selector, "allowWatchBookmarks": "true",
                   "resourceVersion": resource_version, "timeoutSeconds": str(timeout)}
         request_timeout = httpx.Timeout(timeout + 30, connect=self.settings.kube_connect_timeout)
         try:
-            async with self.watch_http.stream("GET", res.path(self.namespace), params=params,
-                                        headers=self._headers(), timeout=request_timeout) as resp:
+            async with pool.stream("GET", res.path(self.namespace), params=params,
+                                    headers=self._headers(), timeout=request_timeout) as resp:
                 if resp.status_code >= 400:
                     err = status_error(self.name, "watch", resp.status_code, await resp.aread(),
                                        resp.headers, resp.reason_phrase)

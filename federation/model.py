@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Cluster, Registry
 from .placement import Destination, destination_in, edge_destination
@@ -25,6 +26,7 @@ ANN_HOST = "federation.jupyter.org/host"  # the host a host-routed object serves
 ROUTE_HEADER = "x-federation-route"  # response header naming the rule that served a request
 
 Rank = tuple[str, str]  # (written at, owner): the order between two writes of one route
+K = TypeVar("K")
 
 
 def short_hash(text: str, length: int = 8) -> str:
@@ -111,6 +113,17 @@ def loses_to(held: Entry, rank: Rank | None, inclusive: bool = False) -> bool:
 
 def winner(entries: list[Entry]) -> Entry:
     return max(entries, key=lambda e: e.rank)
+
+
+def newest_copy(copies: Iterable[tuple[K, Entry, bool]]) -> tuple[K, Entry] | None:
+    """The copy that answers for a route held in several places at once, as (where, entry),
+    from (where, entry, preferred) triples: the newest write; of two copies of the same write,
+    a preferred one (Istio: one not in a legacy shard), then the first given."""
+    best: tuple[K, Entry, bool] | None = None
+    for where, entry, preferred in copies:
+        if best is None or (entry.rank, preferred) > (best[1].rank, best[2]):
+            best = (where, entry, preferred)
+    return None if best is None else (best[0], best[1])
 
 
 # --------------------------------------------------------------------------------------------

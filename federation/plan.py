@@ -11,7 +11,6 @@ from typing import Any
 from .backend import builders
 from .config import Cluster, Registry
 from .errors import InvalidRoute
-from .istio.layout import DEFAULT_CAPACITY
 from .model import Entry
 from .placement import destination_in, place
 from .routespec import RouteKey, has_surrogate, normalize_path, validate_key, validate_target
@@ -85,10 +84,11 @@ def check_storable(entry: Entry) -> None:
 
 
 def render_cluster(
-    registry: Registry, cluster: Cluster, entries: Iterable[Entry], capacity: int = DEFAULT_CAPACITY
+    registry: Registry, cluster: Cluster, entries: Iterable[Entry], capacity: int | None = None
 ) -> list[dict[str, Any]]:
     """Every object one cluster should hold for these entries (docs, tests, preloading), in
-    its backend's layout (Istio: as reached by splitting shards of ``capacity`` routes)."""
+    its backend's layout (Istio: as reached by splitting shards of ``capacity`` routes; None:
+    the backend's default)."""
     return builders(cluster).render_cluster(registry, cluster, list(entries), capacity)
 
 
@@ -96,7 +96,7 @@ def render_table(
     registry: Registry,
     table: Mapping[str, Mapping[str, Any]],
     now: str = "2026-01-01T00:00:00.000Z",
-    capacity: int = DEFAULT_CAPACITY,
+    capacity: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The objects of every cluster for a whole route table (as if POSTed in one go)."""
     per_cluster: dict[str, list[Entry]] = {name: [] for name in registry.clusters}

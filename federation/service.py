@@ -242,7 +242,7 @@ class Federation:
         await asyncio.gather(*(self.write_entry(self.stores[name], entry)
                                for name, entry in plan.writes))
         stale = [s for s in self.holders(path) if s.name not in written]
-        ours = (plan.writes[0][1].last_activity, plan.writes[0][1].owner)
+        ours = plan.writes[0][1].rank
         results = await asyncio.gather(*(s.remove_entry(path, older_than=ours) for s in stale),
                                        return_exceptions=True)
         for store, result in zip(stale, results, strict=True):

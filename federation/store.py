@@ -1,6 +1,6 @@
 """One cluster's store: its mirror and its backend, side by side, behind the surface the service
 and housekeeping use. Nothing here depends on the backend: it is chosen once
-(:func:`federation.backend.make_backend`) and held.
+(:func:`federation.backend.make_backend`) and held, as a :class:`~federation.seam.Backend`.
 
 * ``put_entry`` / ``remove_entry`` / ``refresh``: a route's entry (the backend's mutations);
 * ``ensure_object`` / ``support_for``: the support objects an entry needs (the mirror's);
@@ -15,13 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Backend, make_backend
+from .backend import make_backend
 from .config import Cluster, Registry
 from .errors import InvalidRoute, KubeError
 from .kube import ClusterClient
-from .mirror import Health, Mirror, Pacer, ProbeState
+from .mirror import Health, Mirror, Pacer, ProbeState, RouteEntries
 from .model import Entry, Rank, entry_destination, selector
 from .scope import Scope
+from .seam import Backend
 from .settings import Settings
 from .table import RouteTable
 
@@ -34,7 +35,8 @@ class ClusterStore:
         self.scope = Scope(registry, cluster)
         self.client = client
         self.settings = settings
-        self.backend: Backend = make_backend(self.scope, table, settings.shard_routes)
+        self.entries = RouteEntries(cluster.name, table)
+        self.backend: Backend = make_backend(self.scope, self.entries, settings.shard_routes)
         self.mirror = Mirror(cluster.name, client, self.backend.kinds, self.backend.index,
                              self.backend.fingerprint, selector(registry.instance),
                              settings.watch_timeout)
@@ -72,20 +74,11 @@ class ClusterStore:
 
     def adopt_table(self, table: RouteTable) -> None:
         """Publish this store's routes into ``table`` (a reload swapping a new store in)."""
-        index = self.backend.index
-        index.table = table
-        for path, (_, entry) in index.entries.items():
-            if entry.owner == self.name and not entry.edge:
-                table.update(self.name, path, entry)
+        self.entries.adopt(table)
 
     def withdraw(self) -> None:
         """Take this store's routes out of the table (a reload retiring it)."""
-        index = self.backend.index
-        for path in list(index.entries):
-            index.table.update(self.name, path, None)
-        # Its watches run until it stops (and see its objects go, when its cluster switched
-        # backends): what they hear must not reach the table its successor now fills.
-        index.table = RouteTable()
+        self.entries.withdraw()
 
     async def purge(self) -> None:
         """Delete every object of this store (its cluster moved to the other backend): the
@@ -108,17 +101,16 @@ class ClusterStore:
         return self.mirror.health.ever_synced
 
     def entry(self, path: str) -> Entry | None:
-        held = self.backend.index.entries.get(path)
-        return None if held is None else held[1]
+        return self.entries.entry(path)
 
     def holds(self, path: str) -> bool:
-        return path in self.backend.index.entries
+        return path in self.entries
 
     def paths(self) -> list[str]:
-        return list(self.backend.index.entries)
+        return list(self.entries)
 
     def route_count(self) -> int:
-        return self.backend.index.route_count()
+        return self.entries.route_count()
 
     def status(self) -> dict[str, Any] | None:
         return self.backend.status()
@@ -162,7 +154,7 @@ class ClusterStore:
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         wanted: list[dict[str, Any]] = list(keep)
-        for _, entry in list(self.backend.index.entries.values()):
+        for _, entry in list(self.entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
             wanted += self.support_for(entry)
         for obj in wanted:

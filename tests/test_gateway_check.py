@@ -89,6 +89,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     from federation.gateway.backend import GatewayBackend
     from federation.gateway.index import ROUTES
     from federation.gateway.objects import build_route
+    from federation.mirror import RouteEntries
     from federation.model import Entry
     from federation.scope import Scope
     from federation.table import RouteTable
@@ -96,7 +97,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     registry = parse_registry({**base_config(), "defaults": {
         **base_config()["defaults"], "backend": "gateway-api"}}, check_kubeconfig=False)
     hub = registry.clusters["hub"]
-    backend = GatewayBackend(Scope(registry, hub), RouteTable())
+    backend = GatewayBackend(Scope(registry, hub), RouteEntries("hub", RouteTable()))
     cache = backend.index
     reasons = [("Accepted", "NotAllowedByListeners"), ("ResolvedRefs", "BackendNotFound"),
                ("Accepted", "NoMatchingListenerHostname"), None]
@@ -107,7 +108,7 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
         if reason:
             conditions = [{"type": reason[0], "status": "False", "reason": reason[1]}]
         obj["status"] = {"parents": [{"parentRef": {"name": "g"}, "conditions": conditions}]}
-        cache.put(ROUTES, obj["metadata"]["name"], str(i + 1), obj, None)
+        cache.put(ROUTES, obj["metadata"]["name"], obj, None)
     status = backend.status(examples=2)
     assert (status["not_accepted"], status["unresolved_refs"]) == (2, 1)
     assert len(status["examples"]) == 2
@@ -117,5 +118,5 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     obj = {"metadata": {"name": name, "resourceVersion": "99", "labels": {
         "federation.jupyter.org/role": "route"}, "annotations": {}},
         "status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}]}]}}
-    cache.put(ROUTES, name, "99", obj, None)
+    cache.put(ROUTES, name, obj, None)
     assert sum(backend.status().get(k) for k in ("not_accepted", "unresolved_refs")) == 2

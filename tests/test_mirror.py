@@ -11,8 +11,8 @@ from typing import Any
 from federation.errors import Conflict, NotFound
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
-from federation.mirror import Kinds, Mirror
-from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels
+from federation.mirror import Kinds, Mirror, ObjectWriter, RouteEntries, View
+from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, labels, newest
 from federation.table import RouteTable
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
@@ -71,27 +71,32 @@ class LaggingServer:
 
 
 def mirror_with(client: LaggingServer) -> tuple[Mirror, RouteObjectIndex]:
-    index = RouteObjectIndex("hub", RouteTable())
+    index = RouteObjectIndex(RouteEntries("hub", RouteTable()))
     return Mirror("hub", client, KINDS, index, lambda obj: b"", "sel", 60), index  # type: ignore[arg-type]
 
 
-def writer_of(mirror: Mirror, index: RouteObjectIndex, name: str) -> Any:
-    def cached() -> tuple[Entry | None, str | None]:
-        held = index.routes.get(name)
-        return (None, None) if held is None else (held.entry, held.rv)
+class RouteView(View[Entry]):
+    def __init__(self, index: RouteObjectIndex) -> None:
+        self.index = index
 
-    def decode(obj: dict[str, Any]) -> Entry | None:
+    def cached(self, name: str) -> Entry | None:
+        held = self.index.routes.get(name)
+        return None if held is None else held.entry
+
+    def decode(self, obj: dict[str, Any]) -> Entry | None:
         entries = list(decode_entries(obj).values())
         return entries[0] if entries else None
 
-    def render(entry: Entry, rv: str | None) -> bytes:
-        return json.dumps(route_object(name, int(rv or 0), entry)).encode()
-
-    return mirror.writer(ROUTES, name, cached=cached, decode=decode, render=render)
+    def build(self, name: str, state: Entry) -> dict[str, Any]:
+        return route_object(name, 0, state)
 
 
-def put(entry: Entry) -> Callable[[Entry | None], Entry]:
-    return lambda held: entry if held is None or held.rank <= entry.rank else held
+def writer_of(mirror: Mirror, index: RouteObjectIndex, name: str) -> ObjectWriter[Entry]:
+    return mirror.writer(ROUTES, name, RouteView(index))
+
+
+def put(entry: Entry) -> Callable[[Entry | None], Entry | None]:
+    return lambda held: newest(held, entry)
 
 
 ENTRY = Entry("/user/a", "http://10.0.0.1:8888", "hub", {}, "2026-01-01T00:00:00.000Z")
@@ -107,7 +112,7 @@ def test_a_get_404_forgets_nothing_the_cache_holds() -> None:
     mirror, index = mirror_with(server)
     mirror.cache.apply(ROUTES, "MODIFIED", created)
     assert asyncio.run(mirror.reread(ROUTES, "rt-a")) is None
-    assert index.routes["rt-a"].rv == "7"
+    assert mirror.cache.rv_of(ROUTES, "rt-a") == 7 and "rt-a" in index.routes
     assert (ROUTES, "rt-a") not in mirror.cache.tombstones
 
 

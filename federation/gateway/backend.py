@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _json
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Kinds, Mirror
+from ..mirror import Body, Mirror, Mutation, ObjectWriter, RouteEntries, View
 from ..model import Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
-from ..table import RouteTable
-from ..writer import ObjectWriter
+from ..seam import Kinds, Pace
 from .index import ROUTES, RouteObjectIndex
 from .objects import (
     ANN_SPEC,
@@ -38,7 +36,6 @@ from .objects import (
     with_spec_hash,
 )
 
-Pace = Callable[[], Awaitable[None]]
 RESOURCES = {plural: Resource(group, version, plural) for plural, (group, version, _) in KINDS.items()}
 
 
@@ -58,10 +55,11 @@ def kinds_for(cluster: Cluster) -> Kinds:
 
 
 class GatewayBackend:
-    def __init__(self, scope: Scope, table: RouteTable) -> None:
+    def __init__(self, scope: Scope, entries: RouteEntries) -> None:
         self.scope = scope
         self.kinds = kinds_for(scope.cluster)
-        self.index = RouteObjectIndex(scope.name, table)
+        self.index = RouteObjectIndex(entries)
+        self.view = RouteView(scope, self.index)
 
     def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
@@ -81,7 +79,7 @@ class GatewayBackend:
 
     async def put(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
         """Write the route's HTTPRoute unless a newer write of the route is there."""
-        def put(held: Entry | Rewrite | None) -> Entry | Rewrite | None:
+        def put(held: RouteWrite | None) -> RouteWrite | None:
             if still is not None and not still():
                 return held
             result = newest(_entry(held), entry)
@@ -92,7 +90,7 @@ class GatewayBackend:
 
     async def remove(self, path: str, older_than: Rank | None = None) -> None:
         """Delete the route's HTTPRoute; with ``older_than`` only when it loses to that write."""
-        def drop(held: Entry | Rewrite | None) -> Entry | Rewrite | None:
+        def drop(held: RouteWrite | None) -> RouteWrite | None:
             entry = _entry(held)
             if entry is None or entry.path != path or not loses_to(entry, older_than):
                 return held
@@ -105,23 +103,8 @@ class GatewayBackend:
         with contextlib.suppress(Rejected):  # unreachable (ClusterUnavailable) goes to the caller
             await self.mirror.reread(ROUTES, route_name(self.scope.instance, path))
 
-    def _writer(self, name: str) -> ObjectWriter[Any]:
-        def cached() -> tuple[Entry | None, str | None]:
-            held = self.index.routes.get(name)
-            return (None, None) if held is None else (held.entry, held.rv)
-
-        def decode(obj: dict[str, Any]) -> Entry | None:
-            found = list(decode_entries(obj).values())
-            return found[0] if len(found) == 1 else None
-
-        def render(state: Entry | Rewrite, rv: str | None) -> bytes:
-            entry = state.entry if isinstance(state, Rewrite) else state
-            body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster, entry))
-            if rv is not None:
-                body["metadata"]["resourceVersion"] = rv
-            return _json.dumps(body)
-
-        return self.mirror.writer(ROUTES, name, cached=cached, decode=decode, render=render)
+    def _writer(self, name: str) -> ObjectWriter[RouteWrite]:
+        return self.mirror.writer(ROUTES, name, self.view)
 
     # -- host defaults and support objects --------------------------------------------------
 
@@ -203,12 +186,35 @@ class Rewrite:
     entry: Entry
 
 
-def _entry(state: Entry | Rewrite | None) -> Entry | None:
+RouteWrite = Entry | Rewrite  # an HTTPRoute's state, as its writer sees it
+
+
+class RouteView(View[RouteWrite]):
+    """A route's HTTPRoute: its entry, cached in the index, built from the configuration."""
+
+    def __init__(self, scope: Scope, index: RouteObjectIndex) -> None:
+        self.scope = scope
+        self.index = index
+
+    def cached(self, name: str) -> RouteWrite | None:
+        held = self.index.routes.get(name)
+        return None if held is None else held.entry
+
+    def decode(self, obj: dict[str, Any]) -> RouteWrite | None:
+        found = list(decode_entries(obj).values())
+        return found[0] if len(found) == 1 else None  # no readable route: replaced by a put
+
+    def build(self, name: str, state: RouteWrite) -> Body:
+        entry = state.entry if isinstance(state, Rewrite) else state
+        return with_spec_hash(build_route(self.scope.registry, self.scope.cluster, entry))
+
+
+def _entry(state: RouteWrite | None) -> Entry | None:
     return state.entry if isinstance(state, Rewrite) else state
 
 
-def _rewrite(seen: Entry) -> Callable[[Entry | Rewrite | None], Any]:
+def _rewrite(seen: Entry) -> Mutation[RouteWrite]:
     """A mutation that writes the entry again, only if it is still the one seen."""
-    def mutation(held: Entry | Rewrite | None) -> Any:
+    def mutation(held: RouteWrite | None) -> RouteWrite | None:
         return Rewrite(seen) if held == seen else held
     return mutation

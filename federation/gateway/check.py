@@ -7,12 +7,12 @@ from typing import Any
 
 from ..config import Cluster
 from ..errors import KubeError
-from ..kube import Resource
+from ..kube import ClusterClient, Resource
+from ..seam import Check
 
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 API_GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
 ROUTE_KIND = ("HTTPRoutes", HTTP_ROUTES)
-Check = tuple[str, bool | None, str]  # (what, ok, detail); ok None: could not tell
 
 
 def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
             "spec": {}}
 
 
-async def gateway_findings(client: Any, cluster: Cluster) -> list[Check]:
+async def gateway_findings(client: ClusterClient, cluster: Cluster) -> list[Check]:
     """The Gateway exists, is Programmed, and its listeners admit routes from our namespace."""
     gw_ns, gw_name = cluster.gateway.split("/", 1)
     try:

@@ -6,13 +6,11 @@ Changed only by the cluster's mirror (see :class:`federation.mirror.RouteIndex`)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import metrics
+from ..mirror import RouteEntries
 from ..model import Entry, decode_entries, role_of
-from ..table import RouteTable
 from .objects import ANN_SPEC
 
 ROUTES = "httproutes"
@@ -21,7 +19,6 @@ ROUTES = "httproutes"
 @dataclass
 class RouteState:
     name: str
-    rv: str
     entry: Entry | None  # None: an HTTPRoute of ours that holds no readable route
     spec: str = ""  # the hash of the object as built (objects.spec_hash)
 
@@ -38,16 +35,12 @@ def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
 
 
 class RouteObjectIndex:
-    def __init__(self, cluster: str, table: RouteTable) -> None:
-        self.name = cluster
-        self.table = table
+    def __init__(self, entries: RouteEntries) -> None:
+        self.entries = entries  # the cluster's route-entry index, which this one keeps
         self.routes: dict[str, RouteState] = {}  # route HTTPRoutes by name
-        self.entries: dict[str, tuple[str, Entry]] = {}
-        self.owned = 0
         # HTTPRoutes the gateway has not Accepted or whose refs it has not Resolved, by name:
         # (condition type, reason), from status.parents.
         self.problems: dict[str, tuple[str, str]] = {}
-        self._routes_metric = metrics.ROUTES.labels(cluster)
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
@@ -55,32 +48,20 @@ class RouteObjectIndex:
         # Host defaults are HTTPRoutes too, but support objects: kept by fingerprint.
         return plural == ROUTES and role_of(obj) == "route"
 
-    def rv_of(self, plural: str, name: str) -> int:
-        held = self.routes.get(name) if plural == ROUTES else None
-        return int(held.rv) if held is not None else 0
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
+    def put(self, plural: str, name: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> bool:
         self._note_status(name, obj)
         found = list((decoded if decoded is not None else decode_entries(obj)).values())
         ann = (obj.get("metadata") or {}).get("annotations") or {}
-        self._put_route(RouteState(name, rv, found[0] if len(found) == 1 else None,
+        self._put_route(RouteState(name, found[0] if len(found) == 1 else None,
                                    ann.get(ANN_SPEC, "")))
-
-    def drop(self, plural: str, name: str) -> bool:
-        self.problems.pop(name, None)
-        old = self.routes.pop(name, None) if plural == ROUTES else None
-        if old is None:
-            return False
-        if old.entry is not None:
-            self._set(old.entry.path, None)
         return True
 
-    def names(self, plural: str) -> Iterable[str]:
-        return list(self.routes) if plural == ROUTES else []
-
-    def route_count(self) -> int:
-        return self.owned
+    def drop(self, plural: str, name: str) -> None:
+        self.problems.pop(name, None)
+        old = self.routes.pop(name, None)
+        if old is not None and old.entry is not None:
+            self.entries.set(old.entry.path, None)
 
     # -- the route index --------------------------------------------------------------------
 
@@ -96,20 +77,6 @@ class RouteObjectIndex:
         self.routes[new.name] = new
         if old is not None and old.entry is not None and (
                 new.entry is None or new.entry.path != old.entry.path):
-            self._set(old.entry.path, None)
+            self.entries.set(old.entry.path, None)
         if new.entry is not None:
-            self._set(new.entry.path, (new.name, new.entry))
-
-    def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
-        old = self.entries.pop(path, None)
-        if old is not None and self._is_owned(old[1]):
-            self.owned -= 1
-        owned = value is not None and self._is_owned(value[1])
-        if value is not None:
-            self.entries[path] = value
-            self.owned += owned
-        self.table.update(self.name, path, value[1] if value is not None and owned else None)
-        self._routes_metric.set(self.owned)
-
-    def _is_owned(self, entry: Entry) -> bool:
-        return entry.owner == self.name and not entry.edge
+            self.entries.set(new.entry.path, (new.name, new.entry))

@@ -12,29 +12,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .. import _json
 from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
-from ..mirror import Kinds, Mirror
+from ..mirror import Mirror, Mutation, RouteEntries
 from ..model import Entry, Rank, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
-from ..table import RouteTable
-from ..writer import Redirect
-from .index import ShardIndex, ShardState
-from .layout import MAX_LEVEL, ShardKey, locate
+from ..seam import Kinds, Pace
+from .index import ShardIndex
+from .index import ShardState as HeldShard
+from .layout import LEVELS, ShardKey, locate
 from .objects import VS, ShardFull
 from .roots import Roots
-from .shards import ShardWriters
+from .shards import Redirect, Shard, ShardState, ShardWriters
 from .splits import Splitter
 
 log = logging.getLogger("federation.istio")
-Pace = Callable[[], Awaitable[None]]
 KIND_SET = Kinds(
     resources={plural: Resource(GROUP, VERSION, plural) for plural in KINDS},
     names={kind: plural for plural, kind in KINDS.items()},
@@ -47,9 +46,9 @@ KIND_SET = Kinds(
 class IstioBackend:
     kinds = KIND_SET
 
-    def __init__(self, scope: Scope, table: RouteTable, capacity: int) -> None:
+    def __init__(self, scope: Scope, entries: RouteEntries, capacity: int) -> None:
         self.scope = scope
-        self.index = ShardIndex(scope.name, scope.instance, table)
+        self.index = ShardIndex(scope.instance, entries)
         self.capacity = capacity
 
     def bind(self, mirror: Mirror) -> None:
@@ -76,7 +75,7 @@ class IstioBackend:
         migration whose route was deleted meanwhile must not bring it back)."""
         applied = [False]
 
-        def put(entries: Any) -> Any:
+        def put(entries: ShardState) -> ShardState:
             if not isinstance(entries, dict | None):
                 raise Redirect(entry.path)
             if still is not None and not still():
@@ -110,7 +109,7 @@ class IstioBackend:
         cache has not heard of yet), following markers down. Absent: nothing to learn;
         unreachable: ClusterUnavailable, for the caller cannot tell the route is not there."""
         key = RouteKey.parse(path)
-        for _ in range(MAX_LEVEL + 1):
+        for _ in range(LEVELS):
             shard = locate(key, self.index.is_split)
             try:
                 if await self.mirror.reread(VS, shard.name(self.scope.instance)) is None:
@@ -120,11 +119,11 @@ class IstioBackend:
             if not self.index.is_split(shard):
                 return
 
-    async def _submit(self, key: RouteKey, mutation: Callable[[Any], Any]) -> ShardKey:
+    async def _submit(self, key: RouteKey, mutation: Mutation[Shard]) -> ShardKey:
         """Apply a mutation to the shard the route belongs in. Not a retry: it follows split
         markers down the route's tree (one level per Redirect), splitting first a shard the
-        route's data no longer fits in."""
-        for _ in range(2 * MAX_LEVEL + 2):
+        route's data no longer fits in (so at most two steps per level)."""
+        for _ in range(2 * LEVELS):
             shard = locate(key, self.index.is_split)
             try:
                 await self.shards.writer(shard).submit(mutation)
@@ -137,7 +136,7 @@ class IstioBackend:
                        cluster=self.scope.name, verb="update", status=409)
 
     async def _drop(self, shard: ShardKey, path: str, rank: Rank | None, inclusive: bool) -> None:
-        def drop(entries: Any) -> Any:
+        def drop(entries: ShardState) -> ShardState:
             if not isinstance(entries, dict | None):
                 raise Redirect(path)
             held = None if entries is None else entries.get(path)
@@ -188,13 +187,13 @@ class IstioBackend:
                 self.mirror.used("shard", name)
                 await self._delete_empty(state)
 
-    async def _delete_empty(self, state: ShardState) -> None:
+    async def _delete_empty(self, state: HeldShard) -> None:
         """An empty shard leaves its roots, then goes, unless written meanwhile (then it
         stays, back in its roots)."""
         await self.roots.remove_from_roots(state.key)
-        seen: list[Any] = []
+        seen: list[ShardState] = []
 
-        def drop(held: Any) -> Any:
+        def drop(held: ShardState) -> ShardState:
             seen.append(held)
             return None if held == {} else held
 
@@ -208,11 +207,11 @@ class IstioBackend:
         if not gone and state.name in self.index.shards:
             await self.roots.ensure_in_roots(state.key)
 
-    async def _migrate(self, state: ShardState, pace: Pace) -> None:
+    async def _migrate(self, state: HeldShard, pace: Pace) -> None:
         """Move a legacy shard's routes into the shard tree, a slice at a time: each is written
         to its new shard (and root) before it leaves the old one, so it always answers."""
         current = [e for p, e in state.entries.items()
-                   if self.index.entries.get(p, ("",))[0] == state.name]
+                   if (self.index.entries.get(p) or ("",))[0] == state.name]
 
         def still(entry: Entry) -> Callable[[], bool]:
             # Still the route's current copy, in the legacy shard (not deleted meanwhile).

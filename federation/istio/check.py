@@ -6,13 +6,13 @@ from typing import Any
 
 from ..config import Cluster
 from ..errors import KubeError
-from ..kube import Resource
+from ..kube import ClusterClient, Resource
 from ..mesh import API_VERSION
+from ..seam import Check
 
 VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
 GATEWAYS = Resource("networking.istio.io", "v1", "gateways")
 ROUTE_KIND = ("VirtualServices", VIRTUAL_SERVICES)
-Check = tuple[str, bool | None, str]  # (what, ok, detail); ok None: could not tell
 
 
 def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
             "spec": {"http": []}}
 
 
-async def gateway_findings(client: Any, cluster: Cluster) -> list[Check]:
+async def gateway_findings(client: ClusterClient, cluster: Cluster) -> list[Check]:
     gw_ns, gw_name = cluster.gateway.split("/", 1)
     try:
         await client.read(GATEWAYS.path(gw_ns, gw_name))

@@ -10,13 +10,11 @@ mirror (see :class:`federation.mirror.RouteIndex`), on the event loop.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import metrics
-from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, role_of
-from ..table import RouteTable
+from ..mirror import RouteEntries
+from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
 from .layout import ShardKey
 from .objects import VS, is_split_marker, root_delegates, shard_key_of
 
@@ -24,7 +22,6 @@ from .objects import VS, is_split_marker, root_delegates, shard_key_of
 @dataclass
 class ShardState:
     name: str
-    rv: str
     key: ShardKey
     split: bool  # a split marker: its routes live in its children
     entries: dict[str, Entry]
@@ -34,7 +31,6 @@ class ShardState:
 @dataclass
 class RootState:
     name: str
-    rv: str
     host_key: str
     delegates: tuple[str, ...]
     delegate_set: frozenset[str] = frozenset()  # the same, for the membership tests of writes
@@ -44,73 +40,52 @@ class RootState:
 
 
 class ShardIndex:
-    def __init__(self, cluster: str, instance: str, table: RouteTable) -> None:
-        self.name = cluster
+    def __init__(self, instance: str, entries: RouteEntries) -> None:
         self.instance = instance
-        self.table = table
+        self.entries = entries  # path -> (shard name, entry): the route-entry index it keeps
         self.shards: dict[str, ShardState] = {}
         self.roots: dict[str, RootState] = {}
         self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
-        self.entries: dict[str, tuple[str, Entry]] = {}  # path -> (shard name, entry): the index
-        self.owned = 0  # entries this cluster owns (not edge rules): its route count
         # Kept as shards and roots come and go, so that a write never scans them all.
         self.shard_hosts: Counter[str] = Counter()  # host keys of shards that hold routes
         self.root_hosts: set[str] = set()  # host keys of host roots
         self.plain_tops: set[str] = set()  # plain depth-0 shards: "/" serves every host
-        self._routes_metric = metrics.ROUTES.labels(cluster)
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
     def takes(self, plural: str, obj: dict[str, Any]) -> bool:
         return plural == VS  # shards and roots; any other VirtualService of ours is ignored
 
-    def rv_of(self, plural: str, name: str) -> int:
-        if plural != VS:
-            return 0
-        held = self.shards.get(name) or self.roots.get(name)
-        return int(held.rv) if held is not None else 0
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
+    def put(self, plural: str, name: str, obj: dict[str, Any],
+            decoded: dict[str, Entry] | None) -> bool:
         meta = obj.get("metadata") or {}
         if role_of(obj) == "root":
             host = (meta.get("annotations") or {}).get(ANN_HOST, "")
-            self.roots[name] = RootState(name, rv, host, tuple(root_delegates(obj)))
+            self.roots[name] = RootState(name, host, tuple(root_delegates(obj)))
             if host:
                 self.root_hosts.add(host)
-            return
+            return True
         key = shard_key_of(obj)
-        if key is not None:
-            split = is_split_marker(obj)
-            entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
-            size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
-            self._put_shard(ShardState(name, rv, key, split, entries, size))
+        if key is None:
+            return False  # neither a shard nor a root: any other VirtualService of ours
+        split = is_split_marker(obj)
+        entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
+        size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
+        self._put_shard(ShardState(name, key, split, entries, size))
+        return True
 
-    def put_written(self, name: str, rv: str, key: ShardKey, entries: dict[str, Entry],
+    def put_written(self, name: str, key: ShardKey, entries: dict[str, Entry],
                     size: int) -> None:
         """Our own write of a shard, known by its resourceVersion alone (the cache admitted it):
         the same as applying the stored object."""
-        self._put_shard(ShardState(name, rv, key, False, entries, size))
+        self._put_shard(ShardState(name, key, False, entries, size))
 
-    def drop(self, plural: str, name: str) -> bool:
-        if plural != VS:
-            return False
+    def drop(self, plural: str, name: str) -> None:
         root = self.roots.pop(name, None)
         if root is not None:
             self.root_hosts.discard(root.host_key)
-            return True
-        if name in self.shards:
+        elif name in self.shards:
             self._drop_shard(name)
-            return True
-        return False
-
-    def names(self, plural: str) -> Iterable[str]:
-        if plural != VS:
-            return []
-        return list(self.shards) + list(self.roots)
-
-    def route_count(self) -> int:
-        return self.owned
 
     # -- the route index --------------------------------------------------------------------
 
@@ -144,7 +119,6 @@ class ShardIndex:
             touched += self._child_paths(new.key)
         for path in touched:
             self._refresh(path)
-        self._routes_metric.set(self.owned)
 
     def _drop_shard(self, name: str) -> None:
         old = self.shards.pop(name)
@@ -154,7 +128,6 @@ class ShardIndex:
             self._refresh(path)
         for path in self._child_paths(old.key):
             self._refresh(path)
-        self._routes_metric.set(self.owned)
 
     def _unhold(self, path: str, shard: str) -> None:
         held = self.holders.get(path)
@@ -184,29 +157,10 @@ class ShardIndex:
         return held is not None and held.split
 
     def _refresh(self, path: str) -> None:
-        best: tuple[tuple[str, str, bool], str, Entry] | None = None
-        for shard, entry in (self.holders.get(path) or {}).items():
-            state = self.shards.get(shard)
-            if state is None or not self.live(state):
-                continue
-            rank = (*entry.rank, not state.key.legacy)
-            if best is None or rank > best[0]:
-                best = (rank, shard, entry)
-        self._set(path, None if best is None else (best[1], best[2]))
-
-    def _set(self, path: str, value: tuple[str, Entry] | None) -> None:
-        old = self.entries.pop(path, None)
-        if old is not None and self._is_owned(old[1]):
-            self.owned -= 1
-        if value is not None:
-            self.entries[path] = value
-            if self._is_owned(value[1]):
-                self.owned += 1
-        owned = value is not None and self._is_owned(value[1])
-        self.table.update(self.name, path, value[1] if owned and value is not None else None)
-
-    def _is_owned(self, entry: Entry) -> bool:
-        return entry.owner == self.name and not entry.edge
+        self.entries.set(path, newest_copy(
+            (shard, entry, not state.key.legacy)
+            for shard, entry in (self.holders.get(path) or {}).items()
+            for state in [self.shards.get(shard)] if state is not None and self.live(state)))
 
     # -- queries ----------------------------------------------------------------------------
 

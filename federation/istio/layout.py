@@ -25,6 +25,9 @@ from ..routespec import RouteKey
 
 # Deep enough for 65,536 shards per depth (millions of routes); keeps names within 63 chars.
 MAX_LEVEL = 16
+# The bound of every descent of a tree (navigation, not a retry): a route's shard is found
+# after at most one step per level, each following a split marker one level down.
+LEVELS = MAX_LEVEL + 1
 DEFAULT_CAPACITY = 48
 
 _NEW_TAIL = re.compile(r"-(?:h([0-9a-f]{8})-)?d(\d+)s(\d+)-([0-9a-f]+)$")

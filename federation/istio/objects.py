@@ -180,9 +180,9 @@ def shard_body(
     key: ShardKey,
     entries: dict[str, Entry],
     memo: ShardMemo,
-    resource_version: str | None = None,
 ) -> bytes:
-    """A shard object as the JSON the API server receives, joined from the memo's text."""
+    """A shard object as the JSON the API server receives, joined from the memo's text (its
+    writer's mirror adds the resourceVersion it replaces)."""
     meta = _shard_metadata(registry, cluster, key)
     ordered = sorted(entries)
     routes = "{" + ",".join(memo.fragment(entries[p]) for p in ordered) + "}"
@@ -190,8 +190,6 @@ def shard_body(
         raise ShardFull(key)
     meta["annotations"][ANN_ROUTES] = routes
     memo.routes_size = len(routes)
-    if resource_version is not None:
-        meta["resourceVersion"] = resource_version
     rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]
     memo.forget_others(entries)
     head = _json.dumps({"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta})

@@ -8,18 +8,38 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import _json
 from ..errors import KubeError
-from ..mirror import Mirror
+from ..mirror import Body, Mirror, ObjectWriter, View
 from ..scope import Scope
-from ..writer import ObjectWriter
+from ..seam import Pace
 from .index import ShardIndex
 from .layout import ShardKey
 from .objects import VS, build_root, root_delegates, root_name, roots_for_shard
 from .shards import ShardWriters
+
+
+class RootView(View[set[str]]):
+    """Roots: the names of the shards they delegate to, from the index."""
+
+    def __init__(self, scope: Scope, index: ShardIndex) -> None:
+        self.scope = scope
+        self.index = index
+        self.hosts: dict[str, str] = {}  # root name -> its host key, for every root written
+
+    def cached(self, name: str) -> set[str] | None:
+        state = self.index.roots.get(name)
+        return None if state is None else set(state.delegates)
+
+    def decode(self, obj: dict[str, Any]) -> set[str]:
+        return set(root_delegates(obj))
+
+    def build(self, name: str, state: set[str]) -> Body:
+        return build_root(self.scope.registry, self.scope.cluster, self.hosts[name], sorted(state))
+
+    def copy(self, state: set[str] | None) -> set[str] | None:
+        return None if state is None else set(state)
 
 
 class Roots:
@@ -29,24 +49,12 @@ class Roots:
         self.index = index
         self.mirror = mirror
         self.shards = shards
+        self.view = RootView(scope, index)
 
-    def writer(self, host_key: str) -> ObjectWriter[Any]:
+    def writer(self, host_key: str) -> ObjectWriter[set[str]]:
         name = root_name(self.scope.instance, host_key)
-
-        def cached() -> tuple[set[str] | None, str | None]:
-            state = self.index.roots.get(name)
-            return (None, None) if state is None else (set(state.delegates), state.rv)
-
-        def render(shards: set[str], rv: str | None) -> bytes:
-            body = build_root(self.scope.registry, self.scope.cluster, host_key, sorted(shards))
-            if rv is not None:
-                body["metadata"]["resourceVersion"] = rv
-            return _json.dumps(body)
-
-        return self.mirror.writer(
-            VS, name, cached=cached, render=render,
-            decode=lambda obj: set(root_delegates(obj)),
-            copy=lambda shards: None if shards is None else set(shards))
+        self.view.hosts[name] = host_key
+        return self.mirror.writer(VS, name, self.view)
 
     def host_roots(self) -> set[str]:
         """Host keys of the host roots this cluster has or needs."""
@@ -90,7 +98,7 @@ class Roots:
 
         await self.writer(host_key).submit(drop)
 
-    async def tidy(self, grace: float, pace: Callable[[], Awaitable[None]]) -> None:
+    async def tidy(self, grace: float, pace: Pace) -> None:
         """Delegates to shards that are gone go; so do host roots left with none, after
         ``grace`` seconds (each by a mutation: a concurrent write wins)."""
         now = time.monotonic()

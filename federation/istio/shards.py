@@ -1,21 +1,22 @@
 """Shard writers: how a shard's state is read, rendered and remembered by its writer.
 
 A shard's state, as its writer sees it, is its entries (path -> Entry), :data:`SPLIT` for a
-split marker, or None when absent. Route mutations raise :class:`~federation.writer.Redirect` on
-a marker (the route lives one level down now); the split protocol turns a shard into a marker
-with a mutation too (:mod:`federation.istio.splits`).
+split marker, or None when absent. Route mutations raise :class:`Redirect` on a marker (the
+route lives one level down now); the split protocol turns a shard into a marker with a mutation
+too (:mod:`federation.istio.splits`), holding the shard's writer meanwhile
+(:class:`ShardWriter`): a replica does not race itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from .. import _json
-from ..mirror import Mirror
+from ..mirror import Body, Change, Mirror, Mutation, ObjectCache, ObjectWriter, View, settle
 from ..model import Entry, decode_entries
 from ..scope import Scope
-from ..writer import ObjectWriter
 from .index import ShardIndex
 from .layout import ShardKey
 from .objects import VS, ShardMemo, build_split_marker, is_split_marker, shard_body
@@ -31,10 +32,11 @@ class SplitMarker:
 
 
 SPLIT = SplitMarker()
-ShardState = dict[str, Entry] | SplitMarker | None
+Shard = dict[str, Entry] | SplitMarker  # a shard's state, as its writer sees it
+ShardState = Shard | None  # None: absent
 
 
-def decode_shard(obj: dict[str, Any]) -> dict[str, Entry] | SplitMarker:
+def decode_shard(obj: dict[str, Any]) -> Shard:
     return SPLIT if is_split_marker(obj) else decode_entries(obj)
 
 
@@ -42,17 +44,93 @@ def copy_shard(state: ShardState) -> ShardState:
     return dict(state) if isinstance(state, dict) else state
 
 
+class Redirect(Exception):  # noqa: N818 - a signal, not a failure
+    """The shard may no longer take this change (it split): place it again."""
+
+
+class ShardWriter(ObjectWriter[Shard]):
+    """A shard's writer, which a split of the shard holds (:attr:`lock`): its queued writes
+    wait, and the split writes ahead of them (:meth:`submit_held`)."""
+
+    def __init__(self, mirror: Mirror, plural: str, name: str, view: View[Shard]) -> None:
+        super().__init__(mirror, plural, name, view)
+        self.lock = asyncio.Lock()
+
+    async def write_batch(self, batch: list[Change[Shard]]) -> None:
+        async with self.lock:
+            await self.write(batch)
+
+    async def submit_held(self, mutation: Mutation[Shard]) -> None:
+        """A write by the holder of :attr:`lock` (a split of this shard), ahead of the changes
+        queued behind it: the same optimistic loop, without waiting for the lock it holds."""
+        assert self.lock.locked(), "submit_held is for the holder of the writer's lock"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        change = Change[Shard](mutation, future)
+        try:
+            await self.write([change])
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future
+            settle([change], exc)
+        else:
+            settle([change], None)
+        await future
+
+
+class ShardView(View[Shard]):
+    """Shards: their entries (or a split marker) from the index, built from the memo's text."""
+
+    def __init__(self, scope: Scope, index: ShardIndex, cache: ObjectCache,
+                 memo: Callable[[ShardKey], ShardMemo]) -> None:
+        self.scope = scope
+        self.index = index
+        self.cache = cache
+        self.memo = memo
+        self.keys: dict[str, ShardKey] = {}  # shard name -> its key, for every shard written
+        self.created: set[str] = set()  # shards this replica created, until put in their roots
+
+    def cached(self, name: str) -> Shard | None:
+        state = self.index.shards.get(name)
+        if state is None:
+            return None
+        return SPLIT if state.split else state.entries
+
+    def decode(self, obj: dict[str, Any]) -> Shard:
+        return decode_shard(obj)
+
+    def build(self, name: str, state: Shard) -> Body:
+        key, scope = self.keys[name], self.scope
+        if isinstance(state, SplitMarker):
+            return build_split_marker(scope.registry, scope.cluster, key)
+        return shard_body(scope.registry, scope.cluster, key, state, self.memo(key))
+
+    def copy(self, state: Shard | None) -> Shard | None:
+        return copy_shard(state)
+
+    def remember(self, name: str, state: Shard, rv: str, created: bool) -> bool:
+        if isinstance(state, SplitMarker):
+            return False  # read the answer: it is small
+        if created:
+            self.created.add(name)
+        if self.cache.admit(VS, name, rv):
+            key = self.keys[name]
+            self.index.put_written(name, key, state, self.memo(key).routes_size)
+        return True
+
+
 class ShardWriters:
     """The writers of one cluster's shards, and the rendered rules of the recently written."""
 
     def __init__(self, scope: Scope, index: ShardIndex, mirror: Mirror) -> None:
         self.scope = scope
-        self.index = index
         self.mirror = mirror
         # Rendered rules of recently written shards (LRU): a hot shard is rendered from kept
         # text, and memory stays bounded whatever the table size.
         self._memos: OrderedDict[ShardKey, ShardMemo] = OrderedDict()
-        self.created: set[str] = set()  # shards this replica created, until put in their roots
+        self.view = ShardView(scope, index, mirror.cache, self.memo)
+
+    @property
+    def created(self) -> set[str]:
+        """Shards this replica created, until put in their roots."""
+        return self.view.created
 
     def forget_rendered(self) -> None:
         self._memos.clear()  # rendered rules depend on the configuration
@@ -67,32 +145,7 @@ class ShardWriters:
             self._memos.move_to_end(key)
         return memo
 
-    def writer(self, key: ShardKey) -> ObjectWriter[Any]:
+    def writer(self, key: ShardKey) -> ShardWriter:
         name = key.name(self.scope.instance)
-
-        def cached() -> tuple[ShardState, str | None]:
-            state = self.index.shards.get(name)
-            if state is None:
-                return None, None
-            return (SPLIT if state.split else state.entries), state.rv
-
-        def render(state: dict[str, Entry] | SplitMarker, rv: str | None) -> bytes:
-            scope = self.scope
-            if isinstance(state, SplitMarker):
-                marker = build_split_marker(scope.registry, scope.cluster, key)
-                if rv is not None:
-                    marker["metadata"]["resourceVersion"] = rv
-                return _json.dumps(marker)
-            return shard_body(scope.registry, scope.cluster, key, state, self.memo(key), rv)
-
-        def remember(state: dict[str, Entry] | SplitMarker, rv: str, created: bool) -> bool:
-            if isinstance(state, SplitMarker):
-                return False  # read the answer: it is small
-            if created:
-                self.created.add(name)
-            if self.mirror.cache.admit(VS, name, rv):
-                self.index.put_written(name, rv, key, state, self.memo(key).routes_size)
-            return True
-
-        return self.mirror.writer(VS, name, cached=cached, decode=decode_shard, render=render,
-                                  copy=copy_shard, remember=remember)
+        self.view.keys[name] = key
+        return self.mirror.writer_made(VS, name, self.view, ShardWriter)

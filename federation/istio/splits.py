@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from ..errors import KubeError, Rejected
-from ..mirror import Mirror
+from ..mirror import Mirror, Mutation
 from ..model import decode_entries
 from ..scope import Scope
 from .index import ShardIndex
-from .layout import MAX_LEVEL, ShardKey, partition
+from .layout import LEVELS, MAX_LEVEL, ShardKey, partition
 from .objects import SPLIT_ROUTES_BYTES, VS, is_split_marker
 from .roots import Roots
-from .shards import SPLIT, ShardState, ShardWriters, decode_shard
+from .shards import SPLIT, Shard, ShardState, ShardWriters, decode_shard
 
 log = logging.getLogger("federation.istio")
 ATTEMPTS = 5  # restarts of a split whose reads went stale (then housekeeping resumes it)
@@ -45,7 +44,7 @@ class Stale(Exception):  # noqa: N818 - a signal: the split's reads are out of d
     """An object the split read was written meanwhile: this attempt ends."""
 
 
-def _expect(seen: ShardState, wanted: ShardState) -> Callable[[ShardState], ShardState]:
+def _expect(seen: ShardState, wanted: Shard) -> Mutation[Shard]:
     """A mutation that writes ``wanted`` only over the state the split read."""
     def mutation(current: ShardState) -> ShardState:
         if current != seen:
@@ -90,7 +89,7 @@ class Splitter:
 
     async def settle(self) -> None:
         """Split until no shard holds more than its capacity (housekeeping, tests)."""
-        for _ in range(MAX_LEVEL + 1):
+        for _ in range(LEVELS):  # a split per level at most, down each tree
             tasks = [t for s in list(self.index.shards.values()) if self.index.live(s)
                      for t in [self.maybe(s.key)] if t is not None]
             if not tasks:

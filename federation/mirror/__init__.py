@@ -5,8 +5,9 @@
 * the list-then-watch of each kind its backend names, into the object cache (resourceVersions,
   tombstones, relists, health, the echoes of its own writes);
 * the one rule for re-reading an object after a conflict or a 404 (:meth:`Mirror.reread`);
-* the writers: every write to the cluster is a mutation through an
-  :class:`~federation.writer.ObjectWriter` it makes (:meth:`Mirror.writer`);
+* the writers: every write to the cluster is a mutation through an :class:`ObjectWriter` it
+  makes (:meth:`Mirror.writer`), of a state a backend's :class:`View` of the object's kind
+  reads and builds; the mirror sets the resourceVersion, serialises and sends;
 * support objects, ensured as built and removed once unused for a grace period (the grace
   clocks too), with the delete guarded by the resourceVersion it was judged at;
 * the cluster's probe state (filled by the federation's probe).
@@ -20,22 +21,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .. import _json
 from ..errors import Conflict, KubeError, NotFound
-from ..kube import ClusterClient, Resource, resource_version_of
-from ..writer import Codec, ObjectWriter
-from ._cache import Health, ObjectCache, RouteIndex, SupportState, resource_version
+from ..kube import ClusterClient, resource_version_of
+from ..seam import Kinds, Pace, RouteIndex
+from ._cache import Health, ObjectCache, SupportState, resource_version
+from ._entries import RouteEntries
 from ._watch import OwnWrites, Watcher
+from ._writer import Body, Change, Mutation, ObjectWriter, View, settle
 
-__all__ = ["Health", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteIndex",
-           "SupportState", "resource_version"]
+__all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteEntries",
+           "RouteIndex", "SupportState", "View", "resource_version", "serialise", "Body", "Change", "Mutation",
+           "ObjectWriter", "settle"]
 
 log = logging.getLogger(__name__)
-Remember = Callable[[Any, str, bool], bool]
+S = TypeVar("S")
+T = TypeVar("T")
+W = TypeVar("W", bound=ObjectWriter[Any])
 # Seconds an object outside our namespace is taken to still exist: its namespace may be deleted
 # and made again (a user's), taking it along, and nothing watches it there.
 ELSEWHERE_RECHECK = 600.0
@@ -65,20 +71,6 @@ class ProbeState:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class Kinds:
-    """What a backend writes in a cluster, and how the mirror watches it."""
-
-    resources: dict[str, Resource]  # every kind it writes, by plural
-    names: dict[str, str]  # plural by kind name (an object's "kind")
-    watched: tuple[str, ...]  # the kinds listed and watched (in the service's namespace)
-    optional: frozenset[str] = frozenset()  # kinds a cluster may not serve (CRD not installed)
-    pages: tuple[tuple[str, int], ...] = ()  # objects per list page, where not the default
-
-    def plural_of(self, obj: dict[str, Any]) -> str:
-        return self.names[obj["kind"]]
-
-
 class Mirror:
     def __init__(self, name: str, client: ClusterClient, kinds: Kinds, index: RouteIndex,
                  fingerprint: Callable[[dict[str, Any]], bytes], selector: str,
@@ -106,6 +98,7 @@ class Mirror:
 
     def start(self) -> None:
         pages = dict(self.kinds.pages)
+        self.client.watch_pool(len(self.kinds.watched))
         for plural in self.kinds.watched:
             watcher = Watcher(self.name, self.client, self.cache, self.kinds.resources[plural],
                               self.selector, self.own, optional=plural in self.kinds.optional,
@@ -151,52 +144,48 @@ class Mirror:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def writer(self, plural: str, name: str, *, cached: Callable[[], tuple[Any, str | None]],
-               decode: Callable[[dict[str, Any]], Any], render: Callable[[Any, str | None], bytes],
-               copy: Callable[[Any], Any] = lambda state: state,
-               remember: Remember | None = None) -> ObjectWriter[Any]:
-        """The writer of one object (made once): the backend says how its state is read from
-        the cache (``cached``), from an object (``decode``) and rendered (``render``);
-        ``remember`` keeps a written state known by its new resourceVersion alone."""
+    def writer(self, plural: str, name: str, view: View[S]) -> ObjectWriter[S]:
+        """The writer of one object (made once), through its kind's view."""
+        return self.writer_made(plural, name, view, ObjectWriter)
+
+    def writer_made(self, plural: str, name: str, view: View[S],
+                    make: Callable[[Mirror, str, str, View[S]], W]) -> W:
+        """The writer of one object (made once, by ``make``: a backend's own kind of writer)."""
         held = self._writers.get((plural, name))
         if held is not None:
-            return held
-        codec: Codec[Any] = Codec(cached=cached, render=render, copy=copy,
-                                  store=self._store_by(plural, name, remember),
-                                  reread=self._reread_by(plural, name, decode))
-        writer = self._writers[(plural, name)] = ObjectWriter(self.name, name, codec)
+            return cast(W, held)
+        writer = make(self, plural, name, view)
+        self._writers[(plural, name)] = writer
         return writer
 
-    async def _store(self, plural: str, name: str, state: Any, body: bytes, rv: str | None,
-                     remember: Remember | None) -> None:
+    async def send(self, plural: str, name: str, view: View[S], state: S | None,
+                   rv: str | None) -> None:
+        """Write a state (None: delete, guarded by ``rv``; ``rv`` None: create), the
+        resourceVersion set here; the result goes into the cache."""
         res = self.kinds.resources[plural]
         if state is None:
             await self.client.delete(res, name, rv)
             self.cache.forget(plural, name)
             return
+        body = serialise(view.build(name, state), rv)
         raw = await self.client.write_raw(res, body, name, exists=rv is not None)
         new_rv = resource_version_of(raw)
-        if new_rv is None or remember is None or not remember(state, new_rv, rv is None):
+        if new_rv is None or not view.remember(name, state, new_rv, rv is None):
             self.cache.apply(plural, "MODIFIED", _json.loads(raw))
         if new_rv is not None:
             self.own.note(new_rv)  # its watch echo holds nothing new: not parsed again
 
+    async def reread_state(self, plural: str, name: str, view: View[T]
+                           ) -> tuple[T | None, str | None]:
+        """A writer's re-read: the rule of :meth:`reread`, the state decoded from the object
+        read (never from the cache), with its resourceVersion."""
+        obj = await self.reread(plural, name)
+        return (None, None) if obj is None else (view.decode(obj), str(resource_version(obj)))
+
     # -- support objects ----------------------------------------------------------------------
 
-    def _support_writer(self, plural: str, name: str) -> ObjectWriter[Any]:
-        def cached() -> tuple[SupportState | None, str | None]:
-            held = self.cache.support[plural].get(name)
-            return (held, None if held is None else held.rv)
-
-        def render(obj: dict[str, Any], rv: str | None) -> bytes:
-            meta = dict(obj["metadata"])
-            if rv is not None:
-                meta["resourceVersion"] = rv
-            return _json.dumps({**obj, "metadata": meta})
-
-        return self.writer(plural, name, cached=cached, render=render,
-                           decode=lambda obj: SupportState(name, str(resource_version(obj)),
-                                                           self.cache.fingerprint(obj)))
+    def _support_writer(self, plural: str, name: str) -> ObjectWriter[Support]:
+        return self.writer(plural, name, _SupportView(self.cache, plural))
 
     async def ensure(self, plural: str, obj: dict[str, Any]) -> None:
         """Create or update an object as built; one the API server holds with the same
@@ -207,7 +196,7 @@ class Mirror:
             return
         wanted = self.cache.fingerprint(obj)
 
-        def put(held: SupportState | dict[str, Any] | None) -> Any:
+        def put(held: Support | None) -> Support | None:
             same = isinstance(held, SupportState) and held.spec == wanted
             return held if same else obj
 
@@ -236,7 +225,7 @@ class Mirror:
         self._elsewhere[where] = time.monotonic()
 
     async def remove_unused(self, needed: Iterable[tuple[str, str]], grace: float,
-                            pace: Callable[[], Awaitable[None]]) -> None:
+                            pace: Pace) -> None:
         """Support objects nothing needs go once unused for ``grace`` seconds, each deleted
         only if unchanged since it was judged unused (another replica may need it now)."""
         needed = set(needed)
@@ -253,7 +242,7 @@ class Mirror:
     async def delete_if_unchanged(self, plural: str, name: str, rv: str) -> bool:
         """Delete a support object if still at ``rv``; False when it was written meanwhile
         (or the cluster cannot be reached now: the next pass judges again)."""
-        def drop(held: Any) -> Any:
+        def drop(held: Support | None) -> Support | None:
             return None if isinstance(held, SupportState) and held.rv == rv else held
 
         try:
@@ -278,38 +267,65 @@ class Mirror:
         for plural, name in objects:
             # A writer of its own, not kept: a later write of the name (a request still in
             # flight on this store) must not meet a delete-only view of it.
-            writer: ObjectWriter[Any] = ObjectWriter(self.name, name, Codec(
-                cached=self._held_by(plural, name), render=_never, copy=lambda state: state,
-                store=self._store_by(plural, name, None),
-                reread=self._reread_by(plural, name, resource_version)))
+            writer = ObjectWriter(self, plural, name, _Held(self.cache, plural))
             try:
                 await writer.submit(lambda _: None)
             except KubeError as exc:
                 log.warning("cluster %s: cannot delete %s %s: %s", self.name, plural, name, exc,
                             extra={"cluster": self.name})
 
-    def _store_by(self, plural: str, name: str, remember: Remember | None
-                  ) -> Callable[[Any, bytes, str | None], Awaitable[None]]:
-        async def store(state: Any, body: bytes, rv: str | None) -> None:
-            await self._store(plural, name, state, body, rv, remember)
-        return store
 
-    def _reread_by(self, plural: str, name: str, decode: Callable[[dict[str, Any]], Any]
-                   ) -> Callable[[], Awaitable[tuple[Any, str | None]]]:
-        """A writer's re-read: the rule of :meth:`reread`, the state decoded from the object
-        read (never from the cache)."""
-        async def reread() -> tuple[Any, str | None]:
-            obj = await self.reread(plural, name)
-            return (None, None) if obj is None else (decode(obj), str(resource_version(obj)))
-        return reread
-
-    def _held_by(self, plural: str, name: str) -> Callable[[], tuple[int | None, str | None]]:
-        """An object's state as its resourceVersion alone (all a delete needs)."""
-        def cached() -> tuple[int | None, str | None]:
-            rv = self.cache.rv_of(plural, name)
-            return (rv, str(rv)) if rv else (None, None)
-        return cached
+Support = SupportState | dict[str, Any]  # a support object as cached, or as built to write
 
 
-def _never(state: Any, rv: str | None) -> bytes:
-    raise AssertionError("a purge only deletes")
+class _SupportView(View[Support]):
+    """Support objects: cached by fingerprint, written as built."""
+
+    def __init__(self, cache: ObjectCache, plural: str) -> None:
+        self.cache = cache
+        self.plural = plural
+
+    def cached(self, name: str) -> Support | None:
+        return self.cache.support[self.plural].get(name)
+
+    def decode(self, obj: dict[str, Any]) -> Support:
+        return SupportState(obj["metadata"]["name"], str(resource_version(obj)),
+                            self.cache.fingerprint(obj))
+
+    def build(self, name: str, state: Support) -> Body:
+        assert isinstance(state, dict), "a support object is written as built"
+        return state
+
+
+class _Held(View[int]):
+    """Any object as its resourceVersion alone: all a delete needs (a purge)."""
+
+    def __init__(self, cache: ObjectCache, plural: str) -> None:
+        self.cache = cache
+        self.plural = plural
+
+    def cached(self, name: str) -> int | None:
+        return self.cache.rv_of(self.plural, name) or None
+
+    def decode(self, obj: dict[str, Any]) -> int:
+        return resource_version(obj)
+
+    def build(self, name: str, state: int) -> Body:
+        raise AssertionError("a purge only deletes")
+
+
+def serialise(body: Body, rv: str | None) -> bytes:
+    """The JSON text to send, with ``rv`` (the resourceVersion it replaces) in its metadata.
+    Text joined elsewhere (a shard, from kept fragments) opens its metadata before any other
+    object member, so the version goes first in it."""
+    if isinstance(body, bytes):
+        if rv is None:
+            return body
+        head, opened, tail = body.partition(b'"metadata":{')
+        if not opened:
+            raise ValueError("an object's JSON text without metadata")
+        comma = b"" if tail.startswith(b"}") else b","
+        return head + opened + b'"resourceVersion":"' + rv.encode() + b'"' + comma + tail
+    if rv is not None:
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
+    return _json.dumps(body)

@@ -10,37 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..model import Entry
-from ..table import RouteTable
-
-
-class RouteIndex(Protocol):
-    """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes), and
-    the index of the routes they hold. The cache decides what is stale; the index only keeps."""
-
-    table: RouteTable  # where the routes this cluster owns are published
-    entries: dict[str, tuple[str, Entry]]  # path -> (object name, entry): what answers for it
-
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        """Whether ``obj`` is one of the index's objects (not a support object)."""
-
-    def rv_of(self, plural: str, name: str) -> int:
-        """The resourceVersion of a held object; 0 when not held."""
-
-    def put(self, plural: str, name: str, rv: str, obj: dict[str, Any],
-            decoded: dict[str, Entry] | None) -> None:
-        """Keep the object's state (``decoded``: its entries, known without parsing)."""
-
-    def drop(self, plural: str, name: str) -> bool:
-        """Forget a held object; False when it was not held."""
-
-    def names(self, plural: str) -> Iterable[str]:
-        """Names of the held objects of a kind."""
-
-    def route_count(self) -> int:
-        """Routes this cluster owns (edge rules excluded)."""
+from ..seam import RouteIndex
 
 
 @dataclass
@@ -84,16 +57,23 @@ class ObjectCache:
                  fingerprint: Callable[[dict[str, Any]], bytes]) -> None:
         self.index = index
         self.support: dict[str, dict[str, SupportState]] = {p: {} for p in kinds}
+        # resourceVersions of the objects the index keeps (their state is the index's)
+        self.held: dict[str, dict[str, int]] = {p: {} for p in kinds}
         self.tombstones: dict[tuple[str, str], int] = {}
         self.health = Health(synced={p: False for p in watched})
         self._fingerprint = fingerprint
 
     def rv_of(self, plural: str, name: str) -> int:
-        held = self.index.rv_of(plural, name)
+        held = self.held.get(plural, {}).get(name)
         if held:
             return held
         state = self.support.get(plural, {}).get(name)
         return int(state.rv) if state is not None else 0
+
+    def version(self, plural: str, name: str) -> str | None:
+        """The resourceVersion a write of the object replaces (None: not held, so created)."""
+        rv = self.rv_of(plural, name)
+        return str(rv) if rv else None
 
     def newer(self, plural: str, name: str, rv: int) -> bool:
         """Whether ``rv`` is newer than everything known of the object (deletions included)."""
@@ -114,7 +94,8 @@ class ObjectCache:
             return
         self.tombstones.pop((plural, name), None)
         if self.index.takes(plural, obj):
-            self.index.put(plural, name, str(rv), obj, decoded)
+            if self.index.put(plural, name, obj, decoded):
+                self.held[plural][name] = rv
         else:
             self.support[plural][name] = SupportState(name, str(rv), self._fingerprint(obj))
 
@@ -124,12 +105,14 @@ class ObjectCache:
         if not self.newer(plural, name, int(rv)):
             return False
         self.tombstones.pop((plural, name), None)
+        self.held[plural][name] = int(rv)
         return True
 
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
         """A deletion (a watch event, or our own delete)."""
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
-        if self.support.get(plural, {}).pop(name, None) is None:
+        if self.support.get(plural, {}).pop(name, None) is None and \
+                self.held.get(plural, {}).pop(name, None) is not None:
             self.index.drop(plural, name)
 
     def apply_page(self, plural: str, items: list[dict[str, Any]]) -> None:
@@ -139,7 +122,7 @@ class ObjectCache:
 
     def end_relist(self, plural: str, listed: set[str], list_rv: int) -> None:
         """The list is the new truth, except objects we know are newer than it."""
-        names = list(self.support.get(plural, {})) + list(self.index.names(plural))
+        names = list(self.support.get(plural, {})) + list(self.held.get(plural, {}))
         for name in names:
             if name not in listed and self.rv_of(plural, name) <= list_rv:
                 self.forget(plural, name, list_rv)

@@ -76,7 +76,7 @@ class Watcher:
                     await self._absent()
                     continue
                 self._restart("error", str(exc))
-                await asyncio.sleep(self.client.backoff.delay(min(failures, 5), exc))
+                await asyncio.sleep(self.client.backoff.delay(failures, exc))
                 failures += 1
 
     async def _absent(self) -> None:

@@ -5,7 +5,6 @@ ways, and switching a cluster's backend with no route lost."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 
 from federation.model import decode_entries
 from federation.placement import user_service_names
+from federation.testing.harness import wait_for
 
 from ..conftest import CONTEXTS, GATEWAY_CRDS, ISTIO_CRDS, TOKEN, base_config, fast_settings
 from ..gateway_schema import validate_gateway
@@ -188,11 +188,11 @@ def test_switching_a_backend_moves_every_route(tmp_path: Path, gw_clusters: Any)
         switched = {**istio, "east": "gateway-api", "hub": "gateway-api"}
         write_config(tmp_path, gw_clusters, switched)
         svc.app.state.reload_trigger.set()
-        deadline = time.monotonic() + 20
-        while ((objects(gw_clusters, "east", vs) or objects(gw_clusters, "hub", vs))
-               and time.monotonic() < deadline):
+        def old_objects_gone() -> bool:
             assert api.get("/api/routes").json() == before  # none lost on the way
-            time.sleep(0.05)
+            return not (objects(gw_clusters, "east", vs) or objects(gw_clusters, "hub", vs))
+
+        wait_for(old_objects_gone, "the old backend's objects to go")
         assert svc.federation.registry.clusters["east"].backend == "gateway-api"
         assert api.get("/api/routes").json() == before
         assert routes_in(gw_clusters, "east") == east_before
@@ -222,18 +222,13 @@ def test_a_newer_write_of_a_route_wins_across_replicas(tmp_path: Path, gw_cluste
         late = Entry("/user/alice", "http://10.9.9.9:8888", "hub", {}, "2000-01-01T00:00:00.000Z")
         one.run(one.federation.stores["hub"].put_entry(late))
         assert routes_in(gw_clusters, "hub")["/user/alice"] == stored
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(
-                a.get("/api/routes/user/alice").json()["target"] != newer["target"]
-                for a in (api1, api2)):
-            time.sleep(0.05)
-        for a in (api1, api2):
-            assert a.get("/api/routes/user/alice").json()["target"] == newer["target"]
+        wait_for(lambda: all(a.get("/api/routes/user/alice").json()["target"] == newer["target"]
+                             for a in (api1, api2)), "both replicas to list the newer write", 10)
         # a delete through one replica is seen by the other, and a stale delete is a 404
         assert api1.delete("/api/routes/user/alice").status_code == 204
         assert routes_in(gw_clusters, "hub") == {}
-        while time.monotonic() < deadline and api2.get("/api/routes/user/alice").status_code != 404:
-            time.sleep(0.05)
+        wait_for(lambda: api2.get("/api/routes/user/alice").status_code == 404,
+                 "the other replica to see the delete", 10)
         assert api2.delete("/api/routes/user/alice").status_code == 404
 
 
@@ -258,10 +253,8 @@ def test_housekeeping_follows_config_and_removes_unused_objects(tmp_path: Path,
         doc["defaults"]["http"] = {"timeout": "30s"}
         write_clusters_yaml(config, doc)
         svc.app.state.reload_trigger.set()
-        deadline = time.monotonic() + 20
-        while svc.federation.registry.home_cluster.http.timeout != "30s":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: svc.federation.registry.home_cluster.http.timeout == "30s",
+                 "the reload of the http options")
         svc.run(svc.federation.reconcile(grace=0))
         for obj in objects(gw_clusters, "hub"):
             assert all(r["timeouts"] == {"request": "30s"} for r in obj["spec"]["rules"])
@@ -288,17 +281,15 @@ def test_a_switch_that_cannot_write_keeps_the_running_config(tmp_path: Path,
         gw_clusters.servers[CONTEXTS["east"]].inject_errors(2, 422, verbs=["create"])
         write_config(tmp_path, gw_clusters, {**istio, "east": "gateway-api"})
         svc.app.state.reload_trigger.set()
-        deadline = time.monotonic() + 20
-        while svc.federation.last_reload_error is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: svc.federation.last_reload_error is not None, "the refused reload")
         assert "cannot move the routes of east" in svc.federation.last_reload_error
         assert svc.federation.registry.clusters["east"].backend == "istio"
         assert api.get("/api/routes").json() == before
         assert routes_in(gw_clusters, "east", vs) == east_before
-        while svc.federation.registry.clusters["east"].backend != "gateway-api":
-            assert time.monotonic() < deadline
-            svc.app.state.reload_trigger.set()
-            time.sleep(0.2)
+        def switched() -> bool:
+            svc.app.state.reload_trigger.set()  # a later reload completes the switch
+            return bool(svc.federation.registry.clusters["east"].backend == "gateway-api")
+
+        wait_for(switched, "a later reload to switch east")
         assert api.get("/api/routes").json() == before
         assert routes_in(gw_clusters, "east") == east_before

@@ -83,6 +83,11 @@ class WatchMixin(StoreMixin, FaultsMixin):
         with self._lock:
             return len(self._watchers)
 
+    def watched_kinds(self) -> set[str]:
+        """The plurals with at least one open watch."""
+        with self._lock:
+            return {watcher.res.plural for watcher in self._watchers}
+
     def _broadcast(self, sentinel: object) -> None:
         with self._lock:
             for watcher in self._watchers:

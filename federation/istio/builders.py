@@ -1,0 +1,32 @@
+"""The Istio backend's pure side (:class:`federation.seam.Builders`): what plans, docs,
+activity and ``federation check`` need of it without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Cluster, Registry
+from ..model import Entry
+from ..placement import Destination
+from . import check, objects
+from .layout import DEFAULT_CAPACITY
+
+
+class IstioBuilders:
+    route_kind = check.ROUTE_KIND
+    claim_role = "root"  # a plain root lists every host the cluster's plain routes answer
+    probe_object = staticmethod(check.probe_object)
+    gateway_findings = staticmethod(check.gateway_findings)
+
+    @staticmethod
+    def check_route(registry: Registry, cluster: Cluster, entry: Entry) -> None:
+        return None  # every entry the plan accepts renders a rule Istio accepts
+
+    @staticmethod
+    def render_cluster(registry: Registry, cluster: Cluster, entries: list[Entry],
+                       capacity: int | None = None) -> list[dict[str, Any]]:
+        return objects.render_cluster(registry, cluster, entries, capacity or DEFAULT_CAPACITY)
+
+    @staticmethod
+    def mesh_host(registry: Registry, cluster: Cluster, dest: Destination) -> str:
+        return dest.host
