@@ -32,9 +32,9 @@ TARGETS = ("http://10.0.0.1:8888", "https://ext.example.com")
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceThread, Any]]:
+    # The emulator serves both backends' kinds without their CRDs; with ../shared beside the
+    # clone it also checks every write against the upstream schemas.
     crds = sorted(ISTIO_CRDS.glob("*-crd.yaml")) + sorted(GATEWAY_CRDS.glob("*-crd.yaml"))
-    if not crds:
-        pytest.skip(f"{ISTIO_CRDS.parent} is absent: the CRDs come from ../shared")
     tmp = tmp_path_factory.mktemp("watches")
     with EmulatedClusters(list(CONTEXTS.values()), tmp, crd_files=crds) as clusters:
         doc = base_config(str(clusters.kubeconfig))
