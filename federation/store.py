@@ -27,6 +27,11 @@ from .table import RouteTable
 
 log = logging.getLogger(__name__)
 
+# Housekeeping passes over a cluster where nothing changed before one looks at everything
+# again anyway (10 minutes at the default 15 s interval): a bound on what a missed change
+# could leave, and on the CPU an idle hub pays for it.
+FULL_PASS_EVERY = 40
+
 
 class ClusterStore:
     def __init__(self, registry: Registry, cluster: Cluster, client: ClusterClient,
@@ -40,6 +45,10 @@ class ClusterStore:
                              settings.watch_timeout)
         self.backend.bind(self.mirror)
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        # What the last pass that settled everything saw: (cache changes, failed calls); None
+        # when the next pass must look at everything (a start, a new configuration).
+        self._settled: tuple[int, int] | None = None
+        self._quiet_passes = 0
 
     @property
     def name(self) -> str:
@@ -58,6 +67,7 @@ class ClusterStore:
         self.scope.cluster = cluster
         self.backend.reconfigured()
         self._support_memo.clear()
+        self._settled = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -155,8 +165,25 @@ class ClusterStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
+    def _marks(self) -> tuple[int, int]:
+        return (self.mirror.cache.changes, self.client.failed_calls)
+
     async def tidy(self, grace: float) -> None:
-        """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
+        """Repair and tidy this cluster's objects; yields to the event loop as it goes. A pass
+        with nothing to do is skipped: the last one changed nothing, failed nothing and left
+        no grace clock running, and nothing changed in the cluster since (its watches and our
+        writes change the cache); every FULL_PASS_EVERY passes it looks anyway."""
+        if (self._settled == self._marks() and not self.mirror.clocks_running
+                and self._quiet_passes < FULL_PASS_EVERY):
+            self._quiet_passes += 1
+            return
+        before = self._marks()
+        await self._tidy(grace)
+        after = self._marks()
+        self._settled = after if after == before else None
+        self._quiet_passes = 0
+
+    async def _tidy(self, grace: float) -> None:
         pace = Pacer()
         keep = await self.backend.tidy(grace, pace)
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.

@@ -87,6 +87,9 @@ class ObjectCache:
         self.tombstones: dict[tuple[str, str], int] = {}
         self.health = Health(synced={p: False for p in watched})
         self._fingerprint = fingerprint
+        # Counts every change kept (events, reads, our writes): housekeeping compares it to
+        # pass over a cluster only when something changed there.
+        self.changes = 0
 
     def rv_of(self, plural: str, name: str) -> int:
         held = self.index.rv_of(plural, name)
@@ -113,6 +116,7 @@ class ObjectCache:
             self.forget(plural, name, rv)
             return
         self.tombstones.pop((plural, name), None)
+        self.changes += 1
         if self.index.takes(plural, obj):
             self.index.put(plural, name, str(rv), obj, decoded)
         else:
@@ -124,10 +128,12 @@ class ObjectCache:
         if not self.newer(plural, name, int(rv)):
             return False
         self.tombstones.pop((plural, name), None)
+        self.changes += 1
         return True
 
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
         """A deletion (a watch event, or our own delete)."""
+        self.changes += 1
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
         if self.support.get(plural, {}).pop(name, None) is None:
             self.index.drop(plural, name)
