@@ -19,6 +19,7 @@ from .test_gateway_backend import ALL_GATEWAY, client, gw_clusters, service_on, 
 
 __all__ = ["gw_clusters"]  # the fixture, used by name
 SERVICES = ("", "v1", "services")
+GW_ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 class Counted:
@@ -102,3 +103,41 @@ def test_the_gateway_rerender_looks_only_at_routes_kept_anew(
         hub.reconfigure(hub.registry, hub.cluster)  # what a reload does
         svc.run(svc.federation.reconcile())
         assert built.calls == 7  # a new configuration: every HTTPRoute compared with it
+
+
+def test_edge_rules_are_visited_again_only_after_a_change(
+        tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table-wide steps (duplicates, edge rules) are skipped while nothing changed; an
+    edge rule deleted behind the service's back is a change, and the next pass restores it."""
+    from federation import housekeeping
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    server = gw_clusters.servers[CONTEXTS["hub"]]
+    with service_on(config) as svc, client(svc) as api:
+        answer = api.post("/api/routes/user/zoe", json={
+            "target": "https://east.hub.example.org", "user": "zoe", "server_name": ""})
+        assert answer.status_code == 201
+        svc.run(svc.federation.reconcile())
+        visits = 0
+        repair = housekeeping._repair_edges
+
+        async def counted(*args: Any) -> None:
+            nonlocal visits
+            visits += 1
+            await repair(*args)
+
+        monkeypatch.setattr(housekeeping, "_repair_edges", counted)
+        svc.run(svc.federation.reconcile())
+        assert visits == 0
+        (edge,) = server.objects(*GW_ROUTES, "jupyterhub")
+        hub = svc.federation.stores["hub"]
+        heard = hub.mirror.cache.changes
+        with httpx.Client(base_url=server.url,
+                          headers={"Authorization": f"Bearer {server.token}"}) as kube:
+            kube.delete(f"/apis/{'/'.join(GW_ROUTES[:2])}/namespaces/jupyterhub/httproutes/"
+                        f"{edge['metadata']['name']}").raise_for_status()
+        wait_until(lambda: hub.mirror.cache.changes > heard)
+        svc.run(svc.federation.reconcile())
+        assert visits == 1
+        assert [o["metadata"]["name"] for o in server.objects(*GW_ROUTES, "jupyterhub")] == [
+            edge["metadata"]["name"]]
