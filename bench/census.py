@@ -78,11 +78,12 @@ def _owners(federation: Any) -> Iterator[tuple[str, list[Any]]]:
     yield "route table (the service's view)", [table]
     yield "route index (entries per cluster)", [s.backend.index for s in stores]
     yield "mirror cache (support objects, tombstones)", [s.mirror.cache for s in stores]
-    yield "writers", [s.mirror._writers for s in stores]
+    # Before the writers: their callbacks reach the backend's helpers, which own the memos.
+    yield "support objects built (the store's memo)", [s._support_memo for s in stores]
+    yield "backend helpers and memos", [s.backend for s in stores]
+    yield "writers (one per object written, kept)", [s.mirror._writers for s in stores]
     yield "own-write echoes, grace clocks", [
         (s.mirror.own, s.mirror._unused_since, s.mirror._elsewhere) for s in stores]
-    yield "backend helpers and memos", [s.backend for s in stores] + [
-        s._support_memo for s in stores]
     yield "activity monitor", [federation.activity]
     yield "rest of the service object", [federation]
 
