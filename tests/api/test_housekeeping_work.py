@@ -141,3 +141,24 @@ def test_edge_rules_are_visited_again_only_after_a_change(
         assert visits == 1
         assert [o["metadata"]["name"] for o in server.objects(*GW_ROUTES, "jupyterhub")] == [
             edge["metadata"]["name"]]
+
+
+def test_support_objects_are_built_once_per_destination(tmp_path: Path,
+                                                        gw_clusters: Any) -> None:
+    """Every edge rule to one remote cluster needs the same objects: one copy is kept for all
+    of them, and what routes no longer held needed is forgotten by the next pass."""
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with service_on(config) as svc, client(svc) as api:
+        for user in ("zoe", "秀樹"):
+            answer = api.post(f"/api/routes/user/{user}", json={
+                "target": "https://east.hub.example.org", "user": user, "server_name": ""})
+            assert answer.status_code == 201
+        hub = svc.federation.stores["hub"]
+        zoe, hideki = (hub.entry(p) for p in ("/user/zoe", "/user/秀樹"))
+        assert zoe is not None and hideki is not None and zoe.edge
+        objects = hub.support_for(zoe)
+        assert objects and hub.support_for(hideki) is objects
+        assert api.delete("/api/routes/user/zoe").status_code == 204
+        svc.run(svc.federation.reconcile())
+        assert "/user/zoe" not in hub._support_memo
+        assert hub.support_for(hideki) is objects  # still needed: kept
