@@ -695,7 +695,9 @@ def render(results: Results) -> str:
     head = [
         f"## Results: `{plan.name}` plan, {plan.latency * 1000:g} ms API latency", "",
         f"Generated {results.started:%Y-%m-%d %H:%M} UTC by `python -m bench"
-        f"{' --quick' if plan.name == 'quick' else ''} --latency-ms {plan.latency * 1000:g}`.",
+        f"{' --quick' if plan.name == 'quick' else ''} --latency-ms {plan.latency * 1000:g}"
+        f"{f' --runs {plan.runs}' if plan.name != 'quick' else ''}`: {plan.runs} run(s) of "
+        f"every figure, {min(plan.runs, plan.grown_runs)} of the grown tables (fig. 10).",
         "",
     ]
     head += _table(["Machine", ""], [[k, v] for k, v in results.machine.items()], "ll")
