@@ -48,9 +48,10 @@ _quiet: weakref.WeakKeyDictionary[Federation, _Quiet] = weakref.WeakKeyDictionar
 
 
 def _marks(fed: Federation) -> tuple[object, ...]:
-    """Changes heard from every cluster, failed calls, and the configuration: the table and
-    the edge rules cannot have changed while these did not."""
-    return (id(fed.registry),) + tuple((name, s.mirror.cache.changes, s.client.failed_calls)
+    """Changes heard from every cluster, failed calls, and the configuration (the object
+    itself, held: a reload makes a new one): the table and the edge rules cannot have changed
+    while these did not."""
+    return (fed.registry,) + tuple((name, s.mirror.cache.changes, s.client.failed_calls)
                                        for name, s in fed.stores.items())
 
 
