@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Protocol
 
 from .config import Registry
 from .errors import KubeError
 from .mirror import Pacer
 from .model import Entry
+from .store import FULL_PASS_EVERY
 from .store import ClusterStore as Store
 from .table import RouteTable
 
@@ -33,10 +35,38 @@ class Federation(Protocol):
 log = logging.getLogger(__name__)
 
 
+class _Quiet:
+    """What the last pass across clusters that found everything in order saw, and how many
+    passes were skipped since (each cluster's own pass: ClusterStore.tidy)."""
+
+    def __init__(self) -> None:
+        self.marks: tuple[object, ...] | None = None
+        self.skipped = 0
+
+
+_quiet: weakref.WeakKeyDictionary[Federation, _Quiet] = weakref.WeakKeyDictionary()
+
+
+def _marks(fed: Federation) -> tuple[object, ...]:
+    """Changes heard from every cluster, failed calls, and the configuration (the object
+    itself, held: a reload makes a new one): the table and the edge rules cannot have changed
+    while these did not."""
+    return (fed.registry,) + tuple((name, s.mirror.cache.changes, s.client.failed_calls)
+                                       for name, s in fed.stores.items())
+
+
 async def reconcile(fed: Federation, grace: float) -> None:
     pace = Pacer()
-    await _resolve_duplicates(fed, pace)
-    await _repair_edges(fed, grace, pace)
+    quiet = _quiet.setdefault(fed, _Quiet())
+    before = _marks(fed)
+    # Duplicates and edge rules visit the whole table: only when something changed since a
+    # pass that found them in order, no orphan waits out its grace period, or now and then.
+    if quiet.marks != before or fed.orphans or quiet.skipped >= FULL_PASS_EVERY:
+        await _resolve_duplicates(fed, pace)
+        await _repair_edges(fed, grace, pace)
+        quiet.skipped = 0
+    else:
+        quiet.skipped += 1
     results = await asyncio.gather(
         *(s.tidy(grace) for s in list(fed.stores.values()) if s.synced), return_exceptions=True
     )
@@ -44,6 +74,8 @@ async def reconcile(fed: Federation, grace: float) -> None:
         if isinstance(result, Exception):
             log.warning("cluster %s: housekeeping stopped early: %s", store.name, result,
                         extra={"cluster": store.name})
+    after = _marks(fed)
+    quiet.marks = after if after == before else None
 
 
 async def _resolve_duplicates(fed: Federation, pace: Pacer) -> None:
