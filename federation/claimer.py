@@ -80,6 +80,8 @@ class HostClaims:
         # change a cluster's namespace: its claims stay this hub's)
         self._locks: dict[str, asyncio.Lock] = {}
         self.fresh: list[Claim] = []  # created by this start: given back if it is refused
+        # Leases of API servers a reload being prepared no longer reaches: dropped by adopt.
+        self._superseded: set[Key] = set()
 
     # -- what the write path and the status pages ask -----------------------------------------
 
@@ -189,24 +191,35 @@ class HostClaims:
         configuration kept, what was just taken given back) when another hub holds one. A
         conflict the running configuration already has stays with housekeeping: it does not
         block unrelated reloads."""
+        self._superseded = set()
         before = {c.key for c in wanted_claims(self.registry)}
         moved = {n for n in registry.clusters if _reached(registry, n) != _reached(self.registry, n)}
 
         def fresh(claim: Claim) -> bool:
             return claim.key not in before or claim.cluster in moved
 
+        # What is held on a cluster that now reaches another API server was read from the old
+        # one: it counts only once taken again on the new one.
+        before_held = {k: v for k, v in self.held.items() if k[0] in moved}
         found, created = await self.take_all(registry, clients, fresh)
         if found:
             await self._give_back(created, clients)
+            self.held.update(before_held)  # the running configuration still uses the old one
             for f in found:
                 self.elsewhere.pop(f.claim.key, None)  # judged for a configuration not applied
             self._settle()
             raise ConfigError("; ".join(f.reason(registry, self.config) for f in found))
+        self._superseded = {k for k, v in before_held.items() if self.held.get(k) is v}
 
     def adopt(self, registry: Registry) -> None:
         """The reload is applied: claims of hosts or clusters no longer used stay in place
         (this hub's rules may still be there) but are no longer renewed."""
         wanted = {c.key for c in wanted_claims(registry)}
+        for key in self._superseded:
+            # Held on the API server this cluster name reached before, not taken yet on the
+            # one it reaches now (out of reach during the reload): its writes wait for it.
+            self.held.pop(key, None)
+        self._superseded = set()
         for key in [k for k in self.held if k not in wanted]:
             log.info("cluster %s: host %s is no longer routed by this hub; its claim is left to "
                      "expire (`federation claims release` removes it)", key[0], key[1],

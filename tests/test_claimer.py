@@ -15,7 +15,7 @@ from federation import metrics
 from federation.claimer import HostClaims
 from federation.claims import holder_of, wanted_claims
 from federation.config import Registry, parse_registry
-from federation.errors import ConfigError, Conflict, HostClaimed, NotFound
+from federation.errors import ClusterUnavailable, ConfigError, Conflict, HostClaimed, NotFound
 from federation.kube import Resource
 
 from .conftest import base_config
@@ -239,3 +239,35 @@ def test_a_reload_claims_again_only_on_a_cluster_reached_anew() -> None:
     doc["clusters"][1]["context"] = "another-east"  # the name now reaches another server
     asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
     assert calls["east"].calls and calls["west"].calls == [] and calls["hub"].calls == []
+
+
+class Down(Client):
+    """A client of a cluster that cannot be reached."""
+
+    async def _turn(self, verb: str) -> None:
+        self.calls.append(verb)
+        raise ClusterUnavailable("connection refused", cluster=self.cluster)
+
+
+def test_a_cluster_repointed_while_out_of_reach_is_not_held_on_its_new_server() -> None:
+    """The Leases of the server a cluster name used to reach say nothing of the server it
+    reaches now: until they are taken there, its routes wait (HostClaims.require)."""
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 8)
+    asyncio.run(claims.start(calls))
+    assert claims.holds("east")
+    doc["clusters"][1]["context"] = "another-east"  # another API server, down for now
+    moved = parse_registry(doc, check_kubeconfig=False)
+    elsewhere = Leases()
+    down = {**calls, "east": Down(elsewhere, "east", random.Random(0))}
+    asyncio.run(claims.prepare(moved, down))
+    claims.adopt(moved)
+    assert not claims.holds("east") and claims.holds("west") and claims.holds("hub")
+    assert claims.describe("east")["held"] == []
+    # Another hub holds the host there: the first write is refused, nothing is written.
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start({"east": Client(elsewhere, "east", random.Random(1))}))
+    with pytest.raises(HostClaimed):
+        asyncio.run(claims.require("east", Client(elsewhere, "east", random.Random(2))))
