@@ -30,6 +30,8 @@ class Federation(Protocol):
 
     async def write_entry(self, store: Store, entry: Entry) -> None: ...
 
+    def may_write(self, cluster: str) -> bool: ...
+
 log = logging.getLogger(__name__)
 
 
@@ -37,10 +39,12 @@ async def reconcile(fed: Federation, grace: float) -> None:
     pace = Pacer()
     await _resolve_duplicates(fed, pace)
     await _repair_edges(fed, grace, pace)
-    results = await asyncio.gather(
-        *(s.tidy(grace) for s in list(fed.stores.values()) if s.synced), return_exceptions=True
-    )
-    for store, result in zip([s for s in fed.stores.values() if s.synced], results, strict=False):
+    # A cluster whose host claims are not held gets no writes from its tidy-up either: it
+    # renders the current configuration's hosts (a reload may have added one another hub
+    # holds there), and routing objects for a host this hub does not hold mix two hubs' users.
+    tidied = [s for s in list(fed.stores.values()) if s.synced and fed.may_write(s.name)]
+    results = await asyncio.gather(*(s.tidy(grace) for s in tidied), return_exceptions=True)
+    for store, result in zip(tidied, results, strict=True):
         if isinstance(result, Exception):
             log.warning("cluster %s: housekeeping stopped early: %s", store.name, result,
                         extra={"cluster": store.name})

@@ -253,6 +253,10 @@ class Federation:
         if self.settings.warmup:
             await self._warmup(plan.writes[-1][0], plan.key)  # home, for an edge route
 
+    def may_write(self, cluster: str) -> bool:
+        """Whether this hub holds every host claim of ``cluster`` (federation/claimer.py)."""
+        return self.claims.holds(cluster)
+
     async def write_entry(self, store: Store, entry: Entry) -> None:
         if not self.claims.holds(store.name):
             # Housekeeping's writes wait for the cluster's claims (the conflict is reported

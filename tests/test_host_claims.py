@@ -408,3 +408,40 @@ def test_claim_names_are_dns_safe_and_unique() -> None:
     for name in names.values():
         assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
     assert names["east.hub.example.org"].startswith("federation-host-east-hub-example-org-")
+
+
+@pytest.mark.parametrize("backend", ["istio", "gateway-api"])
+def test_housekeeping_writes_nothing_for_a_host_it_could_not_claim(
+        tmp_path: Path, shared_clusters: Any, backend: str) -> None:
+    """The second hub's file gives east the shared ingress host while east is out of reach
+    (the reload cannot claim it there, and the first hub holds it). When east is back,
+    housekeeping must not render the second hub's objects there for that host."""
+    hub_b = HUB_B["own-namespaces"]
+    first = hub_config(tmp_path, shared_clusters, HUB_A, backend)
+    second = hub_config(tmp_path, shared_clusters, hub_b, backend, own_ingress=True)
+    reg_a, reg_b = load_registry(first), load_registry(second)
+    east = shared_clusters.servers[CONTEXTS["east"]]
+    with ServiceThread(fast_settings(first)) as svc_a, \
+            ServiceThread(fast_settings(second, reload_interval=3600)) as svc_b:
+        post_table(svc_a, reg_a)
+        post_table(svc_b, reg_b)
+        hubs = {HUB_A: reg_a, hub_b: reg_b}
+        assert_apart(shared_clusters, backend, hubs, serving=(HUB_A, hub_b))
+        east.set_down(True)
+        shared = second.read_text().replace("://hubb-east.", "://east.")
+        assert shared != second.read_text()
+        second.write_text(shared)
+        assert svc_b.run(svc_b.federation.reload_file(second)) is True
+        hubs[hub_b] = load_registry(second)
+        east.set_down(False)
+        wait_for(lambda: not svc_b.federation.stores["east"].client.circuit.is_open,
+                 "hub b to reach east again")
+        svc_b.run(svc_b.federation.reconcile(grace=0))
+        assert not svc_b.federation.claims.holds("east")
+        assert [c.holder for c in svc_b.federation.claims.conflicts("east")] \
+            == [HUB_A.identity]
+        hostnames = {h for o in objects_of(shared_clusters, backend)["east"]
+                     if o["metadata"]["namespace"] == hub_b.namespace
+                     for key in ("hostnames", "hosts")
+                     for h in (o.get("spec") or {}).get(key) or []}
+        assert "east.hub.example.org" not in hostnames, hostnames
