@@ -239,7 +239,7 @@ class Federation:
         # The owner's rule, the home cluster's edge rule and their support objects go out
         # together: the hub is told only once all are stored (a failure answers 503 and the hub
         # retries; housekeeping restores a missing support object), so nobody is sent there early.
-        await asyncio.gather(*(self.write_entry(self.stores[name], entry)
+        await asyncio.gather(*(self._write_claimed(self.stores[name], entry)
                                for name, entry in plan.writes))
         stale = [s for s in self.holders(path) if s.name not in written]
         ours = plan.writes[0][1].rank
@@ -256,6 +256,13 @@ class Federation:
     def may_write(self, cluster: str) -> bool:
         """Whether this hub holds every host claim of ``cluster`` (federation/claimer.py)."""
         return self.claims.holds(cluster)
+
+    async def _write_claimed(self, store: Store, entry: Entry) -> None:
+        """A route write: a claim lost since it was checked (another hub took it meanwhile)
+        refuses the write (HostClaimed, 409) rather than leaving this cluster out of it."""
+        if not self.claims.holds(store.name):
+            await self.claims.require(store.name, store.client)
+        await _write(store, entry)
 
     async def write_entry(self, store: Store, entry: Entry) -> None:
         if not self.claims.holds(store.name):

@@ -445,3 +445,38 @@ def test_housekeeping_writes_nothing_for_a_host_it_could_not_claim(
                      for key in ("hostnames", "hosts")
                      for h in (o.get("spec") or {}).get(key) or []}
         assert "east.hub.example.org" not in hostnames, hostnames
+
+
+def test_a_claim_lost_while_a_write_waits_is_refused_not_skipped(
+        tmp_path: Path, shared_clusters: Any) -> None:
+    """East's claim goes to another hub while a route write waits for the home cluster's
+    claims: the write is refused (409), never answered 201 with east's rule left out."""
+    from federation.claims import HeldElsewhere, wanted_claims
+
+    backend = "istio"
+    config = hub_config(tmp_path, shared_clusters, HUB_A, backend)
+    registry = load_registry(config)
+    with ServiceThread(fast_settings(config)) as svc:
+        claims = svc.federation.claims
+        require = claims.require
+        (lost,) = [c for c in wanted_claims(registry, ["east"]) if c.ingress]
+
+        def lose_east() -> None:
+            claims.held.pop(lost.key, None)
+            claims.elsewhere[lost.key] = HeldElsewhere(lost, "hubb/hubb")
+            claims.ready.discard("east")
+
+        async def home_then_lose_east(cluster: str, client: Any) -> None:
+            await require(cluster, client)
+            if cluster == "hub":  # lost once every claim was checked, before the writes
+                asyncio.get_running_loop().call_soon(lose_east)
+
+        claims.ready.discard("hub")  # the home cluster's claims are taken at this write
+        claims.require = home_then_lose_east  # type: ignore[method-assign]
+        body = hub_table(registry)["/user/alice"]
+        with api(svc) as client:
+            resp = client.post("/api/routes/user/alice", json=body)
+            assert resp.status_code == 409, resp.text
+            assert "east.hub.example.org" in resp.json()["error"]
+        assert [o for o in written_by(shared_clusters, backend, HUB_A)
+                if o.startswith("east/")] == []
