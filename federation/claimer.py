@@ -76,8 +76,10 @@ class HostClaims:
         self.held: dict[Key, dict[str, Any]] = {}  # the Lease as last written or read
         self.elsewhere: dict[Key, HeldElsewhere] = {}
         self.ready: set[str] = set()  # clusters whose every claim is held
-        self.identities: set[str] = set()  # holder identities of this process (a reload may
-        # change a cluster's namespace: its claims stay this hub's)
+        # This hub's holder identities per cluster (a reload may change a cluster's namespace:
+        # its claims stay this hub's). Per cluster: this hub's name on one cluster may be
+        # another hub's on another (its namespace differs per cluster).
+        self.identities: dict[str, set[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.fresh: list[Claim] = []  # created by this start: given back if it is refused
         # Leases of API servers a reload being prepared no longer reaches: dropped by adopt.
@@ -107,7 +109,8 @@ class HostClaims:
                    claim: Claim) -> tuple[HeldElsewhere | None, bool]:
         """Take one claim: (None, created) when this hub holds it now, else who does."""
         cluster = registry.clusters[claim.cluster]
-        self.identities.add(holder_identity(registry, cluster))
+        mine = self.identities.setdefault(claim.cluster, set())
+        mine.add(holder_identity(registry, cluster))
         for _ in range(3):
             try:
                 lease = await client.create(LEASES, build_lease(registry, cluster, claim,
@@ -132,7 +135,7 @@ class HostClaims:
             except NotFound:
                 continue  # released in between: create it again
             holder = holder_of(lease)
-            if holder in self.identities:
+            if holder in mine:
                 self._hold(claim, lease)  # ours: taken before (a restart, another replica)
                 return None, False
             found = HeldElsewhere(claim, holder)
@@ -283,12 +286,14 @@ class HostClaims:
                 cluster = registry.clusters.get(key[0])
                 if cluster is not None:  # a reload may have moved the hub's namespace
                     body["spec"]["holderIdentity"] = holder_identity(registry, cluster)
+                    self.identities.setdefault(key[0], set()).add(holder_identity(registry,
+                                                                                  cluster))
                 self.held[key] = await client.replace(LEASES, body, name=name,
                                                       namespace=namespace)
                 return
             except Conflict:
                 current = await client.get(LEASES, name, namespace=namespace)
-            if holder_of(current) in self.identities:  # another replica renewed it
+            if holder_of(current) in self.identities.get(key[0], set()):  # another replica
                 self.held[key] = current
                 return
             del self.held[key]

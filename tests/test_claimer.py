@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 from typing import Any
 
@@ -271,3 +272,48 @@ def test_a_cluster_repointed_while_out_of_reach_is_not_held_on_its_new_server() 
     asyncio.run(other.start({"east": Client(elsewhere, "east", random.Random(1))}))
     with pytest.raises(HostClaimed):
         asyncio.run(claims.require("east", Client(elsewhere, "east", random.Random(2))))
+
+
+def test_a_holder_is_this_hub_only_by_its_identity_on_that_cluster() -> None:
+    """A hub whose objects on east are in namespace hub-a (its home namespace is jupyterhub)
+    is ``hub-a/jupyterhub`` there: a claim on east held by ``jupyterhub/jupyterhub`` is
+    another hub's (a z2jh release in namespace jupyterhub of east), even though that is the
+    name this hub goes by on its home cluster."""
+    stores = fresh_stores()
+    other = HostClaims(hub("jupyterhub", "other.example.org"), 15)
+    asyncio.run(other.start(clients({"east": stores["east"]}, 9)))
+    assert holders(stores)[("east", "east.hub.example.org")] == "jupyterhub/jupyterhub"
+    doc = base_config(instance="jupyterhub")
+    east = next(c for c in doc["clusters"] if c["name"] == "east")
+    east["namespace"] = "hub-a"
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 10)
+    # East is out of reach at start: the home cluster's claims are taken first.
+    asyncio.run(claims.start({**calls, "east": Down(stores["east"], "east",
+                                                    random.Random(3))}))
+    assert claims.holds("hub") and not claims.holds("east")
+    asyncio.run(claims.keep(calls))
+    assert not claims.holds("east")
+    assert [c.holder for c in claims.conflicts("east")] == ["jupyterhub/jupyterhub"]
+    with pytest.raises(HostClaimed):
+        asyncio.run(claims.require("east", calls["east"]))
+
+
+def test_replicas_renewing_after_a_namespace_change_never_see_each_other_as_another_hub(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    replicas = [HostClaims(parse_registry(doc, check_kubeconfig=False), 15) for _ in range(2)]
+    for i, replica in enumerate(replicas):
+        asyncio.run(replica.start(clients(stores, 11 + i)))
+    doc["defaults"]["namespace"] = "hub-a"  # the same clusters: claims stay, renamed
+    moved = parse_registry(doc, check_kubeconfig=False)
+    for i, replica in enumerate(replicas):
+        asyncio.run(replica.prepare(moved, clients(stores, 13 + i)))
+        replica.adopt(moved)
+    with caplog.at_level(logging.INFO, logger="federation.claimer"):
+        for i, replica in enumerate(replicas):
+            asyncio.run(replica.keep(clients(stores, 15 + i)))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert all(r.ready == {"hub", "east", "west"} for r in replicas)
+    assert set(holders(stores).values()) == {"hub-a/jupyterhub"}
