@@ -10,6 +10,7 @@ could not be taken yet (the cluster was down), when it takes them first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -84,6 +85,7 @@ class HostClaims:
         self.fresh: list[Claim] = []  # created by this start: given back if it is refused
         # Leases of API servers a reload being prepared no longer reaches: dropped by adopt.
         self._superseded: set[Key] = set()
+        self._gauged: set[str] = set()  # clusters the conflicts gauge has a value for
 
     # -- what the write path and the status pages ask -----------------------------------------
 
@@ -332,6 +334,11 @@ class HostClaims:
                       if all(c.key in self.held for c in claims_of(self.registry, cluster))}
         for name in self.registry.clusters:
             metrics.HOST_CLAIM_CONFLICTS.labels(name).set(len(self.conflicts(name)))
+        for name in self._gauged - set(self.registry.clusters):
+            # A cluster a reload removed (perhaps to end a conflict): no stale alert.
+            with contextlib.suppress(KeyError):
+                metrics.HOST_CLAIM_CONFLICTS.remove(name)
+        self._gauged = set(self.registry.clusters)
 
     async def _give_back(self, claims: list[Claim], clients: Clients) -> None:
         """Delete claims this process created just now (a refused start or reload)."""

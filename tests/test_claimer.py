@@ -317,3 +317,23 @@ def test_replicas_renewing_after_a_namespace_change_never_see_each_other_as_anot
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert all(r.ready == {"hub", "east", "west"} for r in replicas)
     assert set(holders(stores).values()) == {"hub-a/jupyterhub"}
+
+
+def test_a_cluster_removed_by_a_reload_leaves_no_conflict_in_the_metric() -> None:
+    stores = fresh_stores()
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start(clients({"west": stores["west"]}, 17)))
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 18)
+    asyncio.run(claims.start({**calls, "west": Down(stores["west"], "west", random.Random(4))}))
+    asyncio.run(claims.keep(calls))  # west is back: its ingress host is the other hub's
+    assert metrics.HOST_CLAIM_CONFLICTS.labels("west")._value.get() == 1
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    without_west = parse_registry(doc, check_kubeconfig=False)
+    asyncio.run(claims.prepare(without_west, calls))
+    claims.adopt(without_west)
+    assert claims.conflicts() == []
+    samples = {s.labels.get("cluster") for m in metrics.HOST_CLAIM_CONFLICTS.collect()
+               for s in m.samples}
+    assert "west" not in samples and "east" in samples
