@@ -72,6 +72,8 @@ def _edge_of(fed: Federation, winner: Entry) -> Entry | None:
     owner = fed.registry.clusters.get(winner.owner)
     if owner is None or not owner.edge or winner.owner == fed.registry.home:
         return None
+    if not fed.may_write(winner.owner):
+        return None  # its hosts there are not this hub's: no edge rule sends users to them
     return Entry(winner.path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
 
 

@@ -85,6 +85,8 @@ class Federation:
         self.claims = HostClaims(registry, settings.reconcile_interval,
                                  str(settings.config or "clusters.yaml"))
         self.destinations = DestinationChecks()  # each route's Service, read every pass
+        for store in self.stores.values():
+            store.scope.claimed = self.may_write
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -174,6 +176,8 @@ class Federation:
             raise
         fresh = {n: make_store(registry, n, clients[n], RouteTable(), self.settings)
                  for n in repointed}
+        for store in fresh.values():
+            store.scope.claimed = self.may_write
         for store in fresh.values():
             store.start()
         deadline = time.monotonic() + self.settings.kube_deadline

@@ -445,6 +445,8 @@ def test_housekeeping_writes_nothing_for_a_host_it_could_not_claim(
                      for key in ("hostnames", "hosts")
                      for h in (o.get("spec") or {}).get(key) or []}
         assert "east.hub.example.org" not in hostnames, hostnames
+        # Nor does it re-point the home cluster's edge rules at that host.
+        assert_apart(shared_clusters, backend, hubs, serving=(HUB_A,))
 
 
 def test_a_claim_lost_while_a_write_waits_is_refused_not_skipped(
