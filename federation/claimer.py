@@ -30,7 +30,15 @@ from .claims import (
     wanted_claims,
 )
 from .config import Registry
-from .errors import ConfigError, Conflict, HostClaimed, KubeError, NotFound, Rejected
+from .errors import (
+    ClusterUnavailable,
+    ConfigError,
+    Conflict,
+    HostClaimed,
+    KubeError,
+    NotFound,
+    Rejected,
+)
 from .kube import Resource
 
 log = logging.getLogger(__name__)
@@ -242,8 +250,9 @@ class HostClaims:
             return
         lock = self._locks.setdefault(cluster, asyncio.Lock())
         async with lock:
-            if cluster not in self.ready and not self.conflicts(cluster):
-                for claim in claims_of(self.registry, self.registry.clusters[cluster]):
+            known = self.registry.clusters.get(cluster)
+            if known is not None and cluster not in self.ready and not self.conflicts(cluster):
+                for claim in claims_of(self.registry, known):
                     if claim.key not in self.held:
                         found, _ = await self.take(self.registry, client, claim)
                         if found is not None:
@@ -251,6 +260,12 @@ class HostClaims:
                 self._settle()
         if cluster in self.ready:
             return
+        if not self.conflicts(cluster):
+            # A reload removed the cluster while this write waited (or swapped its claims):
+            # nothing written; the hub tries again with the configuration now running.
+            raise ClusterUnavailable(f"cluster {cluster!r}: its host claims are not held (the "
+                                     "configuration changed meanwhile); try again",
+                                     cluster=cluster, verb="claim")
         conflict = self.conflicts(cluster)[0]
         metrics.HOST_CLAIM_REFUSALS.labels(cluster).inc()
         raise HostClaimed("refused, nothing written: " + conflict.reason(self.registry,

@@ -337,3 +337,17 @@ def test_a_cluster_removed_by_a_reload_leaves_no_conflict_in_the_metric() -> Non
     samples = {s.labels.get("cluster") for m in metrics.HOST_CLAIM_CONFLICTS.collect()
                for s in m.samples}
     assert "west" not in samples and "east" in samples
+
+
+def test_a_write_for_a_cluster_a_reload_removed_meanwhile_is_retried_not_a_500() -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 19)
+    asyncio.run(claims.start({**calls, "west": Down(stores["west"], "west", random.Random(5))}))
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    without_west = parse_registry(doc, check_kubeconfig=False)
+    asyncio.run(claims.prepare(without_west, calls))
+    claims.adopt(without_west)  # while a write planned for west waited
+    with pytest.raises(ClusterUnavailable, match="try again"):
+        asyncio.run(claims.require("west", calls["west"]))
