@@ -44,6 +44,7 @@ PAGE = 500  # Services per list request
 MAX_PAGES = 40  # per namespace and pass: 20,000 Services
 EXAMPLES = 5
 WARNINGS_PER_PASS = 100  # new per-route warnings per cluster and pass; the rest wait a pass
+BEYOND = f"more than {MAX_NAMESPACES} namespaces to read in one pass"
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,7 @@ async def read_namespaces(client: Any, namespaces: Iterable[str]
     """(what each namespace serves, why others were not read), at most MAX_NAMESPACES."""
     ordered = sorted(set(namespaces))
     served: dict[str, Served] = {}
-    errors = {ns: f"more than {MAX_NAMESPACES} namespaces to read in one pass"
-              for ns in ordered[MAX_NAMESPACES:]}
+    errors = {ns: BEYOND for ns in ordered[MAX_NAMESPACES:]}
     for ns in ordered[:MAX_NAMESPACES]:
         try:
             served[ns] = await read_services(client, ns)
@@ -301,8 +301,15 @@ class DestinationChecks:
         """One warning per namespace whose Services cannot be read (again when the error
         changes)."""
         logged = self._unread.get(cluster, {})
+        beyond = sum(1 for error in report.errors.values() if error == BEYOND)
+        if beyond and BEYOND not in logged.values():
+            # A namespace per user: thousands of them. One line, not one per namespace.
+            log.warning("cluster %s: %d namespaces beyond the %d whose Services one pass "
+                        "reads: the destinations of routes there are unknown", cluster,
+                        beyond, MAX_NAMESPACES,
+                        extra={"cluster": cluster, "namespaces": beyond})
         for ns, error in report.errors.items():
-            if logged.get(ns) != error:
+            if error != BEYOND and logged.get(ns) != error:
                 log.warning("cluster %s: cannot read the Services in namespace %s (%s): the "
                             "destinations of routes there are unknown; grant get, list and "
                             "watch on services there (docs/operations.md)", cluster, ns, error,

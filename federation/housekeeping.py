@@ -32,6 +32,9 @@ class Federation(Protocol):
 
     async def write_entry(self, store: Store, entry: Entry) -> None: ...
 
+    def may_write(self, cluster: str) -> bool: ...
+
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +54,9 @@ def _marks(fed: Federation) -> tuple[object, ...]:
     """Changes heard from every cluster, failed calls, and the configuration (the object
     itself, held: a reload makes a new one): the table and the edge rules cannot have changed
     while these did not."""
-    return (fed.registry,) + tuple((name, s.mirror.cache.changes, s.client.failed_calls)
-                                       for name, s in fed.stores.items())
+    return (fed.registry,) + tuple(
+        (name, s.mirror.cache.changes, s.client.failed_calls, fed.may_write(name))
+        for name, s in fed.stores.items())
 
 
 async def reconcile(fed: Federation, grace: float) -> None:
@@ -67,10 +71,12 @@ async def reconcile(fed: Federation, grace: float) -> None:
         quiet.skipped = 0
     else:
         quiet.skipped += 1
-    results = await asyncio.gather(
-        *(s.tidy(grace) for s in list(fed.stores.values()) if s.synced), return_exceptions=True
-    )
-    for store, result in zip([s for s in fed.stores.values() if s.synced], results, strict=False):
+    # A cluster whose host claims are not held gets no writes from its tidy-up either: it
+    # renders the current configuration's hosts (a reload may have added one another hub
+    # holds there), and routing objects for a host this hub does not hold mix two hubs' users.
+    tidied = [s for s in list(fed.stores.values()) if s.synced and fed.may_write(s.name)]
+    results = await asyncio.gather(*(s.tidy(grace) for s in tidied), return_exceptions=True)
+    for store, result in zip(tidied, results, strict=True):
         if isinstance(result, Exception):
             log.warning("cluster %s: housekeeping stopped early: %s", store.name, result,
                         extra={"cluster": store.name})
@@ -100,6 +106,8 @@ def _edge_of(fed: Federation, winner: Entry) -> Entry | None:
     owner = fed.registry.clusters.get(winner.owner)
     if owner is None or not owner.edge or winner.owner == fed.registry.home:
         return None
+    if not fed.may_write(winner.owner):
+        return None  # its hosts there are not this hub's: no edge rule sends users to them
     return Entry(winner.path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
 
 

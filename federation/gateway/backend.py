@@ -159,6 +159,10 @@ class GatewayBackend:
             state = self.index.routes.get(name)
             if state is None or state.entry is None:
                 continue
+            if state.entry.edge and not self.scope.claimed(state.entry.owner):
+                # An edge rule sends traffic to its owner's hosts: not re-pointed at a host
+                # this hub does not hold there (another hub's users answer for it).
+                continue
             try:
                 body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,
                                                   state.entry))
