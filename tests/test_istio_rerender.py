@@ -4,6 +4,7 @@ housekeeping pass rewrites them, and later passes write nothing."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,15 @@ from federation.istio.objects import ANN_SPEC, build_root, build_shard, stored_s
 from federation.model import Entry
 from federation.testing.harness import ServiceThread, write_clusters_yaml
 
-from .conftest import CONTEXTS, TOKEN, base_config, fast_settings, objects_in
+from .conftest import (
+    CONTEXTS,
+    TOKEN,
+    base_config,
+    fast_settings,
+    objects_in,
+    running_replicas,
+    stored_routes,
+)
 from .routing.evaluator import route
 
 HEADERS = {"Authorization": f"token {TOKEN}"}
@@ -155,3 +164,36 @@ def test_a_shard_or_root_written_without_a_hash_is_judged_by_its_spec() -> None:
         assert stored_spec_hash(obj) == written
         obj["spec"]["http"] = []
         assert stored_spec_hash(obj) != written
+
+
+def test_route_writes_racing_the_pass_of_two_replicas_are_all_kept_and_re_pointed(
+        tmp_path: Path, clusters: Any) -> None:
+    """The pass rewrites through each shard's writer: route writes queued with it (and the
+    other replica's pass) lose nothing, and every route ends up at the new namespace."""
+    def post(svc: ServiceThread, user: str) -> None:
+        answer = httpx.post(svc.url + f"/api/routes/user/{user}", headers=HEADERS,
+                            json={"target": "https://east.hub.example.org", "user": user},
+                            timeout=20)
+        assert answer.status_code == 201, answer.text
+
+    users = [f"u{i}" for i in range(40)]
+    path = config(tmp_path, clusters, "jupyter-old")
+    with running_replicas(path, 1, shard_routes=4) as (old,):
+        for user in users[:24]:
+            post(old, user)
+    config(tmp_path, clusters, "jupyter-users")
+    with running_replicas(path, 2, shard_routes=4) as (a, b):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            passes = [pool.submit(svc.run, svc.federation.reconcile()) for svc in (a, b)]
+            writes = [pool.submit(post, (a, b)[i % 2], user) for i, user in enumerate(users[24:])]
+            for done in passes + writes:
+                done.result()
+        for svc in (a, b):
+            svc.run(svc.federation.reconcile())  # anything left for a later pass
+        stored = stored_routes(clusters)["east"]
+        assert sorted(stored) == sorted(f"/user/{u}" for u in users)
+        objects = objects_in(clusters, "east")
+        for user in users:
+            decision = route(objects, gateway=GATEWAY, host="hub.example.org",
+                             path=f"/user/{user}/lab")
+            assert decision.destination_host == f"jupyter-{user}.jupyter-users.svc.cluster.local"

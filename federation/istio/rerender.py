@@ -14,11 +14,14 @@ since (another replica's writes): our own writes are rendered from the current c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import KubeError
 from ..scope import Scope
 from ..seam import Pace
-from .index import ShardIndex, ShardState
+from .index import RootState, ShardIndex, ShardState
+from .objects import ShardFull
 from .roots import Roots
 from .shards import ShardWriters
 
@@ -50,6 +53,8 @@ class Rerenderer:
             self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
             try:
                 rewritten += await self._shard(name) or await self._root(name)
+            except ShardFull:
+                self.index.changed.add(name)  # a write batched with it splits the shard first
             except KubeError as exc:
                 self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
                 log.warning("cluster %s: cannot render %s again: %s", self.scope.name, name,
@@ -66,12 +71,20 @@ class Rerenderer:
         if state is None or not state.entries or state.key.legacy \
                 or not self.index.live(state):
             return False  # markers hold no rules; legacy shards' routes move; splits finish
-        if self.shards.spec_hash_now(state.key, state.entries) == state.spec:
+        if self._shard_current(state) or self._holds_unclaimed_edge(state):
             return False
-        if self._holds_unclaimed_edge(state):
-            return False
-        await self.shards.rerender(state.key, state.entries)
+        stale = state.spec
+
+        def still_stale() -> bool:
+            held = self.index.shards.get(name)
+            return held is not None and held.spec == stale
+
+        await self.shards.rerender(state.key, state.entries, still_stale)
+        self._look_again_unless(name, self._shard_current)
         return True
+
+    def _shard_current(self, state: ShardState) -> bool:
+        return self.shards.spec_hash_now(state.key, state.entries) == state.spec
 
     def _holds_unclaimed_edge(self, state: ShardState) -> bool:
         """An edge rule sends traffic to its owner's hosts: not re-pointed at a host this hub
@@ -80,7 +93,24 @@ class Rerenderer:
 
     async def _root(self, name: str) -> bool:
         root = self.index.roots.get(name)
-        if root is None or self.roots.spec_hash_now(root.host_key, root.delegates) == root.spec:
+        if root is None or self._root_current(root):
             return False
-        await self.roots.rerender(root.host_key, root.delegates)
+        stale = root.spec
+
+        def still_stale() -> bool:
+            held = self.index.roots.get(name)
+            return held is not None and held.spec == stale
+
+        await self.roots.rerender(root.host_key, root.delegates, still_stale)
+        self._look_again_unless(name, self._root_current)
         return True
+
+    def _root_current(self, root: RootState) -> bool:
+        return self.roots.spec_hash_now(root.host_key, root.delegates) == root.spec
+
+    def _look_again_unless(self, name: str, current: Callable[[Any], bool]) -> None:
+        """A rewrite can be absorbed by a change batched with it that left the object as it
+        was (a root's delegate added twice): then the next pass looks again."""
+        held = self.index.shards.get(name) or self.index.roots.get(name)
+        if held is not None and not current(held):
+            self.index.changed.add(name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import KubeError
@@ -113,11 +114,13 @@ class Roots:
         built = build_root(self.scope.registry, self.scope.cluster, host_key, list(delegates))
         return str(built["metadata"]["annotations"][ANN_SPEC])
 
-    async def rerender(self, host_key: str, seen: tuple[str, ...]) -> None:
+    async def rerender(self, host_key: str, seen: tuple[str, ...],
+                       stale: Callable[[], bool]) -> None:
         """Write the root again, rendered from the current configuration, if it still lists
-        the delegates seen (any other write of it renders it anew anyway)."""
+        the delegates seen (any other write of it renders it anew anyway) and is still
+        ``stale`` (another replica may have rendered it meanwhile: a conflict re-reads it)."""
         def rerender(held: set[str] | None) -> set[str] | None:
-            if held is not None and set.__eq__(held, set(seen)):
+            if held is not None and set.__eq__(held, set(seen)) and stale():
                 return RerenderDelegates(held)
             return held
 

@@ -177,12 +177,14 @@ class ShardWriters:
         memo = self._memos.get(key) or ShardMemo()
         return spec_hash(shard_spec_text(self.scope.registry, self.scope.cluster, entries, memo))
 
-    async def rerender(self, key: ShardKey, seen: dict[str, Entry]) -> None:
+    async def rerender(self, key: ShardKey, seen: dict[str, Entry],
+                       stale: Callable[[], bool]) -> None:
         """Write the shard again, rendered from the current configuration, if it still holds
-        the entries seen (any other write of it renders it anew anyway). Through its writer,
-        so it queues behind route writes and a split like any change."""
+        the entries seen (any other write of it renders it anew anyway) and is still
+        ``stale`` (another replica may have rendered it meanwhile: a conflict re-reads it).
+        Through its writer, so it queues behind route writes and a split like any change."""
         def rerender(held: ShardState) -> ShardState:
-            if isinstance(held, dict) and dict.__eq__(held, seen):
+            if isinstance(held, dict) and dict.__eq__(held, seen) and stale():
                 return Rerender(held)
             return held
 
