@@ -68,6 +68,9 @@ class NamespaceServices:
         self._served: Served | None = None  # None: never read (or not allowed to)
         self.error: str | None = None  # why the namespace is not read now (403)
         self.generation = 0  # moves with every change a check would see
+        # Names changed since the check last took them; None: anything may have (a relist, a
+        # refusal), so every route there is judged again.
+        self.changed: set[str] | None = None
         self.parsed = 0  # Services parsed, from lists and events: what the cache costs
         self.first_read = asyncio.Event()  # the first list is in (or was refused)
 
@@ -110,9 +113,15 @@ class NamespaceServices:
                   exc, extra={"cluster": self.cluster, "namespace": self.namespace})
         return self.client.backoff.delay(failures, exc)
 
+    def take_changes(self) -> set[str] | None:
+        """The names changed since the last call (None: judge every route here again)."""
+        changed, self.changed = self.changed, set()
+        return changed
+
     def _set(self, served: Served | None, error: str | None) -> None:
         if served != self._served or error != self.error:
             self.generation += 1
+            self.changed = None
         self._served, self.error = served, error
         self.first_read.set()
 
@@ -165,12 +174,17 @@ class NamespaceServices:
         if kind == "DELETED":
             name = (obj.get("metadata") or {}).get("name")
             if isinstance(name, str) and served.pop(name, False) is not False:
-                self.generation += 1
+                self._changed(name)
             return
         for name, ports in served_by([obj]).items():
             if name not in served or served[name] != ports:
                 served[name] = ports
-                self.generation += 1
+                self._changed(name)
+
+    def _changed(self, name: str) -> None:
+        self.generation += 1
+        if self.changed is not None:
+            self.changed.add(name)
 
 
 class ClusterServices:
@@ -231,6 +245,11 @@ class ClusterServices:
     def generations(self) -> tuple[tuple[str, int], ...]:
         """What moves whenever anything a check reads of a watched namespace changes."""
         return tuple((ns, held.generation) for ns, held in sorted(self.namespaces.items()))
+
+    def take_changes(self) -> dict[str, set[str] | None]:
+        """Per watched namespace, the Service names changed since the last call (None: every
+        route there is to be judged again)."""
+        return {ns: held.take_changes() for ns, held in self.namespaces.items()}
 
     def parsed(self) -> int:
         return sum(held.parsed for held in self.namespaces.values())
