@@ -301,3 +301,41 @@ def test_services_are_watched_so_idle_passes_list_nothing(tmp_path: Path) -> Non
                  "the Service made again found", timeout=HOUSEKEEPING * 2 + 5)
         assert service_lists() == listed, "a change out of band was read by a list"
 
+
+
+def test_a_pass_judges_again_only_what_changed() -> None:
+    """Judgement.again: nothing changed, the same states (not judged); a route added, gone or
+    moved, and a route whose Service changed, judged again; the rest kept as judged."""
+    from federation.destinations import Expectations, Judgement, judged
+
+    def expect(paths: dict[str, Expected]) -> Expectations:
+        return Expectations(paths, {e.namespace for e in paths.values()})
+
+    alice, bob = (Expected(USER_NAMESPACE, f"jupyter-{u}", 8888) for u in ("alice", "bob"))
+    served = {"jupyter-alice": frozenset({8888})}
+    calls: list[str] = []
+
+    def view(ns: str) -> tuple[dict[str, frozenset[int] | None], None]:
+        calls.append(ns)
+        return served, None
+
+    first = expect({"/user/alice": alice, "/user/bob": bob})
+    last = Judgement(first, judged(first.paths, view), set())
+    assert {p: s for p, (s, _) in last.report.states.items()} == {
+        "/user/alice": "ok", "/user/bob": "missing"}
+
+    same = last.again(first, {USER_NAMESPACE: set()}, view)
+    assert same.states is last.report.states  # nothing judged
+
+    served["jupyter-bob"] = frozenset({8888})
+    del served["jupyter-alice"]
+    # Only bob's Service is reported changed: alice's route keeps its judgement until told.
+    report = last.again(first, {USER_NAMESPACE: {"jupyter-bob"}}, view)
+    assert {p: s for p, (s, _) in report.states.items()} == {
+        "/user/alice": "ok", "/user/bob": "ok"}
+    last.report = report
+    carol = Expected(USER_NAMESPACE, "jupyter-carol", 80)
+    moved = expect({"/user/bob": bob, "/user/carol": carol})  # alice gone, carol new
+    report = last.again(moved, {USER_NAMESPACE: {"jupyter-alice"}}, view)
+    assert {p: s for p, (s, _) in report.states.items()} == {
+        "/user/bob": "ok", "/user/carol": "missing"}
