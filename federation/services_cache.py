@@ -210,8 +210,10 @@ class ClusterServices:
             await self._stop(ns)
         new = [self._start(ns) for ns in wanted if ns not in self.namespaces]
         if new:
-            await asyncio.wait([asyncio.ensure_future(n.first_read.wait()) for n in new],
-                               timeout=wait)
+            waits = [asyncio.ensure_future(n.first_read.wait()) for n in new]
+            _, pending = await asyncio.wait(waits, timeout=wait)
+            for waiting in pending:  # still listing: its routes are "unknown" this pass
+                waiting.cancel()
 
     def _start(self, namespace: str) -> NamespaceServices:
         held = self.namespaces[namespace] = NamespaceServices(self.cluster, self.client,
