@@ -76,6 +76,12 @@ class Plan:
     grow_sample: int = 500  # the last adds of the growth, timed for CPU per add
     reposts: int = 50  # unchanged routes POSTed again (JupyterHub's route check)
     grown_runs: int = 1  # at most this many runs of fig. 10 (50,000 adds take ~10 min here)
+    grown_backends: tuple[str, ...] = ("istio", "gateway-api")  # each size grown on each
+    # CPU per idle minute with the production settings (housekeeping every 15 s), measured on
+    # the restart of a grown table: seconds left after the table is listed (the passes that
+    # follow a start), then the window (0: skip).
+    prod_idle_settle: float = 20.0
+    prod_idle_seconds: float = 60.0
     chp: bool = True
     install_chp: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -184,6 +190,8 @@ def tiny(latency: float = 0.001) -> Plan:
         largest_routes=80,
         largest_writes=3,
         grown=(60,),
+        prod_idle_settle=0.2,
+        prod_idle_seconds=0.5,
         grow_clients=10,
         grow_sample=20,
         reposts=3,

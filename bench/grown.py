@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .clusters import World, routes
-from .config import ScalePoint
+from .config import Plan, ScalePoint
 from .measure import api_client, concurrent, sequential, table_reads
 from .results import ScaleResult, Series
 from .service import ServiceProcess
@@ -33,27 +33,40 @@ def gc_metrics(client: httpx.Client) -> dict[str, float]:
     return out
 
 
-def grown_point(runner: Runner, size: int) -> None:
+def grown_point(runner: Runner, size: int, backend: str = "istio") -> None:
     plan = runner.plan
-    result = ScaleResult(ScalePoint(size, 4))
+    result = ScaleResult(ScalePoint(size, 4, backend=backend))
     runner.results.grown.append(result)
+    tag = f"grown-{size}" + ("-gateway" if backend == "gateway-api" else "")
     for run in range(min(plan.runs, plan.grown_runs)):
-        with World.create(4) as world:
+        with World.create(4, backend=backend) as world:
             world.set_latency(plan.latency)
             env = {"FEDERATION_RECONCILE_INTERVAL": f"{plan.reconcile_interval:g}"}
-            with runner.service(world, f"grown-{size}-{run}", env) as svc, \
+            with runner.service(world, f"{tag}-{run}", env) as svc, \
                     api_client(svc.url) as client:
                 listed = _grow(runner, world, svc, client, size, result.series)
                 _reposts(runner, world, client, size, result.series)
                 _idle_and_memory(runner, svc, client, result.series)
             # The table as it was listed: a failed POST (reported) must not stall the restart.
-            with runner.service(world, f"grown-{size}-{run}-restart",
+            with runner.service(world, f"{tag}-{run}-restart",
                                 expect_routes=listed) as svc:
                 result.series.add("listed", svc.listed_seconds)
                 result.series.add("rss.start_peak", svc.start_peak_rss)
+                if plan.prod_idle_seconds:
+                    result.series.add("idle.prod", production_idle(plan, svc))
             stored = sum(world.stored_routes().values())
             runner.check(stored == listed,
                          f"grown {size:,}: {stored} routes stored, {listed} listed")
+
+
+def production_idle(plan: Plan, svc: ServiceProcess) -> float:
+    """CPU seconds per minute of a service left alone with the production settings (this
+    process has no FEDERATION_RECONCILE_INTERVAL: housekeeping every 15 s), once the passes
+    that follow its start are done."""
+    time.sleep(plan.prod_idle_settle)
+    cpu0 = svc.cpu_seconds()
+    time.sleep(plan.prod_idle_seconds)
+    return (svc.cpu_seconds() - cpu0) / plan.prod_idle_seconds * 60
 
 
 def _grow(runner: Runner, world: World, svc: ServiceProcess, client: httpx.Client, size: int,

@@ -28,6 +28,9 @@ class Plot:
     title: str
     unit: str
     curves: list[Curve]
+    # Targets drawn as dashed lines: (label, value); curve targets are curves labelled
+    # "... (target)".
+    targets: tuple[tuple[str, float], ...] = ()
 
 
 def _median(result: ScaleResult, key: str, scale: float) -> float:
@@ -46,34 +49,48 @@ def plots(results: Results) -> list[Plot]:
     main = [r for r in results.scale if r.point.clusters == 4 and not r.point.shards]
     istio = [r for r in main if not r.point.gateway]
     gateway = [r for r in main if r.point.gateway]
-    grown = results.grown
+    grown = [r for r in results.grown if not r.point.gateway]
+    grown_gateway = [r for r in results.grown if r.point.gateway]
 
     def per_backend(key: str, scale: float, grown_key: str | None = None) -> list[Curve]:
         curves = [_curve("Istio, loaded at start", istio, key, scale),
                   _curve("Gateway API, loaded at start", gateway, key, scale)]
         if grown_key:
             curves.append(_curve("Istio, grown through the API", grown, grown_key, scale))
+            curves.append(_curve("Gateway API, grown through the API", grown_gateway,
+                                 grown_key, scale))
         return curves
 
-    spec: list[tuple[str, str, str, Callable[[], list[Curve]]]] = [
+    def twice_chp() -> Curve:
+        chp = _curve("", istio, "chp.rss", MIB)
+        return Curve("2x configurable-http-proxy (target)", [(x, 2 * y) for x, y in chp.points])
+
+    spec: list[tuple[str, str, str, Callable[[], list[Curve]], tuple[tuple[str, float], ...]]] = [
         ("cpu-per-add", "Service CPU per route add", "ms",
-         lambda: per_backend("cpu.post", 1.0, "cpu.add")),
+         lambda: per_backend("cpu.post", 1.0, "cpu.add"),
+         (("Istio target, grown", 3.0), ("Gateway API target, grown", 1.5))),
         ("rss", "Resident memory after writes", "MiB",
          lambda: per_backend("rss.after", MIB, "rss.after")
-         + [_curve("configurable-http-proxy", istio, "chp.rss", MIB)]),
+         + [_curve("configurable-http-proxy", istio, "chp.rss", MIB), twice_chp()], ()),
         ("idle-stall", "Slowest /healthz while idle", "ms",
-         lambda: per_backend("stall.max", 1000.0, "stall.max")),
+         lambda: per_backend("stall.max", 1000.0, "stall.max"), (("target", 50.0),)),
+        ("idle-cpu", "CPU per idle minute", "s",
+         lambda: per_backend("cpu.idle", 1.0) + [
+             _curve("Istio, grown, production settings", grown, "idle.prod"),
+             _curve("Gateway API, grown, production settings", grown_gateway, "idle.prod")],
+         (("target (production settings, 50,000 routes)", 1.0),)),
         ("restart", "Restart to the whole table listed", "s",
-         lambda: per_backend("listed", 1.0, "listed")),
+         lambda: per_backend("listed", 1.0, "listed"), (("target", 5.0),)),
         ("bytes-per-write", "Bytes stored per route write", "KiB",
          lambda: per_backend("bytes.seq", 1 / 1024)
-         + [_curve("Istio, unchanged re-POST (grown)", grown, "repost.bytes", 1 / 1024)]),
+         + [_curve("Istio, unchanged re-POST (grown)", grown, "repost.bytes", 1 / 1024)],
+         (("target", 40.0),)),
     ]
     out = []
-    for name, title, unit, curves in spec:
+    for name, title, unit, curves, targets in spec:
         drawn = [c for c in curves() if c.points]
         if drawn:
-            out.append(Plot(name, title, unit, drawn))
+            out.append(Plot(name, title, unit, drawn, targets))
     return out
 
 
@@ -92,7 +109,11 @@ def draw(results: Results, directory: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
         for curve in plot.curves:
             xs, ys = zip(*curve.points, strict=True)
-            ax.plot(xs, ys, marker="o", label=curve.label)
+            target = curve.label.endswith("(target)")
+            ax.plot(xs, ys, marker="" if target else "o", linestyle="--" if target else "-",
+                    color="grey" if target else None, label=curve.label)
+        for (label, value), color in zip(plot.targets, ("red", "purple"), strict=False):
+            ax.axhline(value, linestyle="--", linewidth=1, color=color, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("routes in the table")
         ax.set_ylabel(plot.unit)

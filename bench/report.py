@@ -109,6 +109,7 @@ def targets(results: Results) -> list[str]:
         r = _at(results, 10_000, key)
         rows.append([f"POST p50 with 10,000 routes stored within 1.6x of a bare create "
                      f"(stretch 1.3x; {what})", _x(r), _stretch(r.median, 1.6, 1.3, "x")])
+    rows += cost_targets(results)
     rows += grown_targets(results)
     for routes, limit in ((10_000, 128), (50_000, 320)):
         rss = _at(results, routes, "rss.after")
@@ -147,12 +148,73 @@ def _stretch(value: float, limit: float, stretch: float, unit: str) -> str:
     return verdict
 
 
-def _grown(results: Results, routes: int) -> ScaleResult | None:
-    return next((r for r in results.grown if r.point.routes == routes), None)
+def _grown(results: Results, routes: int, backend: str = "istio") -> ScaleResult | None:
+    return next((r for r in results.grown
+                 if r.point.routes == routes and r.point.backend == backend), None)
 
 
-def _grown_at(results: Results, routes: int, key: str) -> Spread:
-    point = _grown(results, routes)
+def _grown_at(results: Results, routes: int, key: str, backend: str = "istio") -> Spread:
+    point = _grown(results, routes, backend)
+    return point.series.spread(key) if point else Spread.of([])
+
+
+def _backend_point(results: Results, routes: int, backend: str) -> ScaleResult | None:
+    return next((r for r in results.scale if r.point == ScalePoint(routes, 4, backend=backend)),
+                None)
+
+
+BACKEND_NAMES = (("istio", "Istio"), ("gateway-api", "Gateway API"))
+# Issue 25: CPU per add at 10,000 routes grown through the API, per backend (ms).
+CPU_PER_ADD = {"istio": 3.0, "gateway-api": 1.5}
+
+
+def cost_targets(results: Results) -> list[list[str]]:
+    """Issue 25: cost per route near a compiled proxy's, on tables grown through the API, both
+    backends: CPU per add, its growth, full collections, memory against CHP's, idle CPU with
+    the production settings; the Gateway API's revisions per write and restart."""
+    rows: list[list[str]] = []
+    for backend, name in BACKEND_NAMES:
+        cpu = _grown_at(results, 10_000, "cpu.add", backend)
+        limit = CPU_PER_ADD[backend]
+        rows.append([f"{name}: service CPU per add at 10,000 routes grown through the API at "
+                     f"most {limit:g} ms", cpu.fmt(1.0, "ms"), _verdict(cpu.median, limit, " ms")])
+        a, b = _grown(results, 10_000, backend), _grown(results, 50_000, backend)
+        growth = Spread.of([ratio(y, x) for x, y in zip(
+            a.series.get("cpu.add", []) if a else [], b.series.get("cpu.add", []) if b else [],
+            strict=False)])
+        rows.append([f"{name}: CPU per add at 50,000 routes grown within 1.3x of 10,000",
+                     _x(growth), _verdict(growth.median, 1.3, "x")])
+        pause = _grown_at(results, 50_000, "gc.longest", backend)
+        rows.append([f"{name}: no full collection over 100 ms at 50,000 routes grown while "
+                     "writes go on (the longest)", _ms(pause),
+                     _verdict(pause.median * MS, 100, " ms", digits=0)])
+        for routes in (10_000, 50_000):
+            grown_point = _grown(results, routes, backend)
+            loaded = _backend_point(results, routes, backend)
+            rss = grown_point.series.get("rss.after", []) if grown_point else []
+            chp = loaded.series.get("chp.rss", []) if loaded else []
+            times = Spread.of([ratio(r, c) for r, c in zip(rss, chp, strict=False)])
+            rows.append([f"{name}: resident memory at {routes:,} routes grown at most 2x CHP's "
+                         "holding the same table", _x(times), _verdict(times.median, 2.0, "x")])
+        idle = _grown_at(results, 50_000, "idle.prod", backend)
+        rows.append([f"{name}: at most 1 CPU second per idle minute at 50,000 routes grown, "
+                     "production settings (housekeeping every 15 s)", idle.fmt(1.0, "s"),
+                     _verdict(idle.median, 1.0, " s")])
+    for routes in (10_000, 50_000):
+        revisions = _at_backend(results, routes, "revisions.seq", "gateway-api")
+        rows.append([f"Gateway API: at most 2 object revisions per route write at {routes:,} "
+                     "routes (one at a time)", revisions.fmt(1.0, "", 2),
+                     _verdict(revisions.median, 2.0, "")])
+    for key, what in (("listed", "loaded"), ("grown", "grown through the API")):
+        listed = (_grown_at(results, 50_000, "listed", "gateway-api") if key == "grown"
+                  else _at_backend(results, 50_000, "listed", "gateway-api"))
+        rows.append([f"Gateway API: restart to the full table listed at 50,000 routes {what} "
+                     "under 5 s", listed.fmt(1.0, "s"), _verdict(listed.median, 5.0, " s")])
+    return rows
+
+
+def _at_backend(results: Results, routes: int, key: str, backend: str) -> Spread:
+    point = _backend_point(results, routes, backend)
     return point.series.spread(key) if point else Spread.of([])
 
 
@@ -189,9 +251,9 @@ def grown(results: Results) -> list[str]:
     rows = []
     for r in results.grown:
         s = r.series
-        loaded = _point(results, r.point.routes)
+        loaded = _backend_point(results, r.point.routes, r.point.backend)
         ls = loaded.series if loaded else Series()
-        rows.append([f"{r.point.routes:,}", s.spread("grow.throughput").fmt(1.0, "/s", 0),
+        rows.append([_routes(r.point), s.spread("grow.throughput").fmt(1.0, "/s", 0),
                      s.spread("cpu.add").fmt(1.0, "ms"), _ms(s.spread("stall.max")),
                      _ms(ls.spread("stall.max")), _ms(s.spread("gc.longest")),
                      s.spread("gc.idle_full").fmt(1.0, "", 0),
@@ -200,7 +262,8 @@ def grown(results: Results) -> list[str]:
                      s.spread("listed").fmt(1.0, "s"),
                      s.spread("rss.start_peak").fmt(MIB, "MiB", 0),
                      s.spread("repost.bytes").fmt(1 / 1024, "KiB"),
-                     s.spread("repost.revisions").fmt(1.0, "", 2)])
+                     s.spread("repost.revisions").fmt(1.0, "", 2),
+                     s.spread("idle.prod").fmt(1.0, "s")])
     out = ["### 10. Tables grown through the API", "",
            f"A service started on 4 empty clusters, its table POSTed by {plan.grow_clients} "
            "concurrent clients, as a hub grows it (over days in production); the last "
@@ -208,15 +271,18 @@ def grown(results: Results) -> list[str]:
            f"{min(plan.runs, plan.grown_runs)} run(s). Then "
            f"{plan.reposts} routes POSTed again unchanged, one at a time (JupyterHub's route "
            "check re-adds routes), with what the clusters stored for them; then the idle "
-           "window of fig. 4, and a restart on the grown table. Beside them, the same figures "
-           "of the scale point of that size (the table loaded at start, fig. 4). The longest "
-           "full collection and the full collections while idle come from the service's "
-           "metrics (n/a where it does not publish them).", ""]
+           "window of fig. 4, and a restart on the grown table, left alone once the table is "
+           f"listed: {plan.prod_idle_settle:g} s for the passes that follow a start, then its "
+           f"CPU over {plan.prod_idle_seconds:g} s with the production settings (housekeeping "
+           "every 15 s), per minute. Beside them, the same figures of the scale point of that "
+           "size and backend (the table loaded at start, fig. 4). The longest full collection "
+           "(since the start: the growth included) and the full collections while idle come "
+           "from the service's metrics (n/a where it does not publish them).", ""]
     return out + _table(["Routes", "growth: adds/s", "CPU / add", "longest /healthz, idle",
                          "same, loaded at start", "longest full GC", "full GCs while idle",
                          "RSS after writes", "same, loaded at start", "restart to table listed",
                          "peak RSS at restart", "stored per unchanged re-POST",
-                         "revisions per re-POST"], rows)
+                         "revisions per re-POST", "idle CPU / min, production settings"], rows)
 
 
 BOTH: list[tuple[str, str, Callable[[Spread], str]]] = [
@@ -629,7 +695,9 @@ def render(results: Results) -> str:
     head = [
         f"## Results: `{plan.name}` plan, {plan.latency * 1000:g} ms API latency", "",
         f"Generated {results.started:%Y-%m-%d %H:%M} UTC by `python -m bench"
-        f"{' --quick' if plan.name == 'quick' else ''} --latency-ms {plan.latency * 1000:g}`.",
+        f"{' --quick' if plan.name == 'quick' else ''} --latency-ms {plan.latency * 1000:g}"
+        f"{f' --runs {plan.runs}' if plan.name != 'quick' else ''}`: {plan.runs} run(s) of "
+        f"every figure, {min(plan.runs, plan.grown_runs)} of the grown tables (fig. 10).",
         "",
     ]
     head += _table(["Machine", ""], [[k, v] for k, v in results.machine.items()], "ll")

@@ -120,8 +120,9 @@ class Runner:
                 self.guarded(f"largest object at {plan.largest_routes:,} routes",
                              self.largest_object)
             for size in plan.grown:
-                self.guarded(f"table grown to {size:,} routes",
-                             functools.partial(grown_point, self, size))
+                for backend in plan.grown_backends:
+                    self.guarded(f"table grown to {size:,} routes ({backend})",
+                                 functools.partial(grown_point, self, size, backend))
         finally:
             if self._chp is not None:
                 self._chp.stop()

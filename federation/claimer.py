@@ -10,6 +10,7 @@ could not be taken yet (the cluster was down), when it takes them first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -29,7 +30,15 @@ from .claims import (
     wanted_claims,
 )
 from .config import Registry
-from .errors import ConfigError, Conflict, HostClaimed, KubeError, NotFound, Rejected
+from .errors import (
+    ClusterUnavailable,
+    ConfigError,
+    Conflict,
+    HostClaimed,
+    KubeError,
+    NotFound,
+    Rejected,
+)
 from .kube import Resource
 
 log = logging.getLogger(__name__)
@@ -76,10 +85,15 @@ class HostClaims:
         self.held: dict[Key, dict[str, Any]] = {}  # the Lease as last written or read
         self.elsewhere: dict[Key, HeldElsewhere] = {}
         self.ready: set[str] = set()  # clusters whose every claim is held
-        self.identities: set[str] = set()  # holder identities of this process (a reload may
-        # change a cluster's namespace: its claims stay this hub's)
+        # This hub's holder identities per cluster (a reload may change a cluster's namespace:
+        # its claims stay this hub's). Per cluster: this hub's name on one cluster may be
+        # another hub's on another (its namespace differs per cluster).
+        self.identities: dict[str, set[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.fresh: list[Claim] = []  # created by this start: given back if it is refused
+        # Leases of API servers a reload being prepared no longer reaches: dropped by adopt.
+        self._superseded: set[Key] = set()
+        self._gauged: set[str] = set()  # clusters the conflicts gauge has a value for
 
     # -- what the write path and the status pages ask -----------------------------------------
 
@@ -105,7 +119,8 @@ class HostClaims:
                    claim: Claim) -> tuple[HeldElsewhere | None, bool]:
         """Take one claim: (None, created) when this hub holds it now, else who does."""
         cluster = registry.clusters[claim.cluster]
-        self.identities.add(holder_identity(registry, cluster))
+        mine = self.identities.setdefault(claim.cluster, set())
+        mine.add(holder_identity(registry, cluster))
         for _ in range(3):
             try:
                 lease = await client.create(LEASES, build_lease(registry, cluster, claim,
@@ -130,7 +145,7 @@ class HostClaims:
             except NotFound:
                 continue  # released in between: create it again
             holder = holder_of(lease)
-            if holder in self.identities:
+            if holder in mine:
                 self._hold(claim, lease)  # ours: taken before (a restart, another replica)
                 return None, False
             found = HeldElsewhere(claim, holder)
@@ -189,24 +204,35 @@ class HostClaims:
         configuration kept, what was just taken given back) when another hub holds one. A
         conflict the running configuration already has stays with housekeeping: it does not
         block unrelated reloads."""
+        self._superseded = set()
         before = {c.key for c in wanted_claims(self.registry)}
         moved = {n for n in registry.clusters if _reached(registry, n) != _reached(self.registry, n)}
 
         def fresh(claim: Claim) -> bool:
             return claim.key not in before or claim.cluster in moved
 
+        # What is held on a cluster that now reaches another API server was read from the old
+        # one: it counts only once taken again on the new one.
+        before_held = {k: v for k, v in self.held.items() if k[0] in moved}
         found, created = await self.take_all(registry, clients, fresh)
         if found:
             await self._give_back(created, clients)
+            self.held.update(before_held)  # the running configuration still uses the old one
             for f in found:
                 self.elsewhere.pop(f.claim.key, None)  # judged for a configuration not applied
             self._settle()
             raise ConfigError("; ".join(f.reason(registry, self.config) for f in found))
+        self._superseded = {k for k, v in before_held.items() if self.held.get(k) is v}
 
     def adopt(self, registry: Registry) -> None:
         """The reload is applied: claims of hosts or clusters no longer used stay in place
         (this hub's rules may still be there) but are no longer renewed."""
         wanted = {c.key for c in wanted_claims(registry)}
+        for key in self._superseded:
+            # Held on the API server this cluster name reached before, not taken yet on the
+            # one it reaches now (out of reach during the reload): its writes wait for it.
+            self.held.pop(key, None)
+        self._superseded = set()
         for key in [k for k in self.held if k not in wanted]:
             log.info("cluster %s: host %s is no longer routed by this hub; its claim is left to "
                      "expire (`federation claims release` removes it)", key[0], key[1],
@@ -224,8 +250,9 @@ class HostClaims:
             return
         lock = self._locks.setdefault(cluster, asyncio.Lock())
         async with lock:
-            if cluster not in self.ready and not self.conflicts(cluster):
-                for claim in claims_of(self.registry, self.registry.clusters[cluster]):
+            known = self.registry.clusters.get(cluster)
+            if known is not None and cluster not in self.ready and not self.conflicts(cluster):
+                for claim in claims_of(self.registry, known):
                     if claim.key not in self.held:
                         found, _ = await self.take(self.registry, client, claim)
                         if found is not None:
@@ -233,6 +260,12 @@ class HostClaims:
                 self._settle()
         if cluster in self.ready:
             return
+        if not self.conflicts(cluster):
+            # A reload removed the cluster while this write waited (or swapped its claims):
+            # nothing written; the hub tries again with the configuration now running.
+            raise ClusterUnavailable(f"cluster {cluster!r}: its host claims are not held (the "
+                                     "configuration changed meanwhile); try again",
+                                     cluster=cluster, verb="claim")
         conflict = self.conflicts(cluster)[0]
         metrics.HOST_CLAIM_REFUSALS.labels(cluster).inc()
         raise HostClaimed("refused, nothing written: " + conflict.reason(self.registry,
@@ -270,12 +303,14 @@ class HostClaims:
                 cluster = registry.clusters.get(key[0])
                 if cluster is not None:  # a reload may have moved the hub's namespace
                     body["spec"]["holderIdentity"] = holder_identity(registry, cluster)
+                    self.identities.setdefault(key[0], set()).add(holder_identity(registry,
+                                                                                  cluster))
                 self.held[key] = await client.replace(LEASES, body, name=name,
                                                       namespace=namespace)
                 return
             except Conflict:
                 current = await client.get(LEASES, name, namespace=namespace)
-            if holder_of(current) in self.identities:  # another replica renewed it
+            if holder_of(current) in self.identities.get(key[0], set()):  # another replica
                 self.held[key] = current
                 return
             del self.held[key]
@@ -314,6 +349,11 @@ class HostClaims:
                       if all(c.key in self.held for c in claims_of(self.registry, cluster))}
         for name in self.registry.clusters:
             metrics.HOST_CLAIM_CONFLICTS.labels(name).set(len(self.conflicts(name)))
+        for name in self._gauged - set(self.registry.clusters):
+            # A cluster a reload removed (perhaps to end a conflict): no stale alert.
+            with contextlib.suppress(KeyError):
+                metrics.HOST_CLAIM_CONFLICTS.remove(name)
+        self._gauged = set(self.registry.clusters)
 
     async def _give_back(self, claims: list[Claim], clients: Clients) -> None:
         """Delete claims this process created just now (a refused start or reload)."""

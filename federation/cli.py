@@ -16,7 +16,13 @@ from typing import NoReturn
 from . import __version__, logs
 from .chart_values import add_config_parser
 from .config import load_registry
-from .environment import SettingsProblem, in_cluster_problem, read_settings, unknown_variables
+from .environment import (
+    SettingsProblem,
+    in_cluster_problem,
+    read_settings,
+    unknown_variables,
+    warmup_problem,
+)
 from .errors import ConfigError
 from .settings import Settings
 
@@ -89,7 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         registry = load_registry(settings.config)
     except ConfigError as exc:
         return fail(str(exc))
-    problem = in_cluster_problem(registry) or port_problem(args.host, args.port)
+    problem = (warmup_problem(settings, registry) or in_cluster_problem(registry)
+               or port_problem(args.host, args.port))
     if problem:
         return fail(problem)
     import uvicorn
@@ -126,6 +133,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         registry = load_registry(settings.config)
     except ConfigError as exc:
         return fail(str(exc))
+    problem = warmup_problem(settings, registry)
+    if problem:
+        return fail(problem)
     # Only problems, through the redacting handler: the findings themselves go to stdout.
     logs.setup_logging("warning", settings.log_format)
     warn_unknown_variables()
@@ -135,6 +145,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_claims(args: argparse.Namespace) -> int:
     from .claims_cli import run_claims
 
+    other = getattr(args, "other", None)
+    if other is not None and (other.count("/") != 1 or not all(other.split("/"))):
+        return fail(f"--from {other!r}: name the other hub as <namespace>/<instance>, as the "
+                    "refusal and `federation claims list` show it (e.g. jupyterhub/jupyterhub)")
     try:
         settings = load_settings(args.config, no_auth=True)
     except SettingsProblem as exc:
@@ -145,7 +159,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         return fail(str(exc))
     logs.setup_logging("warning", settings.log_format)
     warn_unknown_variables()
-    return asyncio.run(run_claims(registry, settings, args.action, getattr(args, "other", None)))
+    return asyncio.run(run_claims(registry, settings, args.action, other))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -448,12 +448,18 @@ def kubeconfig_contexts(paths: list[Path]) -> set[str]:
     names: set[str] = set()
     for path in paths:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read kubeconfig ({exc.strerror})") from exc
-        except yaml.YAMLError as exc:
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: kubeconfig is not UTF-8 text") from None
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"{path}: kubeconfig is not valid YAML") from exc
-        for ctx in data.get("contexts") or []:
+        contexts = data.get("contexts") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(contexts, list | None):
+            raise ConfigError(f"{path}: not a kubeconfig (a YAML mapping whose contexts is a "
+                              "list)")
+        for ctx in contexts or []:
             if isinstance(ctx, dict) and ctx.get("name"):
                 names.add(str(ctx["name"]))
     return names
@@ -626,15 +632,19 @@ def load_registry(path: str | Path, *, check_kubeconfig: bool = True) -> Registr
     """Read and validate clusters.yaml; raise ConfigError with a fix-it message."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a clusters.yaml") from None
     registry = parse_registry(raw, source=str(path), check_kubeconfig=check_kubeconfig)
     problems = []
     for cluster in registry.clusters.values():

@@ -50,11 +50,19 @@ from .config import Cluster, Registry
 from .errors import InvalidRoute, KubeError, NotFound
 from .mirror import Pacer
 from .model import Entry, decode_entries, entry_destination, selector
-from .services_cache import MAX_NAMESPACES, PAGE, ClusterServices, Served, first_line, served_by
+from .services_cache import (
+    BEYOND,
+    MAX_NAMESPACES,
+    PAGE,
+    ClusterServices,
+    Served,
+    first_line,
+    served_by,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_NAMESPACES", "PAGE", "STATES", "DestinationChecks", "Expected", "Report",
+__all__ = ["BEYOND", "MAX_NAMESPACES", "PAGE", "STATES", "DestinationChecks", "Expected", "Report",
            "Served", "check_finding", "expected_service", "judge", "served_by"]
 
 STATES = ("ok", "missing", "no_port", "unknown")
@@ -120,8 +128,7 @@ async def read_namespaces(client: Any, namespaces: Iterable[str]
     """(what each namespace serves, why others were not read), at most MAX_NAMESPACES."""
     ordered = sorted(set(namespaces))
     served: dict[str, Served] = {}
-    errors = {ns: f"more than {MAX_NAMESPACES} namespaces to read in one pass"
-              for ns in ordered[MAX_NAMESPACES:]}
+    errors = {ns: BEYOND for ns in ordered[MAX_NAMESPACES:]}
     for ns in ordered[:MAX_NAMESPACES]:
         try:
             served[ns] = await read_services(client, ns)
@@ -451,8 +458,15 @@ class DestinationChecks:
         """One warning per namespace whose Services cannot be read (again when the error
         changes)."""
         logged = self._unread.get(cluster, {})
+        beyond = sum(1 for error in report.errors.values() if error == BEYOND)
+        if beyond and BEYOND not in logged.values():
+            # A namespace per user: thousands of them. One line, not one per namespace.
+            log.warning("cluster %s: %d namespaces beyond the %d whose Services are read: "
+                        "the destinations of routes there are unknown", cluster,
+                        beyond, MAX_NAMESPACES,
+                        extra={"cluster": cluster, "namespaces": beyond})
         for ns, error in report.errors.items():
-            if logged.get(ns) != error:
+            if error != BEYOND and logged.get(ns) != error:
                 log.warning("cluster %s: cannot read the Services in namespace %s (%s): the "
                             "destinations of routes there are unknown; grant get, list and "
                             "watch on services there (docs/operations.md)", cluster, ns, error,

@@ -106,6 +106,15 @@ def likely_name(name: str, known: list[str]) -> str | None:
     return stems[found[0]] if found else None
 
 
+def warmup_problem(settings: Settings, registry: Registry) -> str | None:
+    """A FEDERATION_WARMUP_URLS key that names no cluster: its warm-up would never run."""
+    unknown = sorted(set(settings.warmup_urls) - set(registry.clusters))
+    if not unknown:
+        return None
+    return (f"FEDERATION_WARMUP_URLS names no cluster {', '.join(map(repr, unknown))}: the "
+            f"clusters are {', '.join(map(repr, sorted(registry.clusters)))}")
+
+
 def in_cluster_problem(registry: Registry) -> str | None:
     """A cluster with ``inCluster: true`` while the service runs in no pod (or with no token),
     as one line naming the cluster: told before the server starts, where it would end in a

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Protocol
 
 from .config import Registry
 from .errors import KubeError
 from .mirror import Pacer
 from .model import Entry
+from .store import FULL_PASS_EVERY
 from .store import ClusterStore as Store
 from .table import RouteTable
 
@@ -30,20 +32,56 @@ class Federation(Protocol):
 
     async def write_entry(self, store: Store, entry: Entry) -> None: ...
 
+    def may_write(self, cluster: str) -> bool: ...
+
+
 log = logging.getLogger(__name__)
+
+
+class _Quiet:
+    """What the last pass across clusters that found everything in order saw, and how many
+    passes were skipped since (each cluster's own pass: ClusterStore.tidy)."""
+
+    def __init__(self) -> None:
+        self.marks: tuple[object, ...] | None = None
+        self.skipped = 0
+
+
+_quiet: weakref.WeakKeyDictionary[Federation, _Quiet] = weakref.WeakKeyDictionary()
+
+
+def _marks(fed: Federation) -> tuple[object, ...]:
+    """Changes heard from every cluster, failed calls, and the configuration (the object
+    itself, held: a reload makes a new one): the table and the edge rules cannot have changed
+    while these did not."""
+    return (fed.registry,) + tuple(
+        (name, s.mirror.cache.changes, s.client.failed_calls, fed.may_write(name))
+        for name, s in fed.stores.items())
 
 
 async def reconcile(fed: Federation, grace: float) -> None:
     pace = Pacer()
-    await _resolve_duplicates(fed, pace)
-    await _repair_edges(fed, grace, pace)
-    results = await asyncio.gather(
-        *(s.tidy(grace) for s in list(fed.stores.values()) if s.synced), return_exceptions=True
-    )
-    for store, result in zip([s for s in fed.stores.values() if s.synced], results, strict=False):
+    quiet = _quiet.setdefault(fed, _Quiet())
+    before = _marks(fed)
+    # Duplicates and edge rules visit the whole table: only when something changed since a
+    # pass that found them in order, no orphan waits out its grace period, or now and then.
+    if quiet.marks != before or fed.orphans or quiet.skipped >= FULL_PASS_EVERY:
+        await _resolve_duplicates(fed, pace)
+        await _repair_edges(fed, grace, pace)
+        quiet.skipped = 0
+    else:
+        quiet.skipped += 1
+    # A cluster whose host claims are not held gets no writes from its tidy-up either: it
+    # renders the current configuration's hosts (a reload may have added one another hub
+    # holds there), and routing objects for a host this hub does not hold mix two hubs' users.
+    tidied = [s for s in list(fed.stores.values()) if s.synced and fed.may_write(s.name)]
+    results = await asyncio.gather(*(s.tidy(grace) for s in tidied), return_exceptions=True)
+    for store, result in zip(tidied, results, strict=True):
         if isinstance(result, Exception):
             log.warning("cluster %s: housekeeping stopped early: %s", store.name, result,
                         extra={"cluster": store.name})
+    after = _marks(fed)
+    quiet.marks = after if after == before else None
 
 
 async def _resolve_duplicates(fed: Federation, pace: Pacer) -> None:
@@ -68,6 +106,8 @@ def _edge_of(fed: Federation, winner: Entry) -> Entry | None:
     owner = fed.registry.clusters.get(winner.owner)
     if owner is None or not owner.edge or winner.owner == fed.registry.home:
         return None
+    if not fed.may_write(winner.owner):
+        return None  # its hosts there are not this hub's: no edge rule sends users to them
     return Entry(winner.path, winner.target, winner.owner, {}, winner.last_activity, edge=True)
 
 

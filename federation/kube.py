@@ -223,6 +223,7 @@ class ClusterClient:
         self.settings = settings
         self.server_url = credentials.server
         self.circuit = Circuit(settings.circuit_threshold, settings.circuit_reset)
+        self.failed_calls = 0
         self.state: str | None = None  # logs.REACHABLE | FAILING | CIRCUIT_OPEN, once known
         self.backoff = Backoff(settings.kube_backoff_initial, settings.kube_backoff_max)
         self._token = credentials.token
@@ -296,6 +297,8 @@ class ClusterClient:
     # -- one request, and the retry schedule around it ---------------------------------------
 
     def _record(self, verb: str, outcome: str, started: float) -> None:
+        if outcome != "ok":
+            self.failed_calls += 1  # housekeeping passes again after any failure
         metrics.KUBE_CALLS.labels(self.name, verb, outcome).inc()
         metrics.KUBE_LATENCY.labels(self.name, verb).observe(time.perf_counter() - started)
 

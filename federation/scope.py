@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .config import Cluster, Registry
+
+
+def _every_cluster(name: str) -> bool:
+    return True
 
 
 @dataclass
 class Scope:
     registry: Registry
     cluster: Cluster
+    # Whether this hub holds the host claims of a cluster (by name), so that a rule sending
+    # traffic to that cluster's hosts may be rendered again (the service sets it: claimer.py).
+    claimed: Callable[[str], bool] = field(default=_every_cluster)
 
     @property
     def instance(self) -> str:

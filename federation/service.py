@@ -20,7 +20,7 @@ from .activity import ActivityMonitor
 from .claimer import HostClaims
 from .config import Registry, kubeconfig_paths, load_registry
 from .destinations import DestinationChecks
-from .errors import ConfigError, KubeError
+from .errors import ClusterUnavailable, ConfigError, KubeError
 from .kube import ClusterClient, build_clients
 from .model import ROUTE_HEADER, Entry, route_id
 from .plan import plan_route
@@ -86,6 +86,8 @@ class Federation:
                                  str(settings.config or "clusters.yaml"))
         # Each route's Service, judged every pass from Services caches kept by watches.
         self.destinations = DestinationChecks(settings.watch_timeout)
+        for store in self.stores.values():
+            store.scope.claimed = self.may_write
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -177,6 +179,8 @@ class Federation:
         fresh = {n: make_store(registry, n, clients[n], RouteTable(), self.settings)
                  for n in repointed}
         for store in fresh.values():
+            store.scope.claimed = self.may_write
+        for store in fresh.values():
             store.start()
         deadline = time.monotonic() + self.settings.kube_deadline
         while not all(s.synced for s in fresh.values()) and time.monotonic() < deadline:
@@ -237,11 +241,11 @@ class Federation:
         written = {name for name, _ in plan.writes}
         for name in written:  # a set lookup each, unless a cluster's claims are not taken yet
             if not self.claims.holds(name):
-                await self.claims.require(name, self.stores[name].client)
+                await self.claims.require(name, self._store_of(name).client)
         # The owner's rule, the home cluster's edge rule and their support objects go out
         # together: the hub is told only once all are stored (a failure answers 503 and the hub
         # retries; housekeeping restores a missing support object), so nobody is sent there early.
-        await asyncio.gather(*(self.write_entry(self.stores[name], entry)
+        await asyncio.gather(*(self._write_claimed(self._store_of(name), entry)
                                for name, entry in plan.writes))
         stale = [s for s in self.holders(path) if s.name not in written]
         ours = plan.writes[0][1].rank
@@ -254,6 +258,26 @@ class Federation:
                             store.name, path, result, extra={"cluster": store.name})
         if self.settings.warmup:
             await self._warmup(plan.writes[-1][0], plan.key)  # home, for an edge route
+
+    def may_write(self, cluster: str) -> bool:
+        """Whether this hub holds every host claim of ``cluster`` (federation/claimer.py)."""
+        return self.claims.holds(cluster)
+
+    def _store_of(self, name: str) -> Store:
+        """The store of a cluster a write was planned for; a reload may have removed it while
+        the write waited for claims (503: the hub tries again with the running configuration)."""
+        store = self.stores.get(name)
+        if store is None:
+            raise ClusterUnavailable(f"cluster {name!r} was removed by a reload meanwhile; try "
+                                     "again", cluster=name, verb="write")
+        return store
+
+    async def _write_claimed(self, store: Store, entry: Entry) -> None:
+        """A route write: a claim lost since it was checked (another hub took it meanwhile)
+        refuses the write (HostClaimed, 409) rather than leaving this cluster out of it."""
+        if not self.claims.holds(store.name):
+            await self.claims.require(store.name, store.client)
+        await _write(store, entry)
 
     async def write_entry(self, store: Store, entry: Entry) -> None:
         if not self.claims.holds(store.name):

@@ -31,6 +31,7 @@ MAX_NAMESPACES = 64  # namespaces watched per cluster; routes beyond them stay "
 FORBIDDEN_RETRY = 600.0  # s between tries of a namespace the service may not read
 ABSENT_RETRY = 60.0  # s between lists of a namespace the API server says does not exist
 FIRST_READ_WAIT = 10.0  # s a pass waits for a newly needed namespace's first list
+BEYOND = f"more than {MAX_NAMESPACES} namespaces to read in one cluster"  # why not read
 
 # What a namespace's Services serve: {name: ports (None: any port, an ExternalName Service)}.
 Served = dict[str, frozenset[int] | None]
@@ -240,7 +241,7 @@ class ClusterServices:
     def view(self, namespace: str) -> tuple[Served | None, str | None]:
         """(what the namespace serves, None when unknown; why it is unknown, if known)."""
         if namespace in self.beyond:
-            return None, f"more than {MAX_NAMESPACES} namespaces to watch in one cluster"
+            return None, BEYOND
         held = self.namespaces.get(namespace)
         return (None, None) if held is None else held.view()
 

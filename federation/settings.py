@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,19 @@ class Settings(BaseSettings):
         if value.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ValueError(f"{value!r}: use debug, info, warning, error or critical")
         return value.lower()
+
+    @field_validator("warmup_urls", mode="before")
+    @classmethod
+    def _warmup_urls(cls, value: object) -> object:
+        example = 'e.g. {"east": "https://east.hub.example.org"}'
+        if not isinstance(value, Mapping):
+            raise ValueError(f"a JSON object of cluster name -> gateway base URL, {example}")
+        for cluster, url in value.items():
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{cluster!r}: {url!r} is not an http(s) URL with a host, "
+                                 f"{example}")
+        return value
 
     @field_validator("log_format", mode="before")
     @classmethod

@@ -21,12 +21,18 @@ from .errors import InvalidRoute, KubeError
 from .kube import ClusterClient
 from .mirror import Health, Mirror, Pacer, ProbeState, RouteEntries
 from .model import Entry, Rank, entry_destination, selector
+from .placement import Destination
 from .scope import Scope
 from .seam import Backend
 from .settings import Settings
 from .table import RouteTable
 
 log = logging.getLogger(__name__)
+
+# Housekeeping passes over a cluster where nothing changed before one looks at everything
+# again anyway (10 minutes at the default 15 s interval): a bound on what a missed change
+# could leave, and on the CPU an idle hub pays for it.
+FULL_PASS_EVERY = 40
 
 
 class ClusterStore:
@@ -42,6 +48,13 @@ class ClusterStore:
                              settings.watch_timeout)
         self.backend.bind(self.mirror)
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        # The objects built per destination, shared by every entry that routes there (the
+        # edge rules of one remote cluster all do): one copy each, not one per route.
+        self._support_built: dict[Destination, list[dict[str, Any]]] = {}
+        # What the last pass that settled everything saw: (cache changes, failed calls); None
+        # when the next pass must look at everything (a start, a new configuration).
+        self._settled: tuple[int, int] | None = None
+        self._quiet_passes = 0
 
     @property
     def name(self) -> str:
@@ -60,6 +73,8 @@ class ClusterStore:
         self.scope.cluster = cluster
         self.backend.reconfigured()
         self._support_memo.clear()
+        self._support_built.clear()
+        self._settled = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -132,12 +147,22 @@ class ClusterStore:
         if held is not None and held[0] is entry:
             return held[1]
         try:
-            objs = self.backend.support_objects(
-                entry_destination(self.scope.registry, self.scope.cluster, entry))
+            dest = entry_destination(self.scope.registry, self.scope.cluster, entry)
         except (KeyError, InvalidRoute, ValueError):
-            objs = []  # its cluster left the registry: nothing to route to
+            objs: list[dict[str, Any]] = []  # its cluster left the registry: nothing there
+        else:
+            built = self._support_built.get(dest)
+            objs = built if built is not None else self._support_built.setdefault(
+                dest, self.backend.support_objects(dest))
         self._support_memo[entry.path] = (entry, objs)
         return objs
+
+    def _forget_support_of_gone(self, entries: RouteEntries) -> None:
+        """The memos keep only what routes held now need (a pass has just asked for all)."""
+        self._support_memo = {p: held for p, held in self._support_memo.items() if p in entries}
+        kept = {id(objs) for _, objs in self._support_memo.values()}
+        self._support_built = {d: objs for d, objs in self._support_built.items()
+                               if id(objs) in kept}
 
     async def ensure_object(self, obj: dict[str, Any]) -> None:
         await self.mirror.ensure(self._plural(obj), obj)
@@ -147,16 +172,35 @@ class ClusterStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
+    def _marks(self) -> tuple[int, int]:
+        return (self.mirror.cache.changes, self.client.failed_calls)
+
     async def tidy(self, grace: float) -> None:
-        """Repair and tidy this cluster's objects; yields to the event loop as it goes."""
+        """Repair and tidy this cluster's objects; yields to the event loop as it goes. A pass
+        with nothing to do is skipped: the last one changed nothing, failed nothing and left
+        no grace clock running, and nothing changed in the cluster since (its watches and our
+        writes change the cache); every FULL_PASS_EVERY passes it looks anyway."""
+        if (self._settled == self._marks() and not self.mirror.clocks_running
+                and self._quiet_passes < FULL_PASS_EVERY):
+            self._quiet_passes += 1
+            return
+        before = self._marks()
+        await self._tidy(grace)
+        after = self._marks()
+        self._settled = after if after == before else None
+        self._quiet_passes = 0
+
+    async def _tidy(self, grace: float) -> None:
         pace = Pacer()
         keep = await self.backend.tidy(grace, pace)
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         wanted: list[dict[str, Any]] = list(keep)
-        for _, entry in list(self.entries.values()):
+        entries = self.entries
+        for _, entry in list(entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
             wanted += self.support_for(entry)
+        self._forget_support_of_gone(entries)
         for obj in wanted:
             meta = obj["metadata"]
             needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import random
 from typing import Any
 
@@ -15,7 +16,7 @@ from federation import metrics
 from federation.claimer import HostClaims
 from federation.claims import holder_of, wanted_claims
 from federation.config import Registry, parse_registry
-from federation.errors import ConfigError, Conflict, HostClaimed, NotFound
+from federation.errors import ClusterUnavailable, ConfigError, Conflict, HostClaimed, NotFound
 from federation.kube import Resource
 
 from .conftest import base_config
@@ -239,3 +240,114 @@ def test_a_reload_claims_again_only_on_a_cluster_reached_anew() -> None:
     doc["clusters"][1]["context"] = "another-east"  # the name now reaches another server
     asyncio.run(claims.prepare(parse_registry(doc, check_kubeconfig=False), calls))
     assert calls["east"].calls and calls["west"].calls == [] and calls["hub"].calls == []
+
+
+class Down(Client):
+    """A client of a cluster that cannot be reached."""
+
+    async def _turn(self, verb: str) -> None:
+        self.calls.append(verb)
+        raise ClusterUnavailable("connection refused", cluster=self.cluster)
+
+
+def test_a_cluster_repointed_while_out_of_reach_is_not_held_on_its_new_server() -> None:
+    """The Leases of the server a cluster name used to reach say nothing of the server it
+    reaches now: until they are taken there, its routes wait (HostClaims.require)."""
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 8)
+    asyncio.run(claims.start(calls))
+    assert claims.holds("east")
+    doc["clusters"][1]["context"] = "another-east"  # another API server, down for now
+    moved = parse_registry(doc, check_kubeconfig=False)
+    elsewhere = Leases()
+    down = {**calls, "east": Down(elsewhere, "east", random.Random(0))}
+    asyncio.run(claims.prepare(moved, down))
+    claims.adopt(moved)
+    assert not claims.holds("east") and claims.holds("west") and claims.holds("hub")
+    assert claims.describe("east")["held"] == []
+    # Another hub holds the host there: the first write is refused, nothing is written.
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start({"east": Client(elsewhere, "east", random.Random(1))}))
+    with pytest.raises(HostClaimed):
+        asyncio.run(claims.require("east", Client(elsewhere, "east", random.Random(2))))
+
+
+def test_a_holder_is_this_hub_only_by_its_identity_on_that_cluster() -> None:
+    """A hub whose objects on east are in namespace hub-a (its home namespace is jupyterhub)
+    is ``hub-a/jupyterhub`` there: a claim on east held by ``jupyterhub/jupyterhub`` is
+    another hub's (a z2jh release in namespace jupyterhub of east), even though that is the
+    name this hub goes by on its home cluster."""
+    stores = fresh_stores()
+    other = HostClaims(hub("jupyterhub", "other.example.org"), 15)
+    asyncio.run(other.start(clients({"east": stores["east"]}, 9)))
+    assert holders(stores)[("east", "east.hub.example.org")] == "jupyterhub/jupyterhub"
+    doc = base_config(instance="jupyterhub")
+    east = next(c for c in doc["clusters"] if c["name"] == "east")
+    east["namespace"] = "hub-a"
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 10)
+    # East is out of reach at start: the home cluster's claims are taken first.
+    asyncio.run(claims.start({**calls, "east": Down(stores["east"], "east",
+                                                    random.Random(3))}))
+    assert claims.holds("hub") and not claims.holds("east")
+    asyncio.run(claims.keep(calls))
+    assert not claims.holds("east")
+    assert [c.holder for c in claims.conflicts("east")] == ["jupyterhub/jupyterhub"]
+    with pytest.raises(HostClaimed):
+        asyncio.run(claims.require("east", calls["east"]))
+
+
+def test_replicas_renewing_after_a_namespace_change_never_see_each_other_as_another_hub(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    replicas = [HostClaims(parse_registry(doc, check_kubeconfig=False), 15) for _ in range(2)]
+    for i, replica in enumerate(replicas):
+        asyncio.run(replica.start(clients(stores, 11 + i)))
+    doc["defaults"]["namespace"] = "hub-a"  # the same clusters: claims stay, renamed
+    moved = parse_registry(doc, check_kubeconfig=False)
+    for i, replica in enumerate(replicas):
+        asyncio.run(replica.prepare(moved, clients(stores, 13 + i)))
+        replica.adopt(moved)
+    with caplog.at_level(logging.INFO, logger="federation.claimer"):
+        for i, replica in enumerate(replicas):
+            asyncio.run(replica.keep(clients(stores, 15 + i)))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert all(r.ready == {"hub", "east", "west"} for r in replicas)
+    assert set(holders(stores).values()) == {"hub-a/jupyterhub"}
+
+
+def test_a_cluster_removed_by_a_reload_leaves_no_conflict_in_the_metric() -> None:
+    stores = fresh_stores()
+    other = HostClaims(hub("hubb", "hubb.example.org"), 15)
+    asyncio.run(other.start(clients({"west": stores["west"]}, 17)))
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 18)
+    asyncio.run(claims.start({**calls, "west": Down(stores["west"], "west", random.Random(4))}))
+    asyncio.run(claims.keep(calls))  # west is back: its ingress host is the other hub's
+    assert metrics.HOST_CLAIM_CONFLICTS.labels("west")._value.get() == 1
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    without_west = parse_registry(doc, check_kubeconfig=False)
+    asyncio.run(claims.prepare(without_west, calls))
+    claims.adopt(without_west)
+    assert claims.conflicts() == []
+    samples = {s.labels.get("cluster") for m in metrics.HOST_CLAIM_CONFLICTS.collect()
+               for s in m.samples}
+    assert "west" not in samples and "east" in samples
+
+
+def test_a_write_for_a_cluster_a_reload_removed_meanwhile_is_retried_not_a_500() -> None:
+    stores = fresh_stores()
+    doc = base_config(instance="jupyterhub")
+    claims = HostClaims(parse_registry(doc, check_kubeconfig=False), 15)
+    calls = clients(stores, 19)
+    asyncio.run(claims.start({**calls, "west": Down(stores["west"], "west", random.Random(5))}))
+    doc["clusters"] = [c for c in doc["clusters"] if c["name"] != "west"]
+    without_west = parse_registry(doc, check_kubeconfig=False)
+    asyncio.run(claims.prepare(without_west, calls))
+    claims.adopt(without_west)  # while a write planned for west waited
+    with pytest.raises(ClusterUnavailable, match="try again"):
+        asyncio.run(claims.require("west", calls["west"]))

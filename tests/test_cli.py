@@ -246,3 +246,13 @@ def test_busy_port_names_the_flag(config_path: Path) -> None:
             assert result.returncode == 2, result.stderr
             (line,) = result.stderr.strip().splitlines()
             assert f"port {port}" in line and "already in use" in line and "--port" in line
+
+
+@pytest.mark.parametrize("other", ["bogus", "a/b/c", "/jupyterhub", "jupyterhub/"])
+def test_claims_take_names_the_other_hub_as_namespace_and_instance(
+        other: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from federation.cli import main
+
+    assert main(["claims", "take", "--config", "clusters.yaml", "--from", other]) == 2
+    err = capsys.readouterr().err
+    assert f"--from {other!r}" in err and "<namespace>/<instance>" in err

@@ -200,3 +200,25 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path, kubeconfig:
                      "clusters[north].userService.namespace: missing"):
         assert sum(fragment in line for line in lines) == 1, (fragment, lines)
     assert len(lines) == 6
+
+
+def test_files_that_are_not_utf8_yaml_or_kubeconfigs_are_one_line_each(
+        tmp_path: Path, kubeconfig: Path) -> None:
+    """Saved in another encoding, nested without end, a kubeconfig that is no mapping: a
+    ConfigError naming the file (the command line prints it; a reload keeps running), never
+    a traceback."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(yaml.safe_dump(base_config(str(kubeconfig))).encode()
+                      + "# café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_registry(latin)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("home: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_registry(deep)
+    for name, text in (("list", b"- a\n"), ("int", b"contexts: 5\n"),
+                       ("latin", "contexts:\n- name: caf\xe9\n".encode("latin-1"))):
+        bad = tmp_path / f"kubeconfig-{name}"
+        bad.write_bytes(text)
+        with pytest.raises(ConfigError, match=str(bad)):
+            load(tmp_path, base_config(str(bad)))

@@ -339,3 +339,25 @@ def test_a_pass_judges_again_only_what_changed() -> None:
     report = last.again(moved, {USER_NAMESPACE: {"jupyter-alice"}}, view)
     assert {p: s for p, (s, _) in report.states.items()} == {
         "/user/bob": "ok", "/user/carol": "missing"}
+
+
+def test_namespaces_beyond_one_pass_are_one_warning_not_one_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A hub with a namespace per user (kubespawner's jupyter-{username}) has thousands of
+    namespaces: those left for later are one warning, not one line per namespace."""
+    from federation.destinations import MAX_NAMESPACES, DestinationChecks, Report, read_namespaces
+
+    class Empty:
+        async def read(self, path: str) -> dict[str, Any]:
+            return {"items": []}
+
+    namespaces = [f"jupyter-user{i}" for i in range(5000)]
+    served, errors = asyncio.run(read_namespaces(Empty(), namespaces))
+    assert len(served) == MAX_NAMESPACES
+    report = Report(0.0, errors=errors)
+    checks = DestinationChecks()
+    with caplog.at_level(logging.WARNING, logger="federation.destinations"):
+        checks.publish("east", report)
+        checks.publish("east", report)
+    assert len(caplog.records) == 1, len(caplog.records)
+    assert "4936 namespaces" in caplog.records[0].getMessage()

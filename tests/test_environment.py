@@ -28,7 +28,8 @@ from federation.environment import (
 from federation.errors import ConfigError
 from federation.testing.harness import free_port, wait_until_ready
 
-from .conftest import REPO, TOKEN, base_config
+from .conftest import CONTEXTS, REPO, TOKEN, base_config
+from .test_config import write_kubeconfig
 
 FEDERATION = [sys.executable, "-m", "federation.cli"]
 POD_VARIABLES = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
@@ -70,6 +71,39 @@ def test_a_warmup_urls_that_is_not_json_is_one_line_naming_it(command: str,
     line = one_line(result.stderr)
     assert line.startswith("federation: FEDERATION_WARMUP_URLS is not valid JSON"), line
     assert '{"east": "https://east.hub.example.org"}' in line
+
+
+@pytest.mark.parametrize("value, says", [
+    ('["http://gw"]', "a JSON object of cluster name -> gateway base URL"),
+    ('{"east": "gw.istio-system"}', "'east': 'gw.istio-system' is not an http(s) URL"),
+    ('{"east": 8080}', "'east': 8080 is not an http(s) URL"),
+])
+def test_a_warmup_urls_of_the_wrong_shape_is_one_line_naming_it(value: str, says: str,
+                                                                tmp_path: Path) -> None:
+    config = tmp_path / "clusters.yaml"
+    config.write_text(yaml.safe_dump(base_config(str(tmp_path / "kubeconfig"))))
+    result = run(["check", "--config", str(config)], FEDERATION_WARMUP_URLS=value,
+                 CONFIGPROXY_AUTH_TOKEN=TOKEN)
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert line.startswith("federation: FEDERATION_WARMUP_URLS="), line
+    assert says in line and '{"east": "https://east.hub.example.org"}' in line, line
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_a_warmup_url_for_no_cluster_is_refused_naming_the_clusters(command: str,
+                                                                    tmp_path: Path) -> None:
+    kubeconfig_path = write_kubeconfig(tmp_path / "kubeconfig", list(CONTEXTS.values()))
+    config = tmp_path / "clusters.yaml"
+    config.write_text(yaml.safe_dump(base_config(str(kubeconfig_path))))
+    args = {"serve": ["serve", "--config", str(config), "--port", str(free_port())],
+            "check": ["check", "--config", str(config)]}[command]
+    result = run(args, FEDERATION_WARMUP_URLS='{"eats": "https://east.hub.example.org"}',
+                 CONFIGPROXY_AUTH_TOKEN=TOKEN)
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "FEDERATION_WARMUP_URLS names no cluster 'eats'" in line, line
+    assert "'east', 'hub', 'west'" in line, line
 
 
 def test_read_settings_turns_every_failure_into_lines(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,14 +12,21 @@ import pytest
 
 from federation.config import parse_registry
 from federation.errors import ConfigError, InvalidRoute
+from federation.gateway.backend import GatewayBackend
 from federation.gateway.objects import (
+    ANN_SPEC,
     build_route,
     gateway_duration,
     path_problem,
+    spec_hash,
+    with_spec_hash,
 )
+from federation.mirror import RouteEntries
 from federation.model import ANN_ROUTES, Entry, decode_entries
 from federation.placement import user_service_names
 from federation.plan import plan_route, render_table
+from federation.scope import Scope
+from federation.table import RouteTable
 
 from .conftest import GATEWAY_CRDS, base_config
 from .gateway_schema import validate_gateway
@@ -84,6 +91,21 @@ def test_istio_hostname_edge_objects_validate() -> None:
     doc["clusters"][0]["externalBackend"] = "istioHostname"
     with pytest.raises(ConfigError, match="externalBackend: only for backend: gateway-api"):
         parse_registry(doc, check_kubeconfig=False)
+
+
+def test_a_rendered_table_is_what_the_service_would_write() -> None:
+    """Objects stored from the builders (a benchmark's table, or one applied by hand) carry the
+    hash of the object as built: the service's first housekeeping pass takes them as its own
+    instead of rewriting every HTTPRoute and support object of the table."""
+    reg = registry()
+    table, _ = random_table(random.Random(3))
+    table["/ext/files"] = {"target": "https://files.example.com"}
+    for name, objects in render_table(reg, table).items():
+        backend = GatewayBackend(Scope(reg, reg.clusters[name]), RouteEntries(name, RouteTable()))
+        for obj in objects:
+            annotations = obj["metadata"]["annotations"]
+            assert annotations.get(ANN_SPEC) == spec_hash(obj), obj["metadata"]["name"]
+            assert backend.fingerprint(obj) == backend.fingerprint(with_spec_hash(obj))
 
 
 @pytest.mark.upstream_schemas("gateway-api")

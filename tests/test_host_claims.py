@@ -408,3 +408,77 @@ def test_claim_names_are_dns_safe_and_unique() -> None:
     for name in names.values():
         assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
     assert names["east.hub.example.org"].startswith("federation-host-east-hub-example-org-")
+
+
+@pytest.mark.parametrize("backend", ["istio", "gateway-api"])
+def test_housekeeping_writes_nothing_for_a_host_it_could_not_claim(
+        tmp_path: Path, shared_clusters: Any, backend: str) -> None:
+    """The second hub's file gives east the shared ingress host while east is out of reach
+    (the reload cannot claim it there, and the first hub holds it). When east is back,
+    housekeeping must not render the second hub's objects there for that host."""
+    hub_b = HUB_B["own-namespaces"]
+    first = hub_config(tmp_path, shared_clusters, HUB_A, backend)
+    second = hub_config(tmp_path, shared_clusters, hub_b, backend, own_ingress=True)
+    reg_a, reg_b = load_registry(first), load_registry(second)
+    east = shared_clusters.servers[CONTEXTS["east"]]
+    with ServiceThread(fast_settings(first)) as svc_a, \
+            ServiceThread(fast_settings(second, reload_interval=3600)) as svc_b:
+        post_table(svc_a, reg_a)
+        post_table(svc_b, reg_b)
+        hubs = {HUB_A: reg_a, hub_b: reg_b}
+        assert_apart(shared_clusters, backend, hubs, serving=(HUB_A, hub_b))
+        east.set_down(True)
+        shared = second.read_text().replace("://hubb-east.", "://east.")
+        assert shared != second.read_text()
+        second.write_text(shared)
+        assert svc_b.run(svc_b.federation.reload_file(second)) is True
+        hubs[hub_b] = load_registry(second)
+        east.set_down(False)
+        wait_for(lambda: not svc_b.federation.stores["east"].client.circuit.is_open,
+                 "hub b to reach east again")
+        svc_b.run(svc_b.federation.reconcile(grace=0))
+        assert not svc_b.federation.claims.holds("east")
+        assert [c.holder for c in svc_b.federation.claims.conflicts("east")] \
+            == [HUB_A.identity]
+        hostnames = {h for o in objects_of(shared_clusters, backend)["east"]
+                     if o["metadata"]["namespace"] == hub_b.namespace
+                     for key in ("hostnames", "hosts")
+                     for h in (o.get("spec") or {}).get(key) or []}
+        assert "east.hub.example.org" not in hostnames, hostnames
+        # Nor does it re-point the home cluster's edge rules at that host.
+        assert_apart(shared_clusters, backend, hubs, serving=(HUB_A,))
+
+
+def test_a_claim_lost_while_a_write_waits_is_refused_not_skipped(
+        tmp_path: Path, shared_clusters: Any) -> None:
+    """East's claim goes to another hub while a route write waits for the home cluster's
+    claims: the write is refused (409), never answered 201 with east's rule left out."""
+    from federation.claims import HeldElsewhere, wanted_claims
+
+    backend = "istio"
+    config = hub_config(tmp_path, shared_clusters, HUB_A, backend)
+    registry = load_registry(config)
+    with ServiceThread(fast_settings(config)) as svc:
+        claims = svc.federation.claims
+        require = claims.require
+        (lost,) = [c for c in wanted_claims(registry, ["east"]) if c.ingress]
+
+        def lose_east() -> None:
+            claims.held.pop(lost.key, None)
+            claims.elsewhere[lost.key] = HeldElsewhere(lost, "hubb/hubb")
+            claims.ready.discard("east")
+
+        async def home_then_lose_east(cluster: str, client: Any) -> None:
+            await require(cluster, client)
+            if cluster == "hub":  # lost once every claim was checked, before the writes
+                asyncio.get_running_loop().call_soon(lose_east)
+
+        claims.ready.discard("hub")  # the home cluster's claims are taken at this write
+        claims.require = home_then_lose_east  # type: ignore[method-assign]
+        body = hub_table(registry)["/user/alice"]
+        with api(svc) as client:
+            resp = client.post("/api/routes/user/alice", json=body)
+            assert resp.status_code == 409, resp.text
+            assert "east.hub.example.org" in resp.json()["error"]
+        assert [o for o in written_by(shared_clusters, backend, HUB_A)
+                if o.startswith("east/")] == []

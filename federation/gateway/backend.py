@@ -60,12 +60,15 @@ class GatewayBackend:
         self.kinds = kinds_for(scope.cluster)
         self.index = RouteObjectIndex(entries)
         self.view = RouteView(scope, self.index)
+        self._rerender_all = True  # the next re-render looks at every HTTPRoute
 
     def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
 
     def reconfigured(self) -> None:
-        """Nothing rendered is kept: HTTPRoutes are rendered at each write."""
+        """Nothing rendered is kept (HTTPRoutes are rendered at each write); every HTTPRoute
+        is compared with the new configuration at the next pass."""
+        self._rerender_all = True
 
     @staticmethod
     def fingerprint(obj: dict[str, Any]) -> bytes:
@@ -146,10 +149,19 @@ class GatewayBackend:
 
     async def _rerender(self, pace: Pace) -> None:
         """Rewrite HTTPRoutes built from an older configuration (gateway, hosts, http options
-        changed by a reload), by a mutation of each: a concurrent write wins."""
-        for name, state in list(self.index.routes.items()):
+        changed by a reload), by a mutation of each: a concurrent write wins. After the
+        first pass only those kept anew since the last (another replica's writes among them)
+        until the configuration changes: the rest were compared with it already."""
+        everything = self._rerender_all
+        for name in list(self.index.routes if everything else self.index.changed):
             await pace()
-            if state.entry is None:
+            self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
+            state = self.index.routes.get(name)
+            if state is None or state.entry is None:
+                continue
+            if state.entry.edge and not self.scope.claimed(state.entry.owner):
+                # An edge rule sends traffic to its owner's hosts: not re-pointed at a host
+                # this hub does not hold there (another hub's users answer for it).
                 continue
             try:
                 body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,
@@ -158,8 +170,12 @@ class GatewayBackend:
                 continue  # its cluster left the registry: kept as it is, so the table stays whole
             if body["metadata"]["annotations"][ANN_SPEC] == state.spec:
                 continue
-            with contextlib.suppress(KubeError):  # written or removed meanwhile: next pass
+            try:
                 await self._writer(name).submit(_rewrite(state.entry))
+            except KubeError:
+                self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
+        if everything:
+            self._rerender_all = False
 
     # -- what it shows, and its end ---------------------------------------------------------
 

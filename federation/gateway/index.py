@@ -41,6 +41,9 @@ class RouteObjectIndex:
         # HTTPRoutes the gateway has not Accepted or whose refs it has not Resolved, by name:
         # (condition type, reason), from status.parents.
         self.problems: dict[str, tuple[str, str]] = {}
+        # HTTPRoutes kept anew since the backend last took this set (its re-render looks
+        # only at these, unless the configuration changed).
+        self.changed: set[str] = set()
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
@@ -75,6 +78,7 @@ class RouteObjectIndex:
     def _put_route(self, new: RouteState) -> None:
         old = self.routes.get(new.name)
         self.routes[new.name] = new
+        self.changed.add(new.name)
         if old is not None and old.entry is not None and (
                 new.entry is None or new.entry.path != old.entry.path):
             self.entries.set(old.entry.path, None)

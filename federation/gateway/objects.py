@@ -384,7 +384,9 @@ def _reference_grant(cluster: Cluster, namespace: str, instance: str) -> dict[st
 
 def render_cluster(registry: Registry, cluster: Cluster,
                    entries: list[Entry]) -> list[dict[str, Any]]:
-    """Every object one gateway-api cluster holds for these entries (docs, tests)."""
+    """Every object one gateway-api cluster holds for these entries (docs, tests, tables
+    stored before a service starts), as the service writes them: hashed as built, so that
+    the service takes them as its own and writes none of them again."""
     by_path = {e.path: e for e in entries}
     objects = [build_route(registry, cluster, by_path[p]) for p in sorted(by_path)]
     root = by_path.get("/")
@@ -396,4 +398,4 @@ def render_cluster(registry: Registry, cluster: Cluster,
         for obj in support_objects(registry, cluster, entry_destination(registry, cluster, entry)):
             meta = obj["metadata"]
             support[(plural_of(obj), meta["namespace"], meta["name"])] = obj
-    return objects + [support[k] for k in sorted(support)]
+    return [with_spec_hash(o) for o in objects + [support[k] for k in sorted(support)]]

@@ -259,6 +259,11 @@ class Mirror:
     def used(self, kind: str, name: str) -> None:
         self._unused_since.pop((kind, name), None)
 
+    @property
+    def clocks_running(self) -> bool:
+        """Whether some object waits out its grace period (a later pass must look again)."""
+        return bool(self._unused_since)
+
     # -- the end of a backend -----------------------------------------------------------------
 
     async def purge(self, objects: list[tuple[str, str]]) -> None:

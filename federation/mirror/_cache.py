@@ -62,6 +62,9 @@ class ObjectCache:
         self.tombstones: dict[tuple[str, str], int] = {}
         self.health = Health(synced={p: False for p in watched})
         self._fingerprint = fingerprint
+        # Counts every change kept (events, reads, our writes): housekeeping compares it to
+        # pass over a cluster only when something changed there.
+        self.changes = 0
 
     def rv_of(self, plural: str, name: str) -> int:
         held = self.held.get(plural, {}).get(name)
@@ -93,6 +96,7 @@ class ObjectCache:
             self.forget(plural, name, rv)
             return
         self.tombstones.pop((plural, name), None)
+        self.changes += 1
         if self.index.takes(plural, obj):
             if self.index.put(plural, name, obj, decoded):
                 self.held[plural][name] = rv
@@ -106,10 +110,12 @@ class ObjectCache:
             return False
         self.tombstones.pop((plural, name), None)
         self.held[plural][name] = int(rv)
+        self.changes += 1
         return True
 
     def forget(self, plural: str, name: str, rv: int = 0) -> None:
         """A deletion (a watch event, or our own delete)."""
+        self.changes += 1
         self.tombstones[(plural, name)] = max(rv, self.rv_of(plural, name) + 1)
         if self.support.get(plural, {}).pop(name, None) is None and \
                 self.held.get(plural, {}).pop(name, None) is not None:

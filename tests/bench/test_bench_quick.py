@@ -71,7 +71,16 @@ def test_every_target_has_a_row(results: Results) -> None:
                    "Peak RSS during start at 50,000 routes at most 1.5x",
                    "Slowest /healthz while idle housekeeping runs at 50,000 routes",
                    "Restart to the full table listed at 50,000 routes",
-                   "Largest object written at 100,000 routes"):
+                   "Largest object written at 100,000 routes",
+                   "Istio: service CPU per add at 10,000 routes grown through the API at most 3 ms",
+                   "Gateway API: service CPU per add at 10,000 routes grown through the API at "
+                   "most 1.5 ms",
+                   "Gateway API: CPU per add at 50,000 routes grown within 1.3x of 10,000",
+                   "Istio: no full collection over 100 ms at 50,000 routes grown",
+                   "Gateway API: resident memory at 50,000 routes grown at most 2x CHP's",
+                   "Istio: at most 1 CPU second per idle minute at 50,000 routes grown",
+                   "Gateway API: at most 2 object revisions per route write at 10,000 routes",
+                   "Gateway API: restart to the full table listed at 50,000 routes grown"):
         assert target in text
     # The tiny plan has none of the target sizes: no verdict is made up.
     assert "**met**" not in text.split("Earlier targets")[0]
@@ -127,14 +136,17 @@ def test_grown_through_the_api(results: Results) -> None:
     """A table written through the API from empty clusters has every figure of fig. 10, and
     re-POSTing an unchanged route is seen to store something (one revision at least)."""
     plan = results.plan
-    assert [r.point.routes for r in results.grown] == list(plan.grown)
+    assert [(r.point.routes, r.point.backend) for r in results.grown] == [
+        (size, backend) for size in plan.grown for backend in plan.grown_backends]
+    assert {r.point.backend for r in results.grown} == {"istio", "gateway-api"}
     for r in results.grown:
         s = r.series
         for key in ("cpu.add", "stall.max", "rss.after", "listed", "rss.start_peak",
-                    "grow.throughput", "repost.bytes"):
+                    "grow.throughput", "repost.bytes", "idle.prod"):
             assert len(s[key]) == min(plan.runs, plan.grown_runs), key
-            assert all(v > 0 for v in s[key]), key
+            assert all(v > 0 for v in s[key]) or key == "idle.prod", (key, s[key])
         assert all(v >= 1 for v in s["repost.revisions"])
+        assert all(v >= 0 for v in s["idle.prod"])  # none at all is fine: nothing to do
 
 
 def test_both_backends_through_the_service(results: Results) -> None:
@@ -240,18 +252,24 @@ def test_plots_hold_every_curve(results: Results) -> None:
     """Each growth curve has a point per table size measured, per backend and for the grown
     tables; matplotlib missing means no plot, not an error."""
     drawn = {p.name: p for p in plots.plots(results)}
-    assert set(drawn) == {"cpu-per-add", "rss", "idle-stall", "restart", "bytes-per-write"}
+    assert set(drawn) == {"cpu-per-add", "rss", "idle-stall", "idle-cpu", "restart",
+                          "bytes-per-write"}
     curves = {c.label: c.points for c in drawn["rss"].curves}
     assert [x for x, _ in curves["Istio, loaded at start"]] == [20, 40]
     assert [x for x, _ in curves["Gateway API, loaded at start"]] == [40]
     assert [x for x, _ in curves["Istio, grown through the API"]] == list(results.plan.grown)
+    assert [x for x, _ in curves["Gateway API, grown through the API"]] == list(
+        results.plan.grown)
+    # Targets are drawn: a line, or a curve (twice CHP's memory) where they follow the table.
+    assert ("target", 5.0) in drawn["restart"].targets
+    assert dict(drawn["cpu-per-add"].targets)["Gateway API target, grown"] == 1.5
 
 
 def test_plots_are_drawn_or_skipped(results: Results, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
     files = plots.draw(results, tmp_path / "plots")
-    assert len(files) == 5 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
+    assert len(files) == 6 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert plots.draw(results, tmp_path / "none") == []
 

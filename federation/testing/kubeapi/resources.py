@@ -4,6 +4,8 @@ the Status errors that name them.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +78,44 @@ class _Resource:
     strategic: bool = False  # accepts strategic merge patches (built-in kinds, not CRDs)
     categories: tuple[str, ...] = ()
     objects: dict[tuple[str, str], _Stored] = field(default_factory=dict)
+    # The keys of ``objects`` in order, so that a page starts by a binary search and reads only
+    # its own items, as the API server reads etcd by key range (a list pages in linear time).
+    order: list[tuple[str, str]] = field(default_factory=list)
+
+    def put(self, key: tuple[str, str], stored: _Stored) -> None:
+        """Store an object under its key (the store's lock held)."""
+        if key not in self.objects:
+            insort(self.order, key)
+        self.objects[key] = stored
+
+    def drop(self, key: tuple[str, str]) -> None:
+        """Forget the object under ``key``, if any (the store's lock held)."""
+        if self.objects.pop(key, None) is not None:
+            del self.order[bisect_left(self.order, key)]
+
+    def _span(self, namespace: str | None, after: tuple[str, str] | None) -> tuple[int, int]:
+        """The positions in ``order`` of the keys in ``namespace`` (None: all) past ``after``."""
+        lo, hi = 0, len(self.order)
+        if namespace is not None:
+            lo = bisect_left(self.order, (namespace, ""))
+            hi = bisect_left(self.order, (namespace + "\0",))  # past every key of namespace
+        if after is not None:
+            lo = max(lo, bisect_right(self.order, after))
+        return lo, max(lo, hi)
+
+    def walk(
+        self, namespace: str | None, after: tuple[str, str] | None
+    ) -> Iterator[tuple[tuple[str, str], _Stored]]:
+        """The objects in key order from just past ``after`` (the store's lock held)."""
+        lo, hi = self._span(namespace, after)
+        for i in range(lo, hi):
+            key = self.order[i]
+            yield key, self.objects[key]
+
+    def count_after(self, namespace: str | None, after: tuple[str, str] | None) -> int:
+        """How many objects ``walk`` would yield, without walking them."""
+        lo, hi = self._span(namespace, after)
+        return hi - lo
 
     @property
     def qualified(self) -> str:

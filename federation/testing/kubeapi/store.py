@@ -154,18 +154,9 @@ def _selected(obj: dict[str, Any], labels: tuple[_Requirement, ...],
     return not fields or _fields_match(fields, obj)
 
 
-def _page(
-    chosen: list[tuple[tuple[str, str], _Stored]], limit: int | None, rv: int, meta: dict[str, Any]
-) -> list[tuple[tuple[str, str], _Stored]]:
-    """The first ``limit`` items; the list metadata gets the continue token and the count left."""
-    if limit is None or limit <= 0 or len(chosen) <= limit:
-        return chosen
-    remaining = len(chosen) - limit
-    chosen = chosen[:limit]
-    token = json.dumps({"start": list(chosen[-1][0]), "rv": rv})
-    meta["continue"] = base64.urlsafe_b64encode(token.encode()).decode()
-    meta["remainingItemCount"] = remaining
-    return chosen
+def _continue_token(last: tuple[str, str], rv: int) -> str:
+    token = json.dumps({"start": list(last), "rv": rv})
+    return base64.urlsafe_b64encode(token.encode()).decode()
 
 
 class StoreMixin(ValidationMixin):
@@ -298,22 +289,44 @@ class StoreMixin(ValidationMixin):
         self, req: _Request, res: _Resource, version: str, namespace: str | None
     ) -> _Response:
         labels, fields = self._selectors(req)
+        start = self._continue_from(req)
+        limit = req.int_param("limit")
         with self._lock:
             rv = self._rv
-            items = sorted(res.objects.items())
-        start = self._continue_from(req)
-        chosen = [(key, stored) for key, stored in items
-                  if (namespace is None or key[0] == namespace)
-                  and (start is None or key > start)
-                  and _selected(stored.obj, labels, fields)]
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        chosen = _page(chosen, req.int_param("limit"), rv, meta)
+            chosen, more = self._chosen_locked(res, namespace, start, labels, fields, limit)
+            meta: dict[str, Any] = {"resourceVersion": str(rv)}
+            if more:
+                meta["continue"] = _continue_token(chosen[-1][0], rv)
+                if not labels and not fields:
+                    # Like the API server: counted only when no selector filters the rest.
+                    meta["remainingItemCount"] = res.count_after(namespace, chosen[-1][0])
         head = _dumps(
             {"apiVersion": _api_version(res.group, version), "kind": f"{res.kind}List", "metadata": meta}
         )
         # Items are spliced in already rendered: no re-serialisation of every object per list.
         items_json = b",".join(res.render(s, version) for _, s in chosen)
         return _Response(200, b"".join([head[:-1], b',"items":[', items_json, b"]}"]))
+
+    @staticmethod
+    def _chosen_locked(
+        res: _Resource,
+        namespace: str | None,
+        start: tuple[str, str] | None,
+        labels: tuple[_Requirement, ...],
+        fields: tuple[_FieldReq, ...],
+        limit: int | None,
+    ) -> tuple[list[tuple[tuple[str, str], _Stored]], bool]:
+        """One page: the selected objects in key order past ``start``, at most ``limit`` of
+        them, and whether more follow. Reads only up to the first selected object past the
+        page, so paging through a collection reads each object about once. Lock held."""
+        page: list[tuple[tuple[str, str], _Stored]] = []
+        for key, stored in res.walk(namespace, start):
+            if not _selected(stored.obj, labels, fields):
+                continue
+            if limit is not None and 0 < limit <= len(page):
+                return page, True
+            page.append((key, stored))
+        return page, False
 
     @staticmethod
     def _continue_from(req: _Request) -> tuple[str, str] | None:
@@ -339,9 +352,9 @@ class StoreMixin(ValidationMixin):
         obj["metadata"]["resourceVersion"] = str(self._rv)
         stored = _Stored(obj, _dumps(obj))
         if event_type == "DELETED":
-            res.objects.pop(key, None)
+            res.drop(key)
         else:
-            res.objects[key] = stored
+            res.put(key, stored)
         event = _Event(self._rv, event_type, res, key[0], stored, prev)
         self._history.append(event)
         if len(self._history) > self.history_limit:

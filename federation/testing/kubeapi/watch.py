@@ -119,8 +119,8 @@ class WatchMixin(StoreMixin, FaultsMixin):
         res, namespace = watcher.res, watcher.namespace
         if since == 0:
             # "Get state and start at most recent": synthetic ADDED for what exists now.
-            return [("ADDED", stored) for key, stored in sorted(res.objects.items())
-                    if (namespace is None or key[0] == namespace) and watcher.selects(stored.obj)]
+            return [("ADDED", stored) for _, stored in res.walk(namespace, None)
+                    if watcher.selects(stored.obj)]
         if since < self._floor:
             return None
         initial = []
