@@ -29,7 +29,7 @@ the routes that changed and those expecting a Service the watch reported changed
 namespace, the event loop's CPU): at 50,000 routes and 50,000 Services an idle pass costs under
 0.1 ms and no request (a paged list every pass: 40 list requests, 20,000 Services parsed,
 ~360 ms, and every route "unknown" past 20,000 Services); a pass after one route changed costs
-~30 ms (the expected Services walked again through the memo, the report copied). While more
+30-45 ms (the expected Services walked again through the memo, the report copied). While more
 than WARNINGS_PER_PASS routes wait for their warning, each pass scans the problems once.
 """
 
