@@ -22,6 +22,7 @@ from .api import clusters, health, routes
 from .api.deps import Authorized
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
+from .routespec import has_control
 from .service import Federation
 from .settings import Settings
 
@@ -220,7 +221,13 @@ def create_app(
     app.add_middleware(_Measure, access=settings.access_log)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The router's path pattern stops at a newline, so a route path with control
+        # characters would not reach the routes' own check: answer as that check does.
+        # (The scope's path: request.url drops newlines, as urllib.parse does.)
+        path = str(request.scope.get("path", ""))
+        if exc.status_code == 404 and path.startswith("/api/routes/") and has_control(path):
+            return _error(400, "route path contains control characters")
         return _error(exc.status_code, str(exc.detail))
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Authorized])

@@ -243,6 +243,9 @@ class ClusterClient:
         # watches (watch_pool), before its first watch.
         self._credentials = credentials
         self._watch_http: httpx.AsyncClient | None = None
+        # Watches that are not the mirror's (the destination check's Services, one namespace
+        # each): a pool of their own per watch, so none of them takes a mirror watch's place.
+        self._side_pools: dict[str, httpx.AsyncClient] = {}
         # At most one request per pooled connection in flight: httpcore scans its whole queue
         # for every request, which costs more than the request itself when thousands wait.
         self._slots = asyncio.Semaphore(settings.kube_workers)
@@ -254,6 +257,18 @@ class ClusterClient:
         if self._watch_http is not None:
             raise RuntimeError(f"cluster {self.name!r}: the watch pool is made already")
         self._watch_http = self._http_client(self._credentials, watches + 1)
+
+    def side_watch_pool(self, key: str) -> None:
+        """A pool of its own for one watch beside the mirror's (``key`` names it in
+        :meth:`watch`): one connection held open and one for reopening, so the mirror's pool,
+        sized from its kinds, is never shared. Made once per key; closed with the client."""
+        if key not in self._side_pools:
+            self._side_pools[key] = self._http_client(self._credentials, 2)
+
+    async def close_side_pool(self, key: str) -> None:
+        pool = self._side_pools.pop(key, None)
+        if pool is not None:
+            await pool.aclose()
 
     @staticmethod
     def _http_client(credentials: Credentials, connections: int) -> httpx.AsyncClient:
@@ -269,6 +284,8 @@ class ClusterClient:
         await self.http.aclose()
         if self._watch_http is not None:
             await self._watch_http.aclose()
+        for key in list(self._side_pools):
+            await self.close_side_pool(key)
 
     def _headers(self, body: bool = False) -> dict[str, str]:
         headers = {"Content-Type": "application/json"} if body else {}
@@ -430,13 +447,16 @@ class ClusterClient:
         return result
 
     async def list(self, res: Resource, label_selector: str, limit: int | None = None,
-                   continue_token: str | None = None) -> dict[str, Any]:
-        params = {"labelSelector": label_selector}
+                   continue_token: str | None = None, namespace: str | None = None
+                   ) -> dict[str, Any]:
+        """One page of a list in the service's namespace, or in ``namespace``."""
+        params = {"labelSelector": label_selector} if label_selector else {}
         if limit:
             params["limit"] = str(limit)
         if continue_token:
             params["continue"] = continue_token
-        return await self._json("list", "GET", res.path(self.namespace), params=params)
+        return await self._json("list", "GET", res.path(namespace or self.namespace),
+                                params=params)
 
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
         return await self._json("get", "GET", res.path(namespace or self.namespace, name))
@@ -475,21 +495,25 @@ class ClusterClient:
         return str(info.get("gitVersion", "unknown"))
 
     async def watch(self, res: Resource, label_selector: str, resource_version: str,
-                    timeout: int) -> AsyncIterator[str]:
+                    timeout: int, *, namespace: str | None = None,
+                    pool: str | None = None) -> AsyncIterator[str]:
         """The events of one watch request, one JSON line each (the caller parses what it needs:
         the echo of its own write it can skip by its resourceVersion). Opening the stream goes
         through the circuit, metrics and error translation like any call; the caller owns
-        retries."""
-        pool = self._watch_http
-        if pool is None:
-            raise RuntimeError(f"cluster {self.name!r}: watch before watch_pool")
+        retries. In the service's namespace through the mirror's pool by default; elsewhere
+        through a side pool (``pool``, made by :meth:`side_watch_pool`)."""
+        http = self._watch_http if pool is None else self._side_pools.get(pool)
+        if http is None:
+            raise RuntimeError(f"cluster {self.name!r}: watch before its pool is made")
         started = time.perf_counter()
         self.circuit.before(self.name)
-        params = {"watch": "true", "labelSelector": label_selector, "allowWatchBookmarks": "true",
+        params = {"watch": "true", "allowWatchBookmarks": "true",
                   "resourceVersion": resource_version, "timeoutSeconds": str(timeout)}
+        if label_selector:
+            params["labelSelector"] = label_selector
         request_timeout = httpx.Timeout(timeout + 30, connect=self.settings.kube_connect_timeout)
         try:
-            async with pool.stream("GET", res.path(self.namespace), params=params,
+            async with http.stream("GET", res.path(namespace or self.namespace), params=params,
                                     headers=self._headers(), timeout=request_timeout) as resp:
                 if resp.status_code >= 400:
                     err = status_error(self.name, "watch", resp.status_code, await resp.aread(),

@@ -27,6 +27,10 @@ _HOST_SEGMENT = re.compile(
 )
 
 
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 def has_surrogate(text: str) -> bool:
     return _SURROGATE.search(text) is not None
 
@@ -35,7 +39,7 @@ def normalize_path(raw: str) -> str:
     """The stored key for an API path, or InvalidRoute."""
     if len(raw.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise InvalidRoute(f"route path is longer than {MAX_PATH_BYTES} bytes")
-    if _CONTROL.search(raw):
+    if has_control(raw):
         raise InvalidRoute("route path contains control characters")
     if has_surrogate(raw):
         raise InvalidRoute("route path contains a lone UTF-16 surrogate")

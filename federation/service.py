@@ -84,7 +84,8 @@ class Federation:
         # Which gateway hosts this hub holds on each cluster (federation/claims.py).
         self.claims = HostClaims(registry, settings.reconcile_interval,
                                  str(settings.config or "clusters.yaml"))
-        self.destinations = DestinationChecks()  # each route's Service, read every pass
+        # Each route's Service, judged every pass from Services caches kept by watches.
+        self.destinations = DestinationChecks(settings.watch_timeout)
         for store in self.stores.values():
             store.scope.claimed = self.may_write
 
@@ -121,6 +122,7 @@ class Federation:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        await self.destinations.stop()
         await asyncio.gather(*(store.stop() for store in self.stores.values()))
 
     async def reload_file(self, path: Path) -> bool:

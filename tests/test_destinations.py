@@ -18,6 +18,7 @@ import pytest
 
 from federation.config import load_registry, parse_registry
 from federation.destinations import Expected, expected_service, judge, served_by
+from federation.istio.backend import KIND_SET
 from federation.model import Entry
 from federation.testing import EmulatedClusters
 from federation.testing.harness import ServiceThread, wait_for, write_clusters_yaml
@@ -249,6 +250,95 @@ def test_each_route_is_warned_once_and_a_flood_is_spread_over_passes(
     assert [r.levelno for r in back] == [logging.INFO]
     checks.forget("east")
     assert checks.describe("east") is None
+
+
+def delete_service(clusters: Any, cluster: str, namespace: str, name: str) -> None:
+    server = clusters.servers[CONTEXTS[cluster]]
+    with httpx.Client(base_url=server.url, timeout=10,
+                      headers={"Authorization": f"Bearer {server.token}"}) as http:
+        http.delete(f"/api/v1/namespaces/{namespace}/services/{name}").raise_for_status()
+
+
+def passes_after(api: httpx.Client, cluster: str, count: int) -> None:
+    """Wait until ``count`` more housekeeping passes have checked ``cluster``."""
+    for _ in range(count):
+        last = destinations(api, cluster)["last_check"]
+        wait_for(lambda last=last: destinations(api, cluster)["last_check"] > last,
+                 "another pass", timeout=HOUSEKEEPING * 4 + 5)
+
+
+def test_services_are_watched_so_idle_passes_list_nothing(tmp_path: Path) -> None:
+    """The Services are listed once and then watched, through a connection of their own (the
+    mirror's watches all stay open): a Service deleted or created out of band is reflected
+    within one pass, and passes where nothing changed send no list at all."""
+    with running(tmp_path, "istio") as (clusters, _, api):
+        east = clusters.servers[CONTEXTS["east"]]
+        east.add_token(east.token, "federation-proxy")  # the service's requests, recorded
+        create_service(clusters, "east", service("jupyter-alice", USER_NAMESPACE, 8888))
+        assert api.post(f"/api/routes{ALICE}", json={"target": EAST, "user": "alice"}
+                        ).status_code == 201
+        wait_for(lambda: (d := destinations(api, "east")) and d["ok"] == 1,
+                 "the route's Service found", timeout=HOUSEKEEPING * 2 + 5)
+        mirror_kinds = set(KIND_SET.watched)  # the Istio backend's
+        wait_for(lambda: mirror_kinds | {"services"} <= east.watched_kinds(),
+                 "the mirror's watches and the Services watch, all open", timeout=10)
+
+        def service_lists() -> int:
+            return sum(1 for a in list(east.access_log) if a.verb == "list"
+                       and a.resource == "services" and a.namespace == USER_NAMESPACE)
+
+        listed = service_lists()
+        passes_after(api, "east", 3)
+        assert service_lists() == listed, "an idle pass listed the Services"
+
+        delete_service(clusters, "east", USER_NAMESPACE, "jupyter-alice")
+        gone = wait_for(lambda: (d := destinations(api, "east")) and d["missing"] == 1 and d,
+                        "the deleted Service reported", timeout=HOUSEKEEPING * 2 + 5)
+        assert gone["examples"] == [
+            f"{ALICE}: Service {USER_NAMESPACE}/jupyter-alice does not exist"]
+        create_service(clusters, "east", service("jupyter-alice", USER_NAMESPACE, 8888))
+        wait_for(lambda: (d := destinations(api, "east")) and d["ok"] == 1,
+                 "the Service made again found", timeout=HOUSEKEEPING * 2 + 5)
+        assert service_lists() == listed, "a change out of band was read by a list"
+
+
+
+def test_a_pass_judges_again_only_what_changed() -> None:
+    """Judgement.again: nothing changed, the same states (not judged); a route added, gone or
+    moved, and a route whose Service changed, judged again; the rest kept as judged."""
+    from federation.destinations import Expectations, Judgement, judged
+
+    def expect(paths: dict[str, Expected]) -> Expectations:
+        return Expectations(paths, {e.namespace for e in paths.values()})
+
+    alice, bob = (Expected(USER_NAMESPACE, f"jupyter-{u}", 8888) for u in ("alice", "bob"))
+    served = {"jupyter-alice": frozenset({8888})}
+    calls: list[str] = []
+
+    def view(ns: str) -> tuple[dict[str, frozenset[int] | None], None]:
+        calls.append(ns)
+        return served, None
+
+    first = expect({"/user/alice": alice, "/user/bob": bob})
+    last = Judgement(first, judged(first.paths, view), set())
+    assert {p: s for p, (s, _) in last.report.states.items()} == {
+        "/user/alice": "ok", "/user/bob": "missing"}
+
+    same = last.again(first, {USER_NAMESPACE: set()}, view)
+    assert same.states is last.report.states  # nothing judged
+
+    served["jupyter-bob"] = frozenset({8888})
+    del served["jupyter-alice"]
+    # Only bob's Service is reported changed: alice's route keeps its judgement until told.
+    report = last.again(first, {USER_NAMESPACE: {"jupyter-bob"}}, view)
+    assert {p: s for p, (s, _) in report.states.items()} == {
+        "/user/alice": "ok", "/user/bob": "ok"}
+    last.report = report
+    carol = Expected(USER_NAMESPACE, "jupyter-carol", 80)
+    moved = expect({"/user/bob": bob, "/user/carol": carol})  # alice gone, carol new
+    report = last.again(moved, {USER_NAMESPACE: {"jupyter-alice"}}, view)
+    assert {p: s for p, (s, _) in report.states.items()} == {
+        "/user/bob": "ok", "/user/carol": "missing"}
 
 
 def test_namespaces_beyond_one_pass_are_one_warning_not_one_each(

@@ -22,6 +22,7 @@ class RouteEntries(Mapping[str, Held]):
         self.table = table  # where the routes this cluster owns are published
         self._held: dict[str, Held] = {}
         self.owned = 0  # entries this cluster owns (not edge rules): its route count
+        self.changes = 0  # moves with every set: readers tell an unchanged index by it
         self._metric = metrics.ROUTES.labels(cluster)
 
     def __getitem__(self, path: str) -> Held:
@@ -45,6 +46,7 @@ class RouteEntries(Mapping[str, Held]):
 
     def set(self, path: str, value: Held | None) -> None:
         """The copy that answers for ``path`` now (None: none), published if the cluster owns it."""
+        self.changes += 1
         old = self._held.pop(path, None)
         if old is not None and self._owns(old[1]):
             self.owned -= 1

@@ -133,8 +133,11 @@ def test_bad_post_is_400_and_writes_nothing(api, clusters, body, fragment) -> No
 
 
 def test_bad_paths(api) -> None:
-    resp = api.post("/api/routes/user/a%01b", json={"target": "http://a:1"})
-    assert resp.status_code == 400 and "control" in resp.json()["error"]
+    for bad in ("a%01b", "a%0Ab", "a%0D%0Ab"):  # a newline stops the router's path pattern
+        for method in ("POST", "GET", "DELETE"):
+            resp = api.request(method, f"/api/routes/user/{bad}",
+                               json={"target": "http://a:1"} if method == "POST" else None)
+            assert resp.status_code == 400 and "control" in resp.json()["error"], (bad, method)
     long = "/user/" + "x" * 1100
     resp = api.post(f"/api/routes{long}", json={"target": "http://a:1"})
     assert resp.status_code == 400 and "1024" in resp.json()["error"]
