@@ -4,7 +4,8 @@ A route's put and remove are mutations of its shard (found by following split ma
 its tree, :mod:`federation.istio.layout`), after which the shard is made reachable from its
 roots (:mod:`federation.istio.roots`) and split if it grew too big
 (:mod:`federation.istio.splits`). Its own tidy-up: shards join their roots, empty ones go,
-interrupted splits finish, first-release shards migrate into the tree.
+interrupted splits finish, first-release shards migrate into the tree, shards and roots built
+from an older configuration are rendered again (:mod:`federation.istio.rerender`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .index import ShardIndex
 from .index import ShardState as HeldShard
 from .layout import LEVELS, ShardKey, locate
 from .objects import VS, ShardFull
+from .rerender import Rerenderer
 from .roots import Roots
 from .shards import Redirect, Shard, ShardState, ShardWriters
 from .splits import Splitter
@@ -57,9 +59,13 @@ class IstioBackend:
         self.roots = Roots(self.scope, self.index, mirror, self.shards)
         self.splits = Splitter(self.scope, self.index, mirror, self.shards, self.roots,
                                self.capacity)
+        self.rerenderer = Rerenderer(self.scope, self.index, self.shards, self.roots)
 
     def reconfigured(self) -> None:
+        """Rendered rules are not kept; every shard and root is compared with the new
+        configuration at the next pass."""
         self.shards.forget_rendered()
+        self.rerenderer.reconfigured()
 
     @staticmethod
     def fingerprint(obj: dict[str, Any]) -> bytes:
@@ -164,7 +170,9 @@ class IstioBackend:
     # -- its own tidy-up --------------------------------------------------------------------
 
     async def tidy(self, grace: float, pace: Pace) -> list[dict[str, Any]]:
-        """Repair and tidy the shards and roots; no extra objects to keep."""
+        """Render again what an older configuration built; repair and tidy the shards and
+        roots; no extra objects to keep."""
+        await self.rerenderer.run(pace)
         await self._tidy_shards(grace, pace)
         await self.splits.settle()
         await self.roots.tidy(grace, pace)
@@ -195,7 +203,7 @@ class IstioBackend:
 
         def drop(held: ShardState) -> ShardState:
             seen.append(held)
-            return None if held == {} else held
+            return None if isinstance(held, dict) and not held else held
 
         try:
             await self.shards.writer(state.key).submit(drop)

@@ -16,7 +16,7 @@ from typing import Any
 from ..mirror import RouteEntries
 from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
 from .layout import ShardKey
-from .objects import VS, is_split_marker, root_delegates, shard_key_of
+from .objects import VS, is_split_marker, root_delegates, shard_key_of, stored_spec_hash
 
 
 @dataclass
@@ -26,6 +26,7 @@ class ShardState:
     split: bool  # a split marker: its routes live in its children
     entries: dict[str, Entry]
     size: int = 0  # characters of its routes annotation: what splits a shard of big routes
+    spec: str = ""  # the hash of its spec as stored (objects.stored_spec_hash)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class RootState:
     name: str
     host_key: str
     delegates: tuple[str, ...]
+    spec: str = ""  # the hash of its spec as stored (objects.stored_spec_hash)
     delegate_set: frozenset[str] = frozenset()  # the same, for the membership tests of writes
 
     def __post_init__(self) -> None:
@@ -50,6 +52,9 @@ class ShardIndex:
         self.shard_hosts: Counter[str] = Counter()  # host keys of shards that hold routes
         self.root_hosts: set[str] = set()  # host keys of host roots
         self.plain_tops: set[str] = set()  # plain depth-0 shards: "/" serves every host
+        # Shards and roots read from the cluster (not our own writes, which are rendered from
+        # the current configuration) since the backend's last re-render pass looked.
+        self.changed: set[str] = set()
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
@@ -61,7 +66,9 @@ class ShardIndex:
         meta = obj.get("metadata") or {}
         if role_of(obj) == "root":
             host = (meta.get("annotations") or {}).get(ANN_HOST, "")
-            self.roots[name] = RootState(name, host, tuple(root_delegates(obj)))
+            self.roots[name] = RootState(name, host, tuple(root_delegates(obj)),
+                                         stored_spec_hash(obj))
+            self.changed.add(name)
             if host:
                 self.root_hosts.add(host)
             return True
@@ -71,16 +78,19 @@ class ShardIndex:
         split = is_split_marker(obj)
         entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
         size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
-        self._put_shard(ShardState(name, key, split, entries, size))
+        spec = "" if split else stored_spec_hash(obj)
+        self._put_shard(ShardState(name, key, split, entries, size, spec))
+        self.changed.add(name)
         return True
 
     def put_written(self, name: str, key: ShardKey, entries: dict[str, Entry],
-                    size: int) -> None:
+                    size: int, spec: str) -> None:
         """Our own write of a shard, known by its resourceVersion alone (the cache admitted it):
         the same as applying the stored object."""
-        self._put_shard(ShardState(name, key, False, entries, size))
+        self._put_shard(ShardState(name, key, False, entries, size, spec))
 
     def drop(self, plural: str, name: str) -> None:
+        self.changed.discard(name)
         root = self.roots.pop(name, None)
         if root is not None:
             self.root_hosts.discard(root.host_key)

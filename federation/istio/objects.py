@@ -42,11 +42,30 @@ from .layout import DEFAULT_CAPACITY, ShardKey, grow, parse_key, root_order
 
 ANN_SHARD = "federation.jupyter.org/shard"
 ANN_SPLIT = "federation.jupyter.org/split"
+# The hash of a shard's or root's spec as built (see spec_hash): a restart or reload compares
+# it with the spec the current configuration builds, and rewrites only the objects that differ.
+ANN_SPEC = "federation.jupyter.org/spec"
 VS = "virtualservices"
 
 
 def _metadata(name: str, cluster: Cluster, instance: str, role: str) -> dict[str, Any]:
     return metadata(name, cluster.namespace, instance, role)
+
+
+def spec_hash(spec_text: str) -> str:
+    """The hash of a spec's canonical JSON (keys sorted, compact): what the spec-hash
+    annotation holds, and what :func:`stored_spec_hash` finds for an object written without
+    one (the API server keeps an Istio spec as sent)."""
+    return short_hash(spec_text, 16)
+
+
+def stored_spec_hash(obj: dict[str, Any]) -> str:
+    """The spec hash of a stored shard or root: its annotation, or (an object written before
+    the annotation existed) the hash of its stored spec itself."""
+    held = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPEC)
+    if held:
+        return str(held)
+    return spec_hash(_json.dumps_sorted(obj.get("spec") or {}).decode())
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +158,7 @@ class ShardMemo:
         self.rules: dict[str, tuple[Entry, str | None]] = {}
         self.fragments: dict[str, tuple[Entry, str]] = {}
         self.routes_size = 0  # characters of the routes annotation last rendered
+        self.spec_hash = ""  # the spec hash last rendered
 
     @staticmethod
     def _same(held: Entry, entry: Entry) -> bool:
@@ -153,7 +173,8 @@ class ShardMemo:
         if held is not None and self._same(held[0], entry):
             return held[1]
         try:
-            text: str | None = _json.dumps_text(route_rule(registry, cluster, entry))
+            # Canonical (keys sorted): the shard's spec hash is the hash of the joined rules.
+            text: str | None = _json.dumps_sorted(route_rule(registry, cluster, entry)).decode()
         except (KeyError, InvalidRoute, ValueError):
             text = None
         self.rules[entry.path] = (entry, text)
@@ -190,10 +211,19 @@ def shard_body(
         raise ShardFull(key)
     meta["annotations"][ANN_ROUTES] = routes
     memo.routes_size = len(routes)
-    rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in ordered) if r is not None]
+    spec = shard_spec_text(registry, cluster, entries, memo)
+    memo.spec_hash = meta["annotations"][ANN_SPEC] = spec_hash(spec)
     memo.forget_others(entries)
     head = _json.dumps({"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta})
-    return head[:-1] + b',"spec":{"http":[' + ",".join(rules).encode() + b"]}}"
+    return head[:-1] + b',"spec":' + spec.encode() + b"}"
+
+
+def shard_spec_text(registry: Registry, cluster: Cluster, entries: dict[str, Entry],
+                    memo: ShardMemo) -> str:
+    """A shard's spec as canonical JSON, joined from the memo's rule text."""
+    rules = [r for r in (memo.rule(registry, cluster, entries[p]) for p in sorted(entries))
+             if r is not None]
+    return '{"http":[' + ",".join(rules) + "]}"
 
 
 def build_shard(
@@ -256,12 +286,9 @@ def build_root(
         {"delegate": {"name": shard}}
         for shard in sorted(set(shard_names), key=root_order)
     ]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "VirtualService",
-        "metadata": meta,
-        "spec": {"hosts": hosts, "gateways": [cluster.gateway], "http": rules},
-    }
+    spec = {"hosts": hosts, "gateways": [cluster.gateway], "http": rules}
+    meta["annotations"][ANN_SPEC] = spec_hash(_json.dumps_sorted(spec).decode())
+    return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta, "spec": spec}
 
 
 def roots_for_shard(cluster: Cluster, key_host: str, depth: int, host_roots: set[str]) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import KubeError
@@ -16,8 +17,18 @@ from ..scope import Scope
 from ..seam import Pace
 from .index import ShardIndex
 from .layout import ShardKey
-from .objects import VS, build_root, root_delegates, root_name, roots_for_shard
+from .objects import ANN_SPEC, VS, build_root, root_delegates, root_name, roots_for_shard
 from .shards import ShardWriters
+
+
+class RerenderDelegates(set[str]):
+    """The same delegates, to be written again (rendered from a newer configuration): never
+    equal to what is stored, so the writer writes them."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class RootView(View[set[str]]):
@@ -97,6 +108,23 @@ class Roots:
             return shards
 
         await self.writer(host_key).submit(drop)
+
+    def spec_hash_now(self, host_key: str, delegates: tuple[str, ...]) -> str:
+        """The hash of the root's spec as the current configuration builds it."""
+        built = build_root(self.scope.registry, self.scope.cluster, host_key, list(delegates))
+        return str(built["metadata"]["annotations"][ANN_SPEC])
+
+    async def rerender(self, host_key: str, seen: tuple[str, ...],
+                       stale: Callable[[], bool]) -> None:
+        """Write the root again, rendered from the current configuration, if it still lists
+        the delegates seen (any other write of it renders it anew anyway) and is still
+        ``stale`` (another replica may have rendered it meanwhile: a conflict re-reads it)."""
+        def rerender(held: set[str] | None) -> set[str] | None:
+            if held is not None and set.__eq__(held, set(seen)) and stale():
+                return RerenderDelegates(held)
+            return held
+
+        await self.writer(host_key).submit(rerender)
 
     async def tidy(self, grace: float, pace: Pace) -> None:
         """Delegates to shards that are gone go; so do host roots left with none, after

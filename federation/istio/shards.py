@@ -19,7 +19,15 @@ from ..model import Entry, decode_entries
 from ..scope import Scope
 from .index import ShardIndex
 from .layout import ShardKey
-from .objects import VS, ShardMemo, build_split_marker, is_split_marker, shard_body
+from .objects import (
+    VS,
+    ShardMemo,
+    build_split_marker,
+    is_split_marker,
+    shard_body,
+    shard_spec_text,
+    spec_hash,
+)
 
 MEMO_SHARDS = 128  # shards per cluster whose rendered rules are kept
 
@@ -34,6 +42,16 @@ class SplitMarker:
 SPLIT = SplitMarker()
 Shard = dict[str, Entry] | SplitMarker  # a shard's state, as its writer sees it
 ShardState = Shard | None  # None: absent
+
+
+class Rerender(dict[str, Entry]):
+    """The same entries, to be written again (rendered from a newer configuration): never
+    equal to what is stored, so the writer writes them."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def decode_shard(obj: dict[str, Any]) -> Shard:
@@ -112,7 +130,9 @@ class ShardView(View[Shard]):
             self.created.add(name)
         if self.cache.admit(VS, name, rv):
             key = self.keys[name]
-            self.index.put_written(name, key, state, self.memo(key).routes_size)
+            memo = self.memo(key)
+            entries = dict(state) if isinstance(state, Rerender) else state
+            self.index.put_written(name, key, entries, memo.routes_size, memo.spec_hash)
         return True
 
 
@@ -149,3 +169,23 @@ class ShardWriters:
         name = key.name(self.scope.instance)
         self.view.keys[name] = key
         return self.mirror.writer_made(VS, name, self.view, ShardWriter)
+
+    def spec_hash_now(self, key: ShardKey, entries: dict[str, Entry]) -> str:
+        """The hash of the shard's spec as the current configuration builds it: from the kept
+        rules of a recently written shard, else rendered afresh and not kept (a pass over every
+        shard must not push the hot ones out of the memo)."""
+        memo = self._memos.get(key) or ShardMemo()
+        return spec_hash(shard_spec_text(self.scope.registry, self.scope.cluster, entries, memo))
+
+    async def rerender(self, key: ShardKey, seen: dict[str, Entry],
+                       stale: Callable[[], bool]) -> None:
+        """Write the shard again, rendered from the current configuration, if it still holds
+        the entries seen (any other write of it renders it anew anyway) and is still
+        ``stale`` (another replica may have rendered it meanwhile: a conflict re-reads it).
+        Through its writer, so it queues behind route writes and a split like any change."""
+        def rerender(held: ShardState) -> ShardState:
+            if isinstance(held, dict) and dict.__eq__(held, seen) and stale():
+                return Rerender(held)
+            return held
+
+        await self.writer(key).submit(rerender)

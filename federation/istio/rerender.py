@@ -1,0 +1,116 @@
+"""Shards and roots rendered again when the configuration they were built from changed.
+
+A shard's rules are rendered from the configuration (the user Service's name, namespace and
+port, the cluster domain, http options) when it is written; a root's hosts and gateway too. A
+restart or reload with a changed configuration would leave them as built before, so after a
+start and after each reload one pass compares, for every shard with routes and every root, the
+hash of its spec as the current configuration builds it with the hash stored on it (the
+spec-hash annotation, or the stored spec's own hash for an object written without one), and
+writes again only those that differ, each through its writer (queued behind route writes and
+splits like any change). Later passes look only at the shards and roots read from the cluster
+since (another replica's writes): our own writes are rendered from the current configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import KubeError
+from ..scope import Scope
+from ..seam import Pace
+from .index import RootState, ShardIndex, ShardState
+from .objects import ShardFull
+from .roots import Roots
+from .shards import ShardWriters
+
+log = logging.getLogger("federation.istio")
+
+
+class Rerenderer:
+    def __init__(self, scope: Scope, index: ShardIndex, shards: ShardWriters,
+                 roots: Roots) -> None:
+        self.scope = scope
+        self.index = index
+        self.shards = shards
+        self.roots = roots
+        self.everything = True  # the next pass looks at every shard and root (a start)
+
+    def reconfigured(self) -> None:
+        self.everything = True
+
+    async def run(self, pace: Pace) -> None:
+        """One pass: every shard and root after a start or reload, else those read since."""
+        everything = self.everything
+        names = list(self.index.shards) + list(self.index.roots) if everything \
+            else list(self.index.changed)
+        if everything:
+            self.index.changed.clear()
+        rewritten = 0
+        for name in names:
+            await pace()
+            self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
+            try:
+                rewritten += await self._shard(name) or await self._root(name)
+            except ShardFull:
+                self.index.changed.add(name)  # a write batched with it splits the shard first
+            except KubeError as exc:
+                self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
+                log.warning("cluster %s: cannot render %s again: %s", self.scope.name, name,
+                            exc, extra={"cluster": self.scope.name, "object": name,
+                                        "status": exc.status})
+        if everything:
+            self.everything = False
+        if rewritten:
+            log.info("cluster %s: %d VirtualServices rendered again from the configuration",
+                     self.scope.name, rewritten, extra={"cluster": self.scope.name})
+
+    async def _shard(self, name: str) -> bool:
+        state = self.index.shards.get(name)
+        if state is None or not state.entries or state.key.legacy \
+                or not self.index.live(state):
+            return False  # markers hold no rules; legacy shards' routes move; splits finish
+        if self._shard_current(state) or self._holds_unclaimed_edge(state):
+            return False
+        stale = state.spec
+
+        def still_stale() -> bool:
+            held = self.index.shards.get(name)
+            return held is not None and held.spec == stale
+
+        await self.shards.rerender(state.key, state.entries, still_stale)
+        self._look_again_unless(name, self._shard_current)
+        return True
+
+    def _shard_current(self, state: ShardState) -> bool:
+        return self.shards.spec_hash_now(state.key, state.entries) == state.spec
+
+    def _holds_unclaimed_edge(self, state: ShardState) -> bool:
+        """An edge rule sends traffic to its owner's hosts: not re-pointed at a host this hub
+        does not hold there (another hub's users answer for it)."""
+        return any(e.edge and not self.scope.claimed(e.owner) for e in state.entries.values())
+
+    async def _root(self, name: str) -> bool:
+        root = self.index.roots.get(name)
+        if root is None or self._root_current(root):
+            return False
+        stale = root.spec
+
+        def still_stale() -> bool:
+            held = self.index.roots.get(name)
+            return held is not None and held.spec == stale
+
+        await self.roots.rerender(root.host_key, root.delegates, still_stale)
+        self._look_again_unless(name, self._root_current)
+        return True
+
+    def _root_current(self, root: RootState) -> bool:
+        return self.roots.spec_hash_now(root.host_key, root.delegates) == root.spec
+
+    def _look_again_unless(self, name: str, current: Callable[[Any], bool]) -> None:
+        """A rewrite can be absorbed by a change batched with it that left the object as it
+        was (a root's delegate added twice): then the next pass looks again."""
+        held = self.index.shards.get(name) or self.index.roots.get(name)
+        if held is not None and not current(held):
+            self.index.changed.add(name)
