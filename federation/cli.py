@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from . import __version__, logs
 from .chart_values import add_config_parser
-from .config import load_registry
+from .config import Registry, load_registry
 from .environment import (
     SettingsProblem,
     in_cluster_problem,
@@ -75,6 +75,18 @@ def load_settings(config: str | None, **given: object) -> Settings:
     return read_settings(**given)
 
 
+def load_config(config: str | None, **given: object) -> tuple[Settings, Registry] | str:
+    """The settings and clusters.yaml they name, or the one-line problem with either."""
+    try:
+        settings = load_settings(config, **given)
+    except SettingsProblem as exc:
+        return _settings_error(exc)
+    try:
+        return settings, load_registry(settings.config)
+    except ConfigError as exc:
+        return str(exc)
+
+
 def _settings_error(exc: SettingsProblem) -> str:
     """Every bad setting, one per line, each naming its environment variable."""
     return "\nfederation: ".join(exc.lines)
@@ -87,14 +99,10 @@ def warn_unknown_variables() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config, **({"no_auth": True} if args.no_auth else {}))
-    except SettingsProblem as exc:
-        return fail(_settings_error(exc))
-    try:
-        registry = load_registry(settings.config)
-    except ConfigError as exc:
-        return fail(str(exc))
+    loaded = load_config(args.config, **({"no_auth": True} if args.no_auth else {}))
+    if isinstance(loaded, str):
+        return fail(loaded)
+    settings, registry = loaded
     problem = (warmup_problem(settings, registry) or in_cluster_problem(registry)
                or port_problem(args.host, args.port))
     if problem:
@@ -125,14 +133,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    try:
-        settings = load_settings(args.config, no_auth=True, kube_retries=0)
-    except SettingsProblem as exc:
-        return fail(_settings_error(exc))
-    try:
-        registry = load_registry(settings.config)
-    except ConfigError as exc:
-        return fail(str(exc))
+    loaded = load_config(args.config, no_auth=True, kube_retries=0)
+    if isinstance(loaded, str):
+        return fail(loaded)
+    settings, registry = loaded
     problem = warmup_problem(settings, registry)
     if problem:
         return fail(problem)
@@ -149,14 +153,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if other is not None and (other.count("/") != 1 or not all(other.split("/"))):
         return fail(f"--from {other!r}: name the other hub as <namespace>/<instance>, as the "
                     "refusal and `federation claims list` show it (e.g. jupyterhub/jupyterhub)")
-    try:
-        settings = load_settings(args.config, no_auth=True)
-    except SettingsProblem as exc:
-        return fail(_settings_error(exc))
-    try:
-        registry = load_registry(settings.config)
-    except ConfigError as exc:
-        return fail(str(exc))
+    loaded = load_config(args.config, no_auth=True)
+    if isinstance(loaded, str):
+        return fail(loaded)
+    settings, registry = loaded
     logs.setup_logging("warning", settings.log_format)
     warn_unknown_variables()
     return asyncio.run(run_claims(registry, settings, args.action, other))
