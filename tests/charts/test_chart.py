@@ -183,8 +183,8 @@ def test_default_deployment(render) -> None:
     assert c["ports"] == [{"name": "http", "containerPort": 8001, "protocol": "TCP"}]
     # the figures behind them: test_chart_sizing.py
     assert c["resources"] == {
-        "requests": {"cpu": "300m", "memory": "256Mi"},
-        "limits": {"memory": "896Mi"},
+        "requests": {"cpu": "100m", "memory": "192Mi"},
+        "limits": {"memory": "768Mi"},
     }
 
 
