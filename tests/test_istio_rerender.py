@@ -21,6 +21,7 @@ from federation.istio.objects import ANN_SPEC, build_root, build_shard, stored_s
 from federation.model import Entry
 from federation.testing.harness import ServiceThread, write_clusters_yaml
 
+from .api.test_housekeeping_work import Counted
 from .conftest import (
     CONTEXTS,
     TOKEN,
@@ -73,16 +74,6 @@ def claim_renewals(svc: ServiceThread) -> dict[str, int]:
 def virtual_services(clusters: Any) -> dict[str, dict[str, str]]:
     return {name: {o["metadata"]["name"]: o["metadata"]["resourceVersion"]
                    for o in objects_in(clusters, name)} for name in CONTEXTS}
-
-
-class Counted:
-    def __init__(self, func: Any) -> None:
-        self.func = func
-        self.calls = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.func(*args, **kwargs)
 
 
 @contextmanager
