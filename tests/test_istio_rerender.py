@@ -195,3 +195,26 @@ def test_route_writes_racing_the_pass_of_two_replicas_are_all_kept_and_re_pointe
             decision = route(objects, gateway=GATEWAY, host="hub.example.org",
                              path=f"/user/{user}/lab")
             assert decision.destination_host == f"jupyter-{user}.jupyter-users.svc.cluster.local"
+
+
+def test_two_replicas_whose_configurations_differ_do_not_rewrite_each_other(
+        tmp_path: Path, clusters: Any) -> None:
+    """A reload reaches pods seconds apart: a replica still on the old configuration hears the
+    other's re-rendered shards and leaves them (its own pass after its reload settles it),
+    rather than both rewriting every shard on every pass."""
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    with ServiceThread(fast_settings(config(old_dir, clusters, "jupyter-old"))) as first:
+        add_alice(first)
+    with ServiceThread(fast_settings(config(old_dir, clusters, "jupyter-old"))) as stale, \
+            ServiceThread(fast_settings(config(new_dir, clusters, "jupyter-users"))) as fresh:
+        for svc in (stale, fresh):
+            svc.run(svc.federation.reconcile())  # each one's pass after its start
+        fresh.run(fresh.federation.reconcile())  # the new one rewrites what the old one undid
+        time.sleep(1)  # the watches bring each replica the other's writes
+        before = virtual_services(clusters)
+        for svc in (stale, fresh, stale, fresh):
+            svc.run(svc.federation.reconcile())
+        assert virtual_services(clusters) == before, "the replicas rewrote each other"
+        assert destination(clusters) == "jupyter-alice.jupyter-users.svc.cluster.local"

@@ -16,7 +16,7 @@ from typing import Any
 from ..mirror import RouteEntries
 from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
 from .layout import ShardKey
-from .objects import VS, is_split_marker, root_delegates, shard_key_of, stored_spec_hash
+from .objects import ANN_SPEC, VS, is_split_marker, root_delegates, shard_key_of, stored_spec_hash
 
 
 @dataclass
@@ -68,7 +68,7 @@ class ShardIndex:
             host = (meta.get("annotations") or {}).get(ANN_HOST, "")
             self.roots[name] = RootState(name, host, tuple(root_delegates(obj)),
                                          stored_spec_hash(obj))
-            self.changed.add(name)
+            self._note_unhashed(name, meta)
             if host:
                 self.root_hosts.add(host)
             return True
@@ -80,8 +80,17 @@ class ShardIndex:
         size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
         spec = "" if split else stored_spec_hash(obj)
         self._put_shard(ShardState(name, key, split, entries, size, spec))
-        self.changed.add(name)
+        self._note_unhashed(name, meta)
         return True
+
+    def _note_unhashed(self, name: str, meta: dict[str, Any]) -> None:
+        """An object written without a spec hash (a release before it) is compared with the
+        configuration at the next pass. One with a hash was rendered by a replica from its own
+        configuration: rewriting it from ours would make two replicas whose configurations
+        differ for a moment (a reload reaches pods seconds apart) rewrite each other's objects
+        every pass; each replica's full pass after its own start or reload settles them."""
+        if ANN_SPEC not in (meta.get("annotations") or {}):
+            self.changed.add(name)
 
     def put_written(self, name: str, key: ShardKey, entries: dict[str, Entry],
                     size: int, spec: str) -> None:

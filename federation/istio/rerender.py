@@ -7,8 +7,11 @@ start and after each reload one pass compares, for every shard with routes and e
 hash of its spec as the current configuration builds it with the hash stored on it (the
 spec-hash annotation, or the stored spec's own hash for an object written without one), and
 writes again only those that differ, each through its writer (queued behind route writes and
-splits like any change). Later passes look only at the shards and roots read from the cluster
-since (another replica's writes): our own writes are rendered from the current configuration.
+splits like any change). Later passes look only at shards and roots read from the cluster since
+without a spec hash (written by an older release, during a rolling update): our own writes are
+rendered from the current configuration, and another replica's from its own, which its own
+pass after its reload brings in line (rewriting them here would make two replicas a reload
+reaches at different moments rewrite each other's objects every pass).
 """
 
 from __future__ import annotations
