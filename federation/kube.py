@@ -296,8 +296,8 @@ class ClusterClient:
 
     # -- one request, and the retry schedule around it ---------------------------------------
 
-    def _record(self, verb: str, outcome: str, started: float) -> None:
-        if outcome != "ok":
+    def _record(self, verb: str, outcome: str, started: float, advisory: bool = False) -> None:
+        if outcome != "ok" and not advisory:
             self.failed_calls += 1  # housekeeping passes again after any failure
         metrics.KUBE_CALLS.labels(self.name, verb, outcome).inc()
         metrics.KUBE_LATENCY.labels(self.name, verb).observe(time.perf_counter() - started)
@@ -501,8 +501,12 @@ class ClusterClient:
         the echo of its own write it can skip by its resourceVersion). Opening the stream goes
         through the circuit, metrics and error translation like any call; the caller owns
         retries. In the service's namespace through the mirror's pool by default; elsewhere
-        through a side pool (``pool``, made by :meth:`side_watch_pool`)."""
+        through a side pool (``pool``, made by :meth:`side_watch_pool`). A side pool's watches
+        are advisory (the destination checks' Services): they neither count towards the
+        circuit nor close it, since a restarting API server breaks many of them at once, and
+        the circuit is there to tell whether route writes can reach the cluster."""
         http = self._watch_http if pool is None else self._side_pools.get(pool)
+        advisory = pool is not None
         if http is None:
             raise RuntimeError(f"cluster {self.name!r}: watch before its pool is made")
         started = time.perf_counter()
@@ -518,17 +522,20 @@ class ClusterClient:
                 if resp.status_code >= 400:
                     err = status_error(self.name, "watch", resp.status_code, await resp.aread(),
                                        resp.headers, resp.reason_phrase)
-                    self._failed(err)
-                    self._record("watch", type(err).__name__, started)
+                    if not advisory:
+                        self._failed(err)
+                    self._record("watch", type(err).__name__, started, advisory)
                     raise err
-                self._succeeded()
-                self._record("watch", "ok", started)
+                if not advisory:
+                    self._succeeded()
+                self._record("watch", "ok", started, advisory)
                 async for line in resp.aiter_lines():
                     if line.strip():
                         yield line
         except _TRANSPORT_ERRORS as exc:
             err = transport_error(exc, self.name, "watch")
-            self._failed(err)
+            if not advisory:
+                self._failed(err)
             raise err from exc
 
 

@@ -195,3 +195,24 @@ def test_a_namespace_no_route_needs_is_no_longer_watched(server: KubeAPIServer,
         await until(lambda: server.open_watches == 0, "the watch closed")
 
     run(server, tmp_path, body)
+
+
+def test_refused_services_watches_leave_the_circuit_and_housekeeping_alone(
+        server: KubeAPIServer, tmp_path: Path) -> None:
+    """The Services watches are advisory: a restarting API server breaks many at once, and
+    their failures must not open the circuit that route writes go through, nor make
+    housekeeping's idle passes full ones."""
+    async def body(services: ClusterServices) -> None:
+        client = services.client
+        client.side_watch_pool("probe")
+        server.inject_errors(20, 503, verbs=["watch"])
+        for _ in range(10):
+            with pytest.raises(Exception):  # noqa: B017 - any refusal: the point is what follows
+                async for _line in client.watch(services_cache.SERVICES, "", "0", 5,
+                                                namespace=USER_NAMESPACE, pool="probe"):
+                    break
+        assert client.circuit.failures == 0
+        assert client.failed_calls == 0
+        await client.close_side_pool("probe")
+
+    run(server, tmp_path, body)
