@@ -103,8 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if isinstance(loaded, str):
         return fail(loaded)
     settings, registry = loaded
-    problem = (warmup_problem(settings, registry) or in_cluster_problem(registry)
-               or port_problem(args.host, args.port))
+    problem = in_cluster_problem(registry) or port_problem(args.host, args.port)
     if problem:
         return fail(problem)
     import uvicorn
@@ -114,6 +113,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Secrets are registered with the redaction guard by the app (at start and each reload).
     logs.setup_logging(settings.log_level, settings.log_format)
     warn_unknown_variables()
+    # Warned, not refused, by serve (check refuses): a cluster taken out of clusters.yaml
+    # before the variable would otherwise keep every restarting pod from starting.
+    if (stale_warmup := warmup_problem(settings, registry)) is not None:
+        logging.getLogger("federation").warning(stale_warmup)
     if settings.no_auth:
         logging.getLogger("federation").warning("running WITHOUT authentication (--no-auth)")
     app = create_app(settings, registry=registry)

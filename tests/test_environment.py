@@ -90,7 +90,7 @@ def test_a_warmup_urls_of_the_wrong_shape_is_one_line_naming_it(value: str, says
     assert says in line and '{"east": "https://east.hub.example.org"}' in line, line
 
 
-@pytest.mark.parametrize("command", ["serve", "check"])
+@pytest.mark.parametrize("command", ["check"])  # serve warns (a crash loop helps nobody)
 def test_a_warmup_url_for_no_cluster_is_refused_naming_the_clusters(command: str,
                                                                     tmp_path: Path) -> None:
     kubeconfig_path = write_kubeconfig(tmp_path / "kubeconfig", list(CONTEXTS.values()))
