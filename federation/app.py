@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, logs, metrics
 from .api import clusters, health, routes
-from .api.deps import Authorized
+from .api.deps import Authorized, check_token
 from .config import Registry, kubeconfig_paths, load_registry
 from .errors import ClusterUnavailable, ConfigError, FederationError, InvalidRoute, KubeError
 from .routespec import has_control
@@ -225,8 +225,11 @@ def create_app(
         # The router's path pattern stops at a newline, so a route path with control
         # characters would not reach the routes' own check: answer as that check does.
         # (The scope's path: request.url drops newlines, as urllib.parse does.)
+        # The token comes first, as on every other route: no caller learns anything without it.
         path = str(request.scope.get("path", ""))
         if exc.status_code == 404 and path.startswith("/api/routes/") and has_control(path):
+            if not check_token(settings, request.headers.get("authorization")):
+                return _error(403, "missing or wrong token")
             return _error(400, "route path contains control characters")
         return _error(exc.status_code, str(exc.detail))
 

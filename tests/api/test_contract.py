@@ -7,6 +7,7 @@ import json
 import time
 from datetime import datetime
 
+import httpx
 import pytest
 
 from ..conftest import TOKEN, objects_in, stored_routes
@@ -138,6 +139,10 @@ def test_bad_paths(api) -> None:
             resp = api.request(method, f"/api/routes/user/{bad}",
                                json={"target": "http://a:1"} if method == "POST" else None)
             assert resp.status_code == 400 and "control" in resp.json()["error"], (bad, method)
+            # without the token it is a 403, as every other route answers: the token comes first
+            with httpx.Client(base_url=api.base_url) as anonymous:
+                resp = anonymous.request(method, f"/api/routes/user/{bad}")
+            assert resp.status_code == 403, (bad, method, resp.text)
     long = "/user/" + "x" * 1100
     resp = api.post(f"/api/routes{long}", json={"target": "http://a:1"})
     assert resp.status_code == 400 and "1024" in resp.json()["error"]
