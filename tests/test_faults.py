@@ -145,8 +145,7 @@ def assert_objects_match(clusters: Any, replicas: list[ServiceThread], expected:
                 svc.run(svc.federation.reconcile(grace=0))
     for svc in replicas:
         if svc.thread.is_alive():
-            table = Hub([svc]).table(svc)
-            assert {p: r["target"] for p, r in table.items()} == expected
+            assert_table_converges(svc, expected)
     # nothing left behind: support objects only for targets still in use
     hub_se = {o["spec"]["hosts"][0] for o in clusters.servers[CONTEXTS["hub"]].objects(
         "networking.istio.io", "v1", "serviceentries", "jupyterhub")}
@@ -154,6 +153,28 @@ def assert_objects_match(clusters: Any, replicas: list[ServiceThread], expected:
     wanted_se |= {"ip-" + t.split("//")[1].split(":")[0].replace(".", "-") + ".jupyterhub.federation.internal"
                   for t in expected.values() if t.startswith("http://10.")}
     assert hub_se == wanted_se
+
+
+def assert_table_converges(svc: ServiceThread, expected: dict[str, str], timeout: float = 10.0) -> None:
+    """The replica serves the expected table once its watches have heard the last writes.
+
+    Its table is fed by its watches, so a write the other replica made a moment ago (the
+    reconcile passes above repair stale copies) reaches it a moment later; a table that is still
+    wrong after ``timeout`` is a lost update, reported with what differs and the watches' state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        served = {p: r["target"] for p, r in Hub([svc]).table(svc).items()}
+        if served == expected:
+            return
+        if time.monotonic() > deadline:
+            wrong = {p: (served.get(p), expected.get(p)) for p in set(served) | set(expected)
+                     if served.get(p) != expected.get(p)}
+            health = {name: (store.health.state, store.health.last_error)
+                      for name, store in svc.federation.stores.items()}
+            raise AssertionError(f"replica {svc.url} serves {len(wrong)} routes wrong after "
+                                 f"{timeout:.0f}s (served, expected): {sorted(wrong.items())[:10]}; "
+                                 f"watches: {health}")
+        time.sleep(0.1)
 
 
 @pytest.fixture

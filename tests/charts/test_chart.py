@@ -23,6 +23,7 @@ DEFAULTS = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 
 FULLNAME = f"{RELEASE}-federation-proxy"
+SHARED = f"{FULLNAME}-{NAMESPACE}"  # objects outside the release's namespace, cluster-wide ones
 SELECTOR = {"app.kubernetes.io/name": "federation-proxy", "app.kubernetes.io/instance": RELEASE}
 ISTIO_WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 EXPECTED_RULES = [
@@ -145,7 +146,7 @@ def test_default_objects(render) -> None:
     )
     for doc in rendered.docs:
         meta = doc["metadata"]
-        claims = meta["name"] == f"{FULLNAME}-host-claims"
+        claims = meta["name"] == f"{SHARED}-host-claims"
         assert meta["namespace"] == ("istio-system" if claims else NAMESPACE), doc["kind"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "federation-proxy"
@@ -636,15 +637,15 @@ def test_service_namespaces_rbac(render) -> None:
     rendered = render(values={"rbac": {"serviceNamespaces": ["jupyter-users", NAMESPACE]}})
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.all("Role")
              if r["metadata"]["name"].endswith("-services")}
-    assert set(roles) == {(NAMESPACE, f"{FULLNAME}-services"),
-                          ("jupyter-users", f"{FULLNAME}-services")}
+    assert set(roles) == {(NAMESPACE, f"{SHARED}-services"),
+                          ("jupyter-users", f"{SHARED}-services")}
     for role in roles.values():
         assert role["rules"] == [{"apiGroups": [""], "resources": ["services"],
                                   "verbs": ["get", "list", "watch"]}]
     bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b
                 for b in rendered.all("RoleBinding")}
     for key in roles:
-        assert bindings[key]["roleRef"]["name"] == f"{FULLNAME}-services"
+        assert bindings[key]["roleRef"]["name"] == f"{SHARED}-services"
         assert bindings[key]["subjects"] == [
             {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     off = render(values={"rbac": {"create": False, "serviceNamespaces": ["jupyter-users"]}})
@@ -656,27 +657,45 @@ def test_gateway_namespaces_rbac(render) -> None:
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.all("Role")}
     assert set(roles) == {
         ("federation", FULLNAME),
-        ("istio-system", f"{FULLNAME}-gateways"),
-        ("istio-system", f"{FULLNAME}-host-claims"),
-        ("federation", f"{FULLNAME}-services"),
+        ("istio-system", f"{FULLNAME}-federation-gateways"),
+        ("istio-system", f"{FULLNAME}-federation-host-claims"),
+        ("federation", f"{FULLNAME}-federation-services"),
     }
-    gateway_role = roles[("istio-system", f"{FULLNAME}-gateways")]
+    gateway_role = roles[("istio-system", f"{FULLNAME}-federation-gateways")]
     assert gateway_role["rules"] == [EXPECTED_RULES[1]]
     assert roles[("federation", FULLNAME)]["rules"] == EXPECTED_RULES
     bindings = {
         (b["metadata"]["namespace"], b["metadata"]["name"]): b for b in rendered.all("RoleBinding")
     }
-    binding = bindings[("istio-system", f"{FULLNAME}-gateways")]
-    assert binding["roleRef"]["name"] == f"{FULLNAME}-gateways"
+    binding = bindings[("istio-system", f"{FULLNAME}-federation-gateways")]
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-federation-gateways"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": "federation"}
     ]
     # The release namespace is already covered by the main Role; rbac off drops them all.
     same_ns = render(values={"rbac": {"gatewayNamespaces": [NAMESPACE]}})
     assert sorted(r["metadata"]["name"] for r in same_ns.all("Role")) == [
-        FULLNAME, f"{FULLNAME}-host-claims", f"{FULLNAME}-services"]
+        FULLNAME, f"{SHARED}-host-claims", f"{SHARED}-services"]
     off = render(values={"rbac": {"create": False, "gatewayNamespaces": ["istio-system"]}})
     assert not off.has("Role") and not off.has("RoleBinding")
+
+
+def test_two_hubs_with_the_same_release_name_share_no_rbac_object(render) -> None:
+    """Two hubs on the same clusters, each installed as release "fed" in its own namespace: the
+    objects they keep in shared namespaces (the gateway's, the claims') and cluster-wide must
+    not be the same objects, or the second install fails (or its binding replaces the first's
+    subject)."""
+    values = {"rbac": {"gatewayNamespaces": ["istio-system"], "serviceNamespaces": ["jupyter-users"]}}
+
+    def names(namespace: str) -> set[tuple[str, str, str]]:
+        rendered = render("multi-cluster.yaml", namespace=namespace, values=values)
+        return {(d["kind"], d["metadata"].get("namespace", namespace), d["metadata"]["name"])
+                for d in rendered.docs if d["kind"] in
+                ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")}
+
+    first, second = names("hub-a"), names("hub-b")
+    assert any(ns == "istio-system" for _, ns, _ in first)  # the case this is about
+    assert first.isdisjoint(second), sorted(first & second)
 
 
 # ------------------------------------------------- agreement with the service
@@ -847,12 +866,12 @@ def test_host_claims_rbac_in_the_claim_namespace(render, home: dict[str, Any],
                                                       "hosts": ["hub.example.org"]},
                          "clusters": [{"name": "hub", "inCluster": True, **home}]}}
     rendered = render(values=values)
-    role = rendered.one("Role", f"{FULLNAME}-host-claims")
+    role = rendered.one("Role", f"{SHARED}-host-claims")
     assert role["metadata"]["namespace"] == namespace
     assert role["rules"] == LEASE_RULES
-    binding = rendered.one("RoleBinding", f"{FULLNAME}-host-claims")
+    binding = rendered.one("RoleBinding", f"{SHARED}-host-claims")
     assert binding["metadata"]["namespace"] == namespace
-    assert binding["roleRef"]["name"] == f"{FULLNAME}-host-claims"
+    assert binding["roleRef"]["name"] == f"{SHARED}-host-claims"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     from federation.config import parse_registry

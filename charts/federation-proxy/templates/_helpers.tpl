@@ -125,3 +125,13 @@ and cluster names are unique.
 {{- end }}
 {{- toYaml $config }}
 {{- end }}
+
+{{/*
+Name prefix of the release's objects outside its own namespace (the gateways' and claims'
+namespaces, users' namespaces) and of its cluster-wide ones: two hubs installed under the same
+release name in different namespaces share those namespaces, so the name carries the release's
+namespace too.
+*/}}
+{{- define "federation-proxy.sharedName" -}}
+{{- printf "%s-%s" (include "federation-proxy.fullname" .) .Release.Namespace | trunc 200 | trimSuffix "-" }}
+{{- end }}
