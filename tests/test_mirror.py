@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from federation.errors import Conflict, NotFound
+from federation.gateway.check import ROUTE
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
 from federation.mirror import Kinds, Mirror, ObjectWriter, RouteEntries, View
@@ -16,7 +17,8 @@ from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, 
 from federation.table import RouteTable
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
-KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,))
+KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,),
+              route=ROUTE)
 
 
 def route_object(name: str, rv: int, entry: Entry | None) -> dict[str, Any]:
@@ -72,7 +74,7 @@ class LaggingServer:
 
 def mirror_with(client: LaggingServer) -> tuple[Mirror, RouteObjectIndex]:
     index = RouteObjectIndex(RouteEntries("hub", RouteTable()))
-    return Mirror("hub", client, KINDS, index, lambda obj: b"", "sel", 60), index  # type: ignore[arg-type]
+    return Mirror("hub", client, KINDS, index, "sel", 60), index  # type: ignore[arg-type]
 
 
 class RouteView(View[Entry]):

@@ -39,10 +39,12 @@ from .conftest import CONTEXTS, base_config, fast_settings
 ROUTE_KINDS = ("/virtualservices", "/httproutes")
 LEFT_OUT = ("federation.metrics", "federation.logs")
 BACKEND_MODULES = ("federation.istio.", "federation.gateway.")
-MAX_LAYERS = 10  # (a): the issue's bound
-# (b) and (c) as achieved, per backend: a change that enters more fails here.
-MAX_ENTERED = {"istio": 23, "gateway-api": 19}
-MAX_UPCALLS = {"istio": 6, "gateway-api": 4}
+# As achieved, per backend: a change that goes deeper fails here. Before this was measured
+# (a) was 7 / 6 (the issue asks at most 10), (b) 23 / 19 and (c) 6 / 4 (the issue asks at
+# most 2: here the route's mutation, and its object built for the write).
+MAX_LAYERS = {"istio": 5, "gateway-api": 5}
+MAX_ENTERED = {"istio": 22, "gateway-api": 18}
+MAX_UPCALLS = {"istio": 2, "gateway-api": 2}
 
 
 def module_of(frame: types.FrameType) -> str:
@@ -145,11 +147,13 @@ def test_the_first_write_is_a_route_write(measured: tuple[str, PostPath]) -> Non
         "/httproutes" in seen.write[1]
 
 
-def test_a_post_goes_through_at_most_ten_modules(measured: tuple[str, PostPath]) -> None:
+def test_a_post_goes_through_few_modules(measured: tuple[str, PostPath]) -> None:
     backend, seen = measured
-    # The layers seen include the service, the store, the backend, the mirror and kube.
-    assert {"federation.service", "federation.kube", "federation.mirror._writer"} <= seen.layers
-    assert len(seen.layers) <= MAX_LAYERS, sorted(seen.layers)
+    # The layers seen include the service, the backend, the mirror's writer and kube: the
+    # writer's task and the request's tasks waiting on it are both counted.
+    assert {"federation.service", "federation.kube", "federation.mirror._writer",
+            f"federation.{backend.split('-')[0]}.backend"} <= seen.layers
+    assert len(seen.layers) <= MAX_LAYERS[backend] <= 10, sorted(seen.layers)
 
 
 def test_modules_entered_before_the_first_write(measured: tuple[str, PostPath]) -> None:

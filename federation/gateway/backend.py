@@ -18,15 +18,15 @@ from typing import Any
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Body, Mirror, Mutation, ObjectWriter, RouteEntries, View
-from ..model import Entry, Rank, decode_entries, loses_to, newest
+from ..mirror import Body, Mirror, Mutation, ObjectWriter, View
+from ..model import ANN_SPEC, Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
+from .check import ROUTE
 from .index import ROUTES, RouteObjectIndex
 from .objects import (
-    ANN_SPEC,
     KINDS,
     build_host_default,
     build_route,
@@ -51,32 +51,21 @@ def kinds_for(cluster: Cluster) -> Kinds:
     # Needed only for https edges and external targets; a cluster may lack their CRDs.
     optional = frozenset({"backendtlspolicies", "serviceentries", "destinationrules"})
     return Kinds(resources=RESOURCES, names={kind: p for p, (_, _, kind) in KINDS.items()},
-                 watched=tuple(watched), optional=optional)
+                 watched=tuple(watched), route=ROUTE, optional=optional)
 
 
 class GatewayBackend:
-    def __init__(self, scope: Scope, entries: RouteEntries) -> None:
+    def __init__(self, scope: Scope, mirror: Mirror, index: RouteObjectIndex) -> None:
+        """With the cluster's mirror (made from :func:`kinds_for` and ``index``). Nothing
+        rendered is kept (HTTPRoutes are rendered at each write); every HTTPRoute is compared
+        with a new configuration at the next pass (told by ``scope.generation``)."""
         self.scope = scope
-        self.kinds = kinds_for(scope.cluster)
-        self.index = RouteObjectIndex(entries)
-        self.view = RouteView(scope, self.index)
-        self._rerender_all = True  # the next re-render looks at every HTTPRoute
-
-    def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
-
-    def reconfigured(self) -> None:
-        """Nothing rendered is kept (HTTPRoutes are rendered at each write); every HTTPRoute
-        is compared with the new configuration at the next pass."""
-        self._rerender_all = True
-
-    @staticmethod
-    def fingerprint(obj: dict[str, Any]) -> bytes:
-        """The hash of the object as built: the API server adds defaults to what it stores."""
-        annotations = obj["metadata"].get("annotations") or {}
-        if ANN_SPEC not in annotations:
-            annotations = with_spec_hash(obj)["metadata"]["annotations"]
-        return str(annotations.get(ANN_SPEC, "")).encode()
+        self.index = index
+        self.view = RouteView(scope, index)
+        # The configuration the last re-render of every HTTPRoute compared them with (None:
+        # none yet, a start).
+        self._compared: int | None = None
 
     # -- route entries ----------------------------------------------------------------------
 
@@ -133,7 +122,7 @@ class GatewayBackend:
                 self.scope.registry, self.scope.cluster, key.host, root[1]))]
         else:
             return
-        await asyncio.gather(*(self.mirror.ensure(ROUTES, obj) for obj in wanted))
+        await asyncio.gather(*(self.mirror.ensure(obj) for obj in wanted))
 
     def support_objects(self, dest: Destination) -> list[dict[str, Any]]:
         """What makes ``dest`` a Service a backendRef can name (hashed as built)."""
@@ -152,7 +141,8 @@ class GatewayBackend:
         changed by a reload), by a mutation of each: a concurrent write wins. After the
         first pass only those kept anew since the last (another replica's writes among them)
         until the configuration changes: the rest were compared with it already."""
-        everything = self._rerender_all
+        generation = self.scope.generation
+        everything = self._compared != generation
         for name in list(self.index.routes if everything else self.index.changed):
             await pace()
             self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
@@ -175,9 +165,9 @@ class GatewayBackend:
             except KubeError:
                 self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
         if everything:
-            self._rerender_all = False
+            self._compared = generation
 
-    # -- what it shows, and its end ---------------------------------------------------------
+    # -- what it shows ----------------------------------------------------------------------
 
     def status(self, examples: int = 5) -> dict[str, Any] | None:
         """What /clusters shows: HTTPRoutes not Accepted, or with refs not Resolved, and a few
@@ -189,9 +179,6 @@ class GatewayBackend:
             "examples": [f"{name}: {kind} {reason}".rstrip()
                          for name, (kind, reason) in problems[:examples]],
         }
-
-    def objects(self) -> list[tuple[str, str]]:
-        return [(ROUTES, n) for n in self.index.routes]
 
 
 @dataclass(eq=False)

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mirror import RouteEntries
-from ..model import Entry, decode_entries, role_of
-from .objects import ANN_SPEC
+from ..model import ANN_SPEC, Entry, decode_entries
 
 ROUTES = "httproutes"
 
@@ -46,10 +45,6 @@ class RouteObjectIndex:
         self.changed: set[str] = set()
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
-
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        # Host defaults are HTTPRoutes too, but support objects: kept by fingerprint.
-        return plural == ROUTES and role_of(obj) == "route"
 
     def put(self, plural: str, name: str, obj: dict[str, Any],
             decoded: dict[str, Entry] | None) -> bool:
