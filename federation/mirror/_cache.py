@@ -20,7 +20,7 @@ from ..seam import RouteIndex
 class SupportState:
     name: str
     rv: str
-    spec: bytes  # the object's fingerprint (the backend says how): compared, never read
+    spec: bytes  # the object's fingerprint (federation.mirror.fingerprint): compared, never read
 
 
 @dataclass
