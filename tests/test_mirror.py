@@ -82,8 +82,7 @@ class RouteView(View[Entry]):
         self.index = index
 
     def cached(self, name: str) -> Entry | None:
-        held = self.index.routes.get(name)
-        return None if held is None else held.entry
+        return self.index.routes.get(name)
 
     def decode(self, obj: dict[str, Any]) -> Entry | None:
         entries = list(decode_entries(obj).values())
@@ -133,7 +132,7 @@ def test_after_a_late_404_the_next_write_goes_on_from_the_object() -> None:
 
     asyncio.run(scenario())
     assert server.calls == ["get", "replace"]
-    assert index.routes["rt-a"].entry == NEWER
+    assert index.routes["rt-a"] == NEWER
 
 
 def test_a_writer_works_from_the_object_it_read() -> None:

@@ -2,8 +2,9 @@
 reaches its first write through at most 10 modules and 2 callbacks").
 
 A profile hook on the service's event-loop thread follows ``Federation.add_route`` (a second
-route on a cluster, so its shard or HTTPRoute kind is warm) until the first POST or PUT of a
-VirtualService or HTTPRoute reaches :mod:`federation.kube`, and counts:
+route on a cluster, so its shard or HTTPRoute kind is warm; and a route added again with a new
+target, which replaces its object) until the first POST or PUT of a VirtualService or HTTPRoute
+reaches :mod:`federation.kube`, and counts:
 
 (a) the layers the request goes *through*: the distinct ``federation.*`` modules on the stack
     of the write at that moment. The write is made by the object's writer task (a task hop:
@@ -39,11 +40,14 @@ from .conftest import CONTEXTS, base_config, fast_settings
 ROUTE_KINDS = ("/virtualservices", "/httproutes")
 LEFT_OUT = ("federation.metrics", "federation.logs")
 BACKEND_MODULES = ("federation.istio.", "federation.gateway.")
-# As achieved, per backend: a change that goes deeper fails here. Before this was measured
-# (a) was 7 / 6 (the issue asks at most 10), (b) 23 / 19 and (c) 6 / 4 (the issue asks at
-# most 2: here the route's mutation, and its object built for the write).
+# As achieved, per backend: a change that goes deeper fails here. Before this was measured,
+# for a new route, (a) was 7 / 6 (the issue asks at most 10), (b) 23 / 19 and (c) 6 / 4 (the
+# issue asks at most 2: here the route's mutation, and its object built for the write). A
+# route added again with a new target enters one module more (b): the access layer's
+# credentials, for its new destination's support objects are written first.
 MAX_LAYERS = {"istio": 5, "gateway-api": 5}
-MAX_ENTERED = {"istio": 22, "gateway-api": 18}
+MAX_ENTERED = {"istio/new": 22, "istio/update": 23, "gateway-api/new": 18,
+               "gateway-api/update": 19}
 MAX_UPCALLS = {"istio": 2, "gateway-api": 2}
 
 
@@ -119,10 +123,11 @@ async def follow(federation: Any, path: str, body: dict[str, Any]) -> PostPath:
     return seen
 
 
-@pytest.fixture(scope="module", params=["istio", "gateway-api"])
+@pytest.fixture(scope="module", params=["istio/new", "istio/update", "gateway-api/new",
+                                        "gateway-api/update"])
 def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
              ) -> tuple[str, PostPath]:
-    backend = request.param
+    backend, what = request.param.split("/")
     tmp = tmp_path_factory.mktemp(f"post-{backend}")
     with EmulatedClusters(list(CONTEXTS.values()), tmp) as clusters:
         doc = base_config(str(clusters.kubeconfig))
@@ -132,15 +137,20 @@ def measured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         with ServiceThread(fast_settings(config)) as svc:
             body = {"target": "http://10.0.0.5:8888", "user": "u"}
             svc.run(svc.federation.add_route("/user/warm", body))
-            seen = svc.run(follow(svc.federation, "/user/measured", body))
-    print(f"\n{backend}: (a) {len(seen.layers)} {sorted(seen.layers)}\n"
+            if what == "new":
+                seen = svc.run(follow(svc.federation, "/user/measured", body))
+            else:
+                moved = {"target": "http://10.0.0.6:8888", "user": "u"}
+                seen = svc.run(follow(svc.federation, "/user/warm", moved))
+    print(f"\n{request.param}: (a) {len(seen.layers)} {sorted(seen.layers)}\n"
           f"(b) {len(seen.entered)} {sorted(seen.entered)}\n(c) {len(seen.upcalls)} "
           f"{sorted(seen.upcalls)}")
-    return backend, seen
+    return request.param, seen
 
 
 def test_the_first_write_is_a_route_write(measured: tuple[str, PostPath]) -> None:
-    backend, seen = measured
+    case, seen = measured
+    backend = case.split("/")[0]
     assert seen.write is not None, "no route write seen"
     assert seen.write[0] in ("POST", "PUT")
     assert "/virtualservices" in seen.write[1] if backend == "istio" else \
@@ -148,7 +158,8 @@ def test_the_first_write_is_a_route_write(measured: tuple[str, PostPath]) -> Non
 
 
 def test_a_post_goes_through_few_modules(measured: tuple[str, PostPath]) -> None:
-    backend, seen = measured
+    case, seen = measured
+    backend = case.split("/")[0]
     # The layers seen include the service, the backend, the mirror's writer and kube: the
     # writer's task and the request's tasks waiting on it are both counted.
     assert {"federation.service", "federation.kube", "federation.mirror._writer",
@@ -157,13 +168,14 @@ def test_a_post_goes_through_few_modules(measured: tuple[str, PostPath]) -> None
 
 
 def test_modules_entered_before_the_first_write(measured: tuple[str, PostPath]) -> None:
-    backend, seen = measured
+    case, seen = measured
     assert "federation.plan" in seen.entered  # the hook saw the planning, before the write
-    assert len(seen.entered) <= MAX_ENTERED[backend], sorted(seen.entered)
+    assert len(seen.entered) <= MAX_ENTERED[case], sorted(seen.entered)
 
 
 def test_up_calls_from_the_mirror_into_the_backend(measured: tuple[str, PostPath]) -> None:
-    backend, seen = measured
+    case, seen = measured
+    backend = case.split("/")[0]
     # The route's mutation is one: a backend's change, applied by its writer.
     assert any(callee.endswith(".put") for _, callee in seen.upcalls), sorted(seen.upcalls)
     assert len(seen.upcalls) <= MAX_UPCALLS[backend], sorted(seen.upcalls)

@@ -146,22 +146,22 @@ class GatewayBackend:
         for name in list(self.index.routes if everything else self.index.changed):
             await pace()
             self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
-            state = self.index.routes.get(name)
-            if state is None or state.entry is None:
+            entry = self.index.routes.get(name)
+            if entry is None:
                 continue
-            if state.entry.edge and not self.scope.claimed(state.entry.owner):
+            if entry.edge and not self.scope.claimed(entry.owner):
                 # An edge rule sends traffic to its owner's hosts: not re-pointed at a host
                 # this hub does not hold there (another hub's users answer for it).
                 continue
             try:
                 body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,
-                                                  state.entry))
+                                                  entry))
             except (KeyError, InvalidRoute, ValueError):
                 continue  # its cluster left the registry: kept as it is, so the table stays whole
-            if body["metadata"]["annotations"][ANN_SPEC] == state.spec:
+            if body["metadata"]["annotations"][ANN_SPEC] == self.index.specs.get(name, ""):
                 continue
             try:
-                await self._writer(name).submit(_rewrite(state.entry))
+                await self._writer(name).submit(_rewrite(entry))
             except KubeError:
                 self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
         if everything:
@@ -193,15 +193,12 @@ RouteWrite = Entry | Rewrite  # an HTTPRoute's state, as its writer sees it
 
 
 class RouteView(View[RouteWrite]):
-    """A route's HTTPRoute: its entry, cached in the index, built from the configuration."""
+    """A route's HTTPRoute: its entry, held in the index (read as data), built from the
+    configuration."""
 
     def __init__(self, scope: Scope, index: RouteObjectIndex) -> None:
         self.scope = scope
-        self.index = index
-
-    def cached(self, name: str) -> RouteWrite | None:
-        held = self.index.routes.get(name)
-        return None if held is None else held.entry
+        self.held = index.routes
 
     def decode(self, obj: dict[str, Any]) -> RouteWrite | None:
         found = list(decode_entries(obj).values())

@@ -43,7 +43,7 @@ class View(Generic[S]):
     resourceVersion and serialises."""
 
     # The states the cache holds, by name, where a view keeps them as data (its cached()).
-    held: Mapping[str, S] = {}
+    held: Mapping[str, S | None] = {}
 
     def cached(self, name: str) -> S | None:
         """The state the cache holds (None: not held; the mirror knows its resourceVersion)."""
