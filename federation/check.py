@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .activity import probe as probe_activity
-from .backend import builders
+from .backend import builders, route_kind
 from .claims_cli import claims_finding
 from .config import Registry
 from .destinations import check_finding
@@ -42,7 +42,8 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
         out.append(Finding(name, "reachable", False, f"{client.server_url}: {exc}"))
         return out
     side = builders(cluster)
-    kind, res = side.route_kind
+    route = route_kind(cluster)
+    kind, res = route.shown, route.resource
     try:
         await client.list(res, selector(registry.instance))
         out.append(Finding(name, f"auth and list {kind}", True, f"namespace {cluster.namespace}"))
@@ -62,7 +63,7 @@ async def _check_cluster(name: str, client, registry: Registry) -> list[Finding]
     probe = f"{registry.instance}-check-{secrets.token_hex(4)}"
     meta = {"name": probe, "namespace": cluster.namespace, "labels": labels(registry.instance, "check")}
     try:
-        await client.create(res, side.probe_object(meta))
+        await client.create(res, route.probe_object(meta))
         await client.delete(res, probe)
         out.append(Finding(name, f"create and delete {kind}", True, "allowed"))
     except KubeError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .backend import builders
+from .backend import route_kind
 from .claimer import now
 from .claims import (
     LEASES,
@@ -88,7 +88,7 @@ async def claims_finding(registry: Registry, name: str,
 
 
 async def _own_objects_left(registry: Registry, client: ClusterClient, cluster: str) -> bool:
-    res = builders(registry.clusters[cluster]).route_kind[1]
+    res = route_kind(registry.clusters[cluster]).resource
     page = await client.list(res, selector(registry.instance), limit=1)
     return bool(page.get("items"))
 

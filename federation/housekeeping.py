@@ -96,7 +96,7 @@ async def _resolve_duplicates(fed: Federation, pace: Pacer) -> None:
             if entry is winner or store is None or store.client.circuit.is_open:
                 continue
             try:
-                await store.remove_entry(path, winner.rank)
+                await store.backend.remove(path, winner.rank)
             except KubeError as exc:
                 log.info("cluster %s: cannot remove stale %s yet: %s", store.name, path, exc,
                          extra={"cluster": store.name})
@@ -147,7 +147,7 @@ async def _repair_edge(fed: Federation, home: Store, path: str, grace: float) ->
         owner = fed.stores.get(held.owner)
         first = orphans.setdefault(path, time.monotonic())
         if owner is not None and owner.synced and time.monotonic() - first >= grace:
-            await home.remove_entry(path)
+            await home.backend.remove(path)
             orphans.pop(path, None)
         return
     orphans.pop(path, None)

@@ -23,6 +23,9 @@ LABEL_INSTANCE = "federation.jupyter.org/instance"
 LABEL_ROLE = "federation.jupyter.org/role"
 ANN_ROUTES = "federation.jupyter.org/routes"  # the entries an object holds (JSON)
 ANN_HOST = "federation.jupyter.org/host"  # the host a host-routed object serves
+# The hash of an object as built (each backend says of what): compared, where the API server
+# stores an object with defaults added, instead of the object.
+ANN_SPEC = "federation.jupyter.org/spec"
 ROUTE_HEADER = "x-federation-route"  # response header naming the rule that served a request
 
 Rank = tuple[str, str]  # (written at, owner): the order between two writes of one route

@@ -19,6 +19,15 @@ class Scope:
     # Whether this hub holds the host claims of a cluster (by name), so that a rule sending
     # traffic to that cluster's hosts may be rendered again (the service sets it: claimer.py).
     claimed: Callable[[str], bool] = field(default=_every_cluster)
+    # Moves with every change of the registry or cluster: what a backend rendered from an
+    # older configuration (memos, a pass that compared everything) it tells by this.
+    generation: int = 0
+
+    def change(self, registry: Registry, cluster: Cluster) -> None:
+        """A reload: the new registry and cluster, as one."""
+        self.registry = registry
+        self.cluster = cluster
+        self.generation += 1
 
     @property
     def instance(self) -> str:

@@ -2,7 +2,8 @@
 service uses it. The low floor: it imports no backend, and every backend imports it.
 
 A backend is what differs between Istio VirtualServices and Gateway API HTTPRoutes: which kinds
-it writes, how its route-holding objects hold route entries (its :class:`RouteIndex`), a
+it writes (data: :class:`Kinds`, :class:`RouteKind`), how its route-holding objects hold route
+entries (its :class:`RouteIndex`), a
 route's put and remove as writer mutations, the support objects an entry needs, its own tidy-up
 and what ``/clusters`` shows for it. Everything else (list and watch, the object cache, the
 re-read rule, writers, support objects, grace clocks, probe state) is the cluster's
@@ -12,21 +13,44 @@ chosen is :mod:`federation.backend`. docs/design.md, "Adding a backend", walks t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from .config import Cluster, Registry
 from .kube import ClusterClient, Resource
-from .model import Entry, Rank
+from .model import Entry, Rank, role_of
 from .placement import Destination
-
-if TYPE_CHECKING:
-    from .mirror import Mirror
 
 # Called between the steps of a long pass: lets other work run on the event loop.
 Pace = Callable[[], Awaitable[None]]
 Check = tuple[str, bool | None, str]  # a `federation check` line: (what, ok, detail); ok None: could not tell
+
+
+@dataclass(frozen=True)
+class RouteKind:
+    """A backend's route-holding kind, as data: what ``federation check``, the shared-host
+    check and the mirror's cache need of it."""
+
+    shown: str  # its name as ``federation check`` shows it ("VirtualServices")
+    resource: Resource  # where its objects live
+    kind: str  # an object's "kind"
+    claim_role: str  # the role of the objects that list the hosts an instance claims
+    # The roles of the objects the backend's index keeps (empty: every object of the kind);
+    # the kind's other objects are support objects, kept by fingerprint.
+    roles: frozenset[str] = frozenset()
+    probe_spec: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def holds(self, plural: str, obj: dict[str, Any]) -> bool:
+        """Whether ``obj`` goes to the backend's index (not a support object)."""
+        return plural == self.resource.plural and (not self.roles or role_of(obj) in self.roles)
+
+    def probe_object(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """An object that routes nothing: ``federation check`` creates and deletes it to test
+        its rights."""
+        res = self.resource
+        return {"apiVersion": f"{res.group}/{res.version}", "kind": self.kind,
+                "metadata": meta, "spec": dict(self.probe_spec)}
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,7 @@ class Kinds:
     resources: dict[str, Resource]  # every kind it writes, by plural
     names: dict[str, str]  # plural by kind name (an object's "kind")
     watched: tuple[str, ...]  # the kinds listed and watched (in the service's namespace)
+    route: RouteKind  # the route-holding kind (its objects go to the backend's index)
     optional: frozenset[str] = frozenset()  # kinds a cluster may not serve (CRD not installed)
     pages: tuple[tuple[str, int], ...] = ()  # objects per list page, where not the default
 
@@ -46,11 +71,8 @@ class Kinds:
 class RouteIndex(Protocol):
     """A backend's lean view of its route-holding objects (shards and roots; HTTPRoutes): from
     each object, the entries that answer for routes (into the cluster's
-    :class:`~federation.mirror.RouteEntries`). The cache decides what is stale; the index only
-    keeps."""
-
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        """Whether ``obj`` is one of the index's objects (not a support object)."""
+    :class:`~federation.mirror.RouteEntries`). The cache decides what is stale and which
+    objects are the index's (:meth:`RouteKind.holds`); the index only keeps."""
 
     def put(self, plural: str, name: str, obj: dict[str, Any],
             decoded: dict[str, Entry] | None) -> bool:
@@ -61,24 +83,10 @@ class RouteIndex(Protocol):
         """Forget a kept object."""
 
 
-
 class Backend(Protocol):
-    """One cluster's backend, as its store uses it."""
-
-    kinds: Kinds  # what it writes, and what the mirror watches
-
-    @property
-    def index(self) -> RouteIndex:
-        """Its route-holding objects and the routes they hold (the mirror's cache feeds it)."""
-
-    def bind(self, mirror: Mirror) -> None:
-        """Take the cluster's mirror (made from ``kinds`` and ``index``): its writers, reads."""
-
-    def reconfigured(self) -> None:
-        """The scope's registry or cluster changed: drop what was rendered from the old."""
-
-    def fingerprint(self, obj: dict[str, Any]) -> bytes:
-        """What makes two support objects the same (built, or as the API server stores it)."""
+    """One cluster's backend, as its store uses it. The factory makes it with the cluster's
+    mirror (made first, from the backend's kinds and index) and its scope; what was rendered
+    from an older configuration it tells by the scope's generation."""
 
     async def put(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
         """Store the entry unless a newer write of its route is there (``still``: checked
@@ -99,16 +107,10 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any] | None:
         """What /clusters shows for it beyond the watches (``route_status``)."""
 
-    def objects(self) -> list[tuple[str, str]]:
-        """Its route-holding objects (plural, name), in the order to delete them."""
-
 
 class Builders(Protocol):
     """A backend's pure side (what plans, docs and activity need without a cluster), and what
     `federation check` asks of a cluster for it."""
-
-    route_kind: tuple[str, Resource]  # the route-holding kind: (name to show, where it lives)
-    claim_role: str  # the role of the objects that list the hosts an instance claims
 
     def check_route(self, registry: Registry, cluster: Cluster, entry: Entry) -> None:
         """Raise InvalidRoute for an entry this backend cannot write."""
@@ -120,9 +122,6 @@ class Builders(Protocol):
 
     def mesh_host(self, registry: Registry, cluster: Cluster, dest: Destination) -> str:
         """The host the mesh's metrics name as ``destination_service`` for ``dest``."""
-
-    def probe_object(self, meta: dict[str, Any]) -> dict[str, Any]:
-        """An empty route-holding object: `check` creates and deletes it to test its rights."""
 
     async def gateway_findings(self, client: ClusterClient, cluster: Cluster) -> list[Check]:
         """The cluster's gateway is there and takes our routes."""

@@ -58,8 +58,8 @@ async def _move_routes(old: Store, new: Store) -> None:
 
 async def _write(store: Store, entry: Entry) -> None:
     """A route's entry and the support objects it needs, together."""
-    await asyncio.gather(*(store.ensure_object(obj) for obj in store.support_for(entry)),
-                         store.put_entry(entry))
+    await asyncio.gather(*(store.mirror.ensure(obj) for obj in store.support_for(entry)),
+                         store.backend.put(entry))
 
 
 class Federation:
@@ -249,7 +249,7 @@ class Federation:
                                for name, entry in plan.writes))
         stale = [s for s in self.holders(path) if s.name not in written]
         ours = plan.writes[0][1].rank
-        results = await asyncio.gather(*(s.remove_entry(path, older_than=ours) for s in stale),
+        results = await asyncio.gather(*(s.backend.remove(path, older_than=ours) for s in stale),
                                        return_exceptions=True)
         for store, result in zip(stale, results, strict=True):
             if isinstance(result, Exception):
@@ -329,10 +329,10 @@ class Federation:
         if not store.holds(path):
             if not look:
                 return False
-            await store.refresh(path)
+            await store.backend.refresh(path)
             if not store.holds(path):
                 return False
-        await store.remove_entry(path)
+        await store.backend.remove(path)
         return True
 
     async def _warmup(self, cluster: str, key: RouteKey) -> bool:

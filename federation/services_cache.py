@@ -1,11 +1,10 @@
 """What the Services of the namespaces routes point to serve, per cluster, kept by list-then-watch
 (the destination check reads it: federation.destinations).
 
-:class:`NamespaceServices` alone owns one namespace's cache in one cluster: it lists the
-Services once (paged), then follows a watch from the list's resourceVersion through the
-cluster's access layer (:mod:`federation.kube`), resuming after a break from the last version
-heard (events or bookmarks), relisting after 410 Gone, pacing its restarts with the cluster's
-one retry schedule. A namespace the service may not list or watch (403) is retried rarely
+:class:`NamespaceServices` alone owns one namespace's cache in one cluster, kept by the one
+list-then-watch loop (:mod:`federation.listwatch`: paged lists, a watch from the list's
+resourceVersion, resumed after a break, relisted after 410 Gone, its restarts paced by the
+cluster's one retry schedule). A namespace the service may not list or watch (403) is retried rarely
 (:data:`FORBIDDEN_RETRY`): its routes stay "unknown" meanwhile. Each watch has a connection
 pool of its own (:meth:`~federation.kube.ClusterClient.side_watch_pool`), so it never takes a
 connection the mirror's watches were sized for. :class:`ClusterServices` starts and stops one
@@ -19,9 +18,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from . import _json
-from .errors import ClusterUnavailable, KubeError, NotFound
+from .errors import KubeError, NotFound
 from .kube import ClusterClient, Resource
+from .listwatch import ListWatch
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +55,17 @@ def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-class NamespaceServices:
+class NamespaceServices(ListWatch):
     """The Services of one namespace in one cluster, as recent as the watch has told."""
+
+    namespace: str  # always a namespace here, and a pool of its own
+    pool: str
 
     def __init__(self, cluster: str, client: ClusterClient, namespace: str,
                  timeout: int) -> None:
-        self.cluster = cluster
-        self.client = client
-        self.namespace = namespace
-        self.timeout = timeout
-        self.pool = f"services/{namespace}"
+        super().__init__(cluster, client, SERVICES, "", timeout, PAGE, namespace=namespace,
+                         pool=f"services/{namespace}")
+        self._listing: Served = {}  # the list under way
         self._served: Served | None = None  # None: never read (or not allowed to)
         self.error: str | None = None  # why the namespace is not read now (403)
         self.generation = 0  # moves with every change a check would see
@@ -80,22 +80,12 @@ class NamespaceServices:
         return self._served, self.error
 
     async def run(self) -> None:
-        """List, then watch from the list's version; resume after a break, relist after 410."""
+        """The loop of :mod:`federation.listwatch`, through a connection pool of its own."""
         self.client.side_watch_pool(self.pool)
-        rv: str | None = None
-        failures = 0
-        while True:
-            try:
-                if rv is None:
-                    rv = await self._relist()
-                failures = 0
-                rv = await self._follow(rv)
-            except asyncio.CancelledError:
-                raise
-            except KubeError as exc:
-                rv = None if exc.status in (403, 404, 410) else rv
-                await asyncio.sleep(self._after_failure(exc, failures))
-                failures += 1
+        await super().run()
+
+    async def failed(self, exc: KubeError, failures: int) -> tuple[bool, float, int]:
+        return exc.status in (403, 404, 410), self._after_failure(exc, failures), 1
 
     def _after_failure(self, exc: KubeError, failures: int) -> float:
         """Record what a failure means for the checks; the seconds to wait before trying
@@ -126,47 +116,23 @@ class NamespaceServices:
         self._served, self.error = served, error
         self.first_read.set()
 
-    async def _relist(self) -> str:
-        """Every Service of the namespace, in pages; the new truth once whole. Returns the
-        list's resourceVersion."""
-        served: Served = {}
-        token: str | None = None
-        list_rv: str | None = None
-        while True:
-            page = await self.client.list(SERVICES, "", limit=PAGE, continue_token=token,
-                                          namespace=self.namespace)
-            meta = page.get("metadata") or {}
-            list_rv = list_rv or str(meta.get("resourceVersion") or "0")
-            items = page.get("items") or []
-            self.parsed += len(items)
-            served.update(served_by(items))
-            token = meta.get("continue")
-            if not token:
-                break
-            await asyncio.sleep(0)  # let requests in between pages
-        self._set(served, None)
-        return list_rv
+    # -- the steps of the loop (federation.listwatch) -----------------------------------------
 
-    async def _follow(self, rv: str) -> str | None:
-        """One watch request; returns where to resume (None: relist)."""
-        async for line in self.client.watch(SERVICES, "", rv, self.timeout,
-                                            namespace=self.namespace, pool=self.pool):
-            try:
-                event = _json.loads(line)
-            except ValueError as exc:
-                raise ClusterUnavailable(
-                    f"watch on cluster {self.cluster!r}: malformed event", cluster=self.cluster,
-                    verb="watch") from exc
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                return None  # 410 Expired (or another end the API server chose): relist
-            new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if new_rv:
-                rv = str(new_rv)
-            if kind != "BOOKMARK":
-                self.parsed += 1
-                self._apply(str(kind), obj)
-        return rv
+    def on_relist(self) -> None:
+        self._listing = {}
+
+    def on_page(self, items: list[dict[str, Any]]) -> None:
+        self.parsed += len(items)
+        self._listing.update(served_by(items))
+
+    def on_listed(self, list_rv: str) -> None:
+        """Every Service of the namespace: the new truth once whole."""
+        served, self._listing = self._listing, {}
+        self._set(served, None)
+
+    def on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.parsed += 1
+        self._apply(kind, obj)
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         served = self._served

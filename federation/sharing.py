@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .backend import builders
+from .backend import route_kind
 from .config import Cluster, Registry
 from .errors import ConfigError, KubeError
 from .kube import Resource
@@ -112,7 +112,7 @@ def shared_hosts(registry: Registry, cluster: Cluster,
 
 
 def _others_selector(cluster: Cluster, judged: set[str]) -> str:
-    role = builders(cluster).claim_role
+    role = route_kind(cluster).claim_role
     return (f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLE}={role},"
             f"{LABEL_INSTANCE} notin ({','.join(sorted(judged))})")
 
@@ -121,7 +121,7 @@ async def find_shared_hosts(registry: Registry, cluster: Cluster,
                             client: Lister) -> list[SharedHost]:
     """Read ``cluster``'s namespace for other instances claiming our hosts. One plain object
     per instance is read at most once: a query leaves out the instances already judged."""
-    res = builders(cluster).route_kind[1]
+    res = route_kind(cluster).resource
     judged = {registry.instance}
     found: list[SharedHost] = []
     token: str | None = None

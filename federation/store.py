@@ -2,8 +2,9 @@
 and housekeeping use. Nothing here depends on the backend: it is chosen once
 (:func:`federation.backend.make_backend`) and held, as a :class:`~federation.seam.Backend`.
 
-* ``put_entry`` / ``remove_entry`` / ``refresh``: a route's entry (the backend's mutations);
-* ``ensure_object`` / ``support_for``: the support objects an entry needs (the mirror's);
+* ``backend.put`` / ``backend.remove`` / ``backend.refresh``: a route's entry (the backend's
+  mutations, called on it directly);
+* ``support_for``: the support objects an entry needs (``mirror.ensure`` writes them);
 * ``entry``, ``holds``, ``paths``, ``route_count``, ``health``, ``probe``, ``status``;
 * ``tidy``: the backend's own repairs, then support objects restored or removed;
 * ``adopt_table`` / ``withdraw`` / ``purge``: a reload swapping stores.
@@ -12,7 +13,6 @@ and housekeeping use. Nothing here depends on the backend: it is chosen once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from .backend import make_backend
@@ -20,7 +20,7 @@ from .config import Cluster, Registry
 from .errors import InvalidRoute, KubeError
 from .kube import ClusterClient
 from .mirror import Health, Mirror, Pacer, ProbeState, RouteEntries
-from .model import Entry, Rank, entry_destination, selector
+from .model import Entry, entry_destination, selector
 from .placement import Destination
 from .scope import Scope
 from .seam import Backend
@@ -42,11 +42,12 @@ class ClusterStore:
         self.client = client
         self.settings = settings
         self.entries = RouteEntries(cluster.name, table)
-        self.backend: Backend = make_backend(self.scope, self.entries, settings.shard_routes)
-        self.mirror = Mirror(cluster.name, client, self.backend.kinds, self.backend.index,
-                             self.backend.fingerprint, selector(registry.instance),
-                             settings.watch_timeout)
-        self.backend.bind(self.mirror)
+        self.mirror: Mirror
+        self.backend: Backend
+        self.mirror, self.backend = make_backend(
+            self.scope, self.entries, settings.shard_routes,
+            lambda kinds, index: Mirror(cluster.name, client, kinds, index,
+                                        selector(registry.instance), settings.watch_timeout))
         self._support_memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
         # The objects built per destination, shared by every entry that routes there (the
         # edge rules of one remote cluster all do): one copy each, not one per route.
@@ -69,9 +70,7 @@ class ClusterStore:
         return self.scope.registry
 
     def reconfigure(self, registry: Registry, cluster: Cluster) -> None:
-        self.scope.registry = registry
-        self.scope.cluster = cluster
-        self.backend.reconfigured()
+        self.scope.change(registry, cluster)  # the backend renders anew from its generation
         self._support_memo.clear()
         self._support_built.clear()
         self._settled = None
@@ -97,9 +96,16 @@ class ClusterStore:
 
     async def purge(self) -> None:
         """Delete every object of this store (its cluster moved to the other backend): the
-        route-holding ones first, in the backend's order, then the support objects."""
-        support = [(p, n) for p, held in self.mirror.cache.support.items() for n in held]
-        await self.mirror.purge(self.backend.objects() + support)
+        route-holding ones first, and of those first the ones no route answers from (Istio's
+        roots, which name the shards: no root then names a missing shard that holds routes),
+        then the support objects."""
+        cache = self.mirror.cache
+        plural = self.mirror.kinds.route.resource.plural
+        answering = {name for name, _ in self.entries.values()}
+        held = list(cache.held.get(plural, {}))
+        routes = ([n for n in held if n not in answering] + [n for n in held if n in answering])
+        support = [(p, n) for p, kept in cache.support.items() for n in kept]
+        await self.mirror.purge([(plural, n) for n in routes] + support)
 
     # -- what it holds ------------------------------------------------------------------------
 
@@ -130,16 +136,7 @@ class ClusterStore:
     def status(self) -> dict[str, Any] | None:
         return self.backend.status()
 
-    # -- writing ------------------------------------------------------------------------------
-
-    async def put_entry(self, entry: Entry, still: Callable[[], bool] | None = None) -> None:
-        await self.backend.put(entry, still)
-
-    async def remove_entry(self, path: str, older_than: Rank | None = None) -> None:
-        await self.backend.remove(path, older_than)
-
-    async def refresh(self, path: str) -> None:
-        await self.backend.refresh(path)
+    # -- support objects ----------------------------------------------------------------------
 
     def support_for(self, entry: Entry) -> list[dict[str, Any]]:
         """The support objects an entry needs here (memoised: housekeeping asks for all)."""
@@ -163,12 +160,6 @@ class ClusterStore:
         kept = {id(objs) for _, objs in self._support_memo.values()}
         self._support_built = {d: objs for d, objs in self._support_built.items()
                                if id(objs) in kept}
-
-    async def ensure_object(self, obj: dict[str, Any]) -> None:
-        await self.mirror.ensure(self._plural(obj), obj)
-
-    def _plural(self, obj: dict[str, Any]) -> str:
-        return self.backend.kinds.plural_of(obj)
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -203,11 +194,11 @@ class ClusterStore:
         self._forget_support_of_gone(entries)
         for obj in wanted:
             meta = obj["metadata"]
-            needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj
-        for (plural, _, name), obj in needed.items():
+            needed[(self.mirror.kinds.plural_of(obj), meta.get("namespace"), meta["name"])] = obj
+        for (_, _, name), obj in needed.items():
             await pace()
             try:
-                await self.mirror.ensure(plural, obj)
+                await self.mirror.ensure(obj)
             except KubeError as exc:
                 log.warning("cluster %s: cannot restore %s %s: %s", self.name, obj["kind"],
                             name, exc, extra={"cluster": self.name, "kind": obj["kind"],

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from federation.testing.harness import free_port, serve_http
+from federation.testing.harness import free_port, serve_http, wait_for
 
 SCRAPE_INTERVAL = 0.2  # seconds; the tests read activity every 0.5 s
 
@@ -176,11 +176,8 @@ class Prometheus:
         return float(series[0]["value"][1]) if series else 0.0
 
     def wait_scraped(self, destination: str, at_least: float, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.value(destination) < at_least:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"prometheus never scraped {at_least} requests to {destination}")
-            time.sleep(0.05)
+        wait_for(lambda: self.value(destination) >= at_least,
+                 f"prometheus to scrape {at_least} requests to {destination}", timeout)
 
 
 @contextmanager

@@ -87,7 +87,7 @@ def test_listener_admission(listener: dict[str, Any], want: bool | None) -> None
 
 def test_route_status_counts_what_the_gateway_refused() -> None:
     from federation.gateway.backend import GatewayBackend
-    from federation.gateway.index import ROUTES
+    from federation.gateway.index import ROUTES, RouteObjectIndex
     from federation.gateway.objects import build_route
     from federation.mirror import RouteEntries
     from federation.model import Entry
@@ -97,8 +97,8 @@ def test_route_status_counts_what_the_gateway_refused() -> None:
     registry = parse_registry({**base_config(), "defaults": {
         **base_config()["defaults"], "backend": "gateway-api"}}, check_kubeconfig=False)
     hub = registry.clusters["hub"]
-    backend = GatewayBackend(Scope(registry, hub), RouteEntries("hub", RouteTable()))
-    cache = backend.index
+    cache = RouteObjectIndex(RouteEntries("hub", RouteTable()))
+    backend = GatewayBackend(Scope(registry, hub), None, cache)  # type: ignore[arg-type]  # status needs no mirror
     reasons = [("Accepted", "NotAllowedByListeners"), ("ResolvedRefs", "BackendNotFound"),
                ("Accepted", "NoMatchingListenerHostname"), None]
     for i, reason in enumerate(reasons):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -181,10 +180,8 @@ def start_together(services: list[ServiceThread], timeout: float = 20.0) -> list
 
         svc.thread = threading.Thread(target=at_once, daemon=True)
         svc.thread.start()
-    deadline = time.monotonic() + timeout
-    while any(svc.thread.is_alive() and not svc.server.started for svc in services):
-        assert time.monotonic() < deadline, "neither started nor refused in time"
-        time.sleep(0.02)
+    wait_for(lambda: not any(svc.thread.is_alive() and not svc.server.started
+                             for svc in services), "each hub started or refused", timeout)
     return [svc.server.started and svc.thread.is_alive() for svc in services]
 
 

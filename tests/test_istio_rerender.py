@@ -19,7 +19,7 @@ from federation.istio import shards as shards_module
 from federation.istio.layout import ShardKey
 from federation.istio.objects import ANN_SPEC, build_root, build_shard, stored_spec_hash
 from federation.model import Entry
-from federation.testing.harness import ServiceThread, write_clusters_yaml
+from federation.testing.harness import ServiceThread, wait_for, write_clusters_yaml
 
 from .api.test_housekeeping_work import Counted
 from .conftest import (
@@ -137,10 +137,8 @@ def test_a_reload_with_new_namespace_and_hosts_renders_shards_and_roots_again(
         assert destination(clusters, "www.hub.example.org") is None
         config(tmp_path, clusters, "jupyter-users", ["hub.example.org", "www.hub.example.org"])
         svc.app.state.reload_trigger.set()  # what SIGHUP does
-        deadline = time.monotonic() + 10
-        while svc.federation.registry.clusters["east"].user_service.namespace != "jupyter-users":
-            assert time.monotonic() < deadline, "the reload was not applied"
-            time.sleep(0.05)
+        wait_for(lambda: svc.federation.registry.clusters["east"].user_service.namespace
+                 == "jupyter-users", "the reload to be applied", timeout=10)
         svc.run(svc.federation.reconcile())
         assert destination(clusters) == "jupyter-alice.jupyter-users.svc.cluster.local"
         # The root's hosts come from the configuration too.

@@ -59,3 +59,30 @@ def test_the_import_reader_sees_a_backend_import() -> None:
     """The checks above can fail: the factory's own imports are found."""
     assert {"istio.backend", "gateway.backend"} <= {m.rsplit(".", 1)[0]
                                                    for m in backend_imports(FACTORY)}
+
+
+# What a backend implements: every member (methods, properties, attributes) of every protocol
+# in the seam. Data a backend hands over in a frozen dataclass (Kinds, RouteKind) is not
+# implemented: the mirror and the factory read it.
+MAX_MEMBERS = 12
+
+
+def protocol_members() -> dict[str, set[str]]:
+    import inspect
+    from typing import Protocol
+
+    from federation import seam
+
+    out: dict[str, set[str]] = {}
+    for name, cls in vars(seam).items():
+        if inspect.isclass(cls) and Protocol in cls.__mro__[1:] and cls.__module__ == seam.__name__:
+            members = {m for m in vars(cls) if not m.startswith("_")}
+            out[name] = members | set(vars(cls).get("__annotations__", {}))
+    return out
+
+
+def test_a_backend_implements_few_members() -> None:
+    found = protocol_members()
+    assert "Backend" in found and "put" in found["Backend"]  # the count sees the protocols
+    total = sum(len(m) for m in found.values())
+    assert total <= MAX_MEMBERS, {k: sorted(v) for k, v in found.items()}

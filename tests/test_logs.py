@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from federation import logs
-from federation.testing.harness import free_port, wait_until_ready
+from federation.testing.harness import free_port, wait_for, wait_until_ready
 
 from .conftest import TOKEN, fast_settings
 
@@ -193,13 +192,10 @@ def test_serve_logs_start_and_json_lines_without_secrets(config_path: Path, clus
 
 
 def _wait_for(buffer: io.StringIO, match, timeout: float = 5.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [g for g in lines(buffer) if match(g)]
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError("no such log line; got:\n" + buffer.getvalue()[-3000:])
+    try:
+        return wait_for(lambda: [g for g in lines(buffer) if match(g)], "a log line", timeout)[0]
+    except AssertionError:
+        raise AssertionError("no such log line; got:\n" + buffer.getvalue()[-3000:]) from None
 
 
 def test_an_outage_and_its_recovery_are_logged(captured, config_path, clusters) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from federation.errors import Conflict, NotFound
+from federation.gateway.check import ROUTE
 from federation.gateway.index import ROUTES, RouteObjectIndex
 from federation.kube import Resource
 from federation.mirror import Kinds, Mirror, ObjectWriter, RouteEntries, View
@@ -16,7 +17,8 @@ from federation.model import ANN_ROUTES, Entry, decode_entries, encode_entries, 
 from federation.table import RouteTable
 
 RES = Resource("gateway.networking.k8s.io", "v1", ROUTES)
-KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,))
+KINDS = Kinds(resources={ROUTES: RES}, names={"HTTPRoute": ROUTES}, watched=(ROUTES,),
+              route=ROUTE)
 
 
 def route_object(name: str, rv: int, entry: Entry | None) -> dict[str, Any]:
@@ -72,7 +74,7 @@ class LaggingServer:
 
 def mirror_with(client: LaggingServer) -> tuple[Mirror, RouteObjectIndex]:
     index = RouteObjectIndex(RouteEntries("hub", RouteTable()))
-    return Mirror("hub", client, KINDS, index, lambda obj: b"", "sel", 60), index  # type: ignore[arg-type]
+    return Mirror("hub", client, KINDS, index, "sel", 60), index  # type: ignore[arg-type]
 
 
 class RouteView(View[Entry]):
@@ -80,8 +82,7 @@ class RouteView(View[Entry]):
         self.index = index
 
     def cached(self, name: str) -> Entry | None:
-        held = self.index.routes.get(name)
-        return None if held is None else held.entry
+        return self.index.routes.get(name)
 
     def decode(self, obj: dict[str, Any]) -> Entry | None:
         entries = list(decode_entries(obj).values())
@@ -131,7 +132,7 @@ def test_after_a_late_404_the_next_write_goes_on_from_the_object() -> None:
 
     asyncio.run(scenario())
     assert server.calls == ["get", "replace"]
-    assert index.routes["rt-a"].entry == NEWER
+    assert index.routes["rt-a"] == NEWER
 
 
 def test_a_writer_works_from_the_object_it_read() -> None:

@@ -56,7 +56,7 @@ def one_object_per_kind(svc: ServiceThread, name: str) -> dict[str, dict[str, An
     store = svc.federation.stores[name]
     out: dict[str, dict[str, Any]] = {}
     for obj in builders(cluster).render_cluster(registry, cluster, entries, 100):
-        out.setdefault(store.backend.kinds.plural_of(obj), obj)
+        out.setdefault(store.mirror.kinds.plural_of(obj), obj)
     return out
 
 
@@ -66,7 +66,7 @@ def test_every_watched_kind_is_watched_and_heard(service: tuple[ServiceThread, A
     svc, clusters = service
     name = OPTIONS[option][0]
     store = svc.federation.stores[name]
-    kinds = store.backend.kinds
+    kinds = store.mirror.kinds
     server = clusters.servers[CONTEXTS[name]]
     objects = one_object_per_kind(svc, name)
     assert set(kinds.watched) <= set(objects), "the sample objects miss a watched kind"

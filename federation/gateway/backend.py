@@ -18,15 +18,15 @@ from typing import Any
 from ..config import Cluster
 from ..errors import InvalidRoute, KubeError, Rejected
 from ..kube import Resource
-from ..mirror import Body, Mirror, Mutation, ObjectWriter, RouteEntries, View
-from ..model import Entry, Rank, decode_entries, loses_to, newest
+from ..mirror import Body, Mirror, Mutation, ObjectWriter, View
+from ..model import ANN_SPEC, Entry, Rank, decode_entries, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
+from .check import ROUTE
 from .index import ROUTES, RouteObjectIndex
 from .objects import (
-    ANN_SPEC,
     KINDS,
     build_host_default,
     build_route,
@@ -51,32 +51,21 @@ def kinds_for(cluster: Cluster) -> Kinds:
     # Needed only for https edges and external targets; a cluster may lack their CRDs.
     optional = frozenset({"backendtlspolicies", "serviceentries", "destinationrules"})
     return Kinds(resources=RESOURCES, names={kind: p for p, (_, _, kind) in KINDS.items()},
-                 watched=tuple(watched), optional=optional)
+                 watched=tuple(watched), route=ROUTE, optional=optional)
 
 
 class GatewayBackend:
-    def __init__(self, scope: Scope, entries: RouteEntries) -> None:
+    def __init__(self, scope: Scope, mirror: Mirror, index: RouteObjectIndex) -> None:
+        """With the cluster's mirror (made from :func:`kinds_for` and ``index``). Nothing
+        rendered is kept (HTTPRoutes are rendered at each write); every HTTPRoute is compared
+        with a new configuration at the next pass (told by ``scope.generation``)."""
         self.scope = scope
-        self.kinds = kinds_for(scope.cluster)
-        self.index = RouteObjectIndex(entries)
-        self.view = RouteView(scope, self.index)
-        self._rerender_all = True  # the next re-render looks at every HTTPRoute
-
-    def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
-
-    def reconfigured(self) -> None:
-        """Nothing rendered is kept (HTTPRoutes are rendered at each write); every HTTPRoute
-        is compared with the new configuration at the next pass."""
-        self._rerender_all = True
-
-    @staticmethod
-    def fingerprint(obj: dict[str, Any]) -> bytes:
-        """The hash of the object as built: the API server adds defaults to what it stores."""
-        annotations = obj["metadata"].get("annotations") or {}
-        if ANN_SPEC not in annotations:
-            annotations = with_spec_hash(obj)["metadata"]["annotations"]
-        return str(annotations.get(ANN_SPEC, "")).encode()
+        self.index = index
+        self.view = RouteView(scope, index)
+        # The configuration the last re-render of every HTTPRoute compared them with (None:
+        # none yet, a start).
+        self._compared: int | None = None
 
     # -- route entries ----------------------------------------------------------------------
 
@@ -133,7 +122,7 @@ class GatewayBackend:
                 self.scope.registry, self.scope.cluster, key.host, root[1]))]
         else:
             return
-        await asyncio.gather(*(self.mirror.ensure(ROUTES, obj) for obj in wanted))
+        await asyncio.gather(*(self.mirror.ensure(obj) for obj in wanted))
 
     def support_objects(self, dest: Destination) -> list[dict[str, Any]]:
         """What makes ``dest`` a Service a backendRef can name (hashed as built)."""
@@ -152,32 +141,33 @@ class GatewayBackend:
         changed by a reload), by a mutation of each: a concurrent write wins. After the
         first pass only those kept anew since the last (another replica's writes among them)
         until the configuration changes: the rest were compared with it already."""
-        everything = self._rerender_all
+        generation = self.scope.generation
+        everything = self._compared != generation
         for name in list(self.index.routes if everything else self.index.changed):
             await pace()
             self.index.changed.discard(name)  # as visited: a pass cut short leaves the rest
-            state = self.index.routes.get(name)
-            if state is None or state.entry is None:
+            entry = self.index.routes.get(name)
+            if entry is None:
                 continue
-            if state.entry.edge and not self.scope.claimed(state.entry.owner):
+            if entry.edge and not self.scope.claimed(entry.owner):
                 # An edge rule sends traffic to its owner's hosts: not re-pointed at a host
                 # this hub does not hold there (another hub's users answer for it).
                 continue
             try:
                 body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,
-                                                  state.entry))
+                                                  entry))
             except (KeyError, InvalidRoute, ValueError):
                 continue  # its cluster left the registry: kept as it is, so the table stays whole
-            if body["metadata"]["annotations"][ANN_SPEC] == state.spec:
+            if body["metadata"]["annotations"][ANN_SPEC] == self.index.specs.get(name, ""):
                 continue
             try:
-                await self._writer(name).submit(_rewrite(state.entry))
+                await self._writer(name).submit(_rewrite(entry))
             except KubeError:
                 self.index.changed.add(name)  # unreachable, or written meanwhile: next pass
         if everything:
-            self._rerender_all = False
+            self._compared = generation
 
-    # -- what it shows, and its end ---------------------------------------------------------
+    # -- what it shows ----------------------------------------------------------------------
 
     def status(self, examples: int = 5) -> dict[str, Any] | None:
         """What /clusters shows: HTTPRoutes not Accepted, or with refs not Resolved, and a few
@@ -189,9 +179,6 @@ class GatewayBackend:
             "examples": [f"{name}: {kind} {reason}".rstrip()
                          for name, (kind, reason) in problems[:examples]],
         }
-
-    def objects(self) -> list[tuple[str, str]]:
-        return [(ROUTES, n) for n in self.index.routes]
 
 
 @dataclass(eq=False)
@@ -206,15 +193,12 @@ RouteWrite = Entry | Rewrite  # an HTTPRoute's state, as its writer sees it
 
 
 class RouteView(View[RouteWrite]):
-    """A route's HTTPRoute: its entry, cached in the index, built from the configuration."""
+    """A route's HTTPRoute: its entry, held in the index (read as data), built from the
+    configuration."""
 
     def __init__(self, scope: Scope, index: RouteObjectIndex) -> None:
         self.scope = scope
-        self.index = index
-
-    def cached(self, name: str) -> RouteWrite | None:
-        held = self.index.routes.get(name)
-        return None if held is None else held.entry
+        self.held = index.routes
 
     def decode(self, obj: dict[str, Any]) -> RouteWrite | None:
         found = list(decode_entries(obj).values())

@@ -12,9 +12,6 @@ from . import check, objects
 
 
 class GatewayBuilders:
-    route_kind = check.ROUTE_KIND
-    claim_role = "route"  # every plain HTTPRoute lists the hosts of the cluster
-    probe_object = staticmethod(check.probe_object)
     gateway_findings = staticmethod(check.gateway_findings)
 
     @staticmethod

@@ -8,17 +8,14 @@ from typing import Any
 from ..config import Cluster
 from ..errors import KubeError
 from ..kube import ClusterClient, Resource
-from ..seam import Check
+from ..seam import Check, RouteKind
 
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 API_GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
-ROUTE_KIND = ("HTTPRoutes", HTTP_ROUTES)
-
-
-def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
-    """An HTTPRoute that routes nothing: what `check` creates and deletes to test its rights."""
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": meta,
-            "spec": {}}
+# Host defaults are HTTPRoutes too, but support objects (kept by fingerprint): the index keeps
+# the routes'. Every plain HTTPRoute lists the hosts of the cluster.
+ROUTE = RouteKind("HTTPRoutes", HTTP_ROUTES, "HTTPRoute", claim_role="route",
+                  roles=frozenset({"route"}))
 
 
 async def gateway_findings(client: ClusterClient, cluster: Cluster) -> list[Check]:

@@ -6,21 +6,12 @@ Changed only by the cluster's mirror (see :class:`federation.mirror.RouteIndex`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ..mirror import RouteEntries
-from ..model import Entry, decode_entries, role_of
-from .objects import ANN_SPEC
+from ..model import ANN_SPEC, Entry, decode_entries
 
 ROUTES = "httproutes"
-
-
-@dataclass
-class RouteState:
-    name: str
-    entry: Entry | None  # None: an HTTPRoute of ours that holds no readable route
-    spec: str = ""  # the hash of the object as built (objects.spec_hash)
 
 
 def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -37,7 +28,10 @@ def route_problem(obj: dict[str, Any]) -> tuple[str, str] | None:
 class RouteObjectIndex:
     def __init__(self, entries: RouteEntries) -> None:
         self.entries = entries  # the cluster's route-entry index, which this one keeps
-        self.routes: dict[str, RouteState] = {}  # route HTTPRoutes by name
+        # Route HTTPRoutes by name: the entry each holds (None: no readable route), which is
+        # also its writer's state, read as data (federation.mirror.View.held).
+        self.routes: dict[str, Entry | None] = {}
+        self.specs: dict[str, str] = {}  # the hash of each as built (objects.spec_hash)
         # HTTPRoutes the gateway has not Accepted or whose refs it has not Resolved, by name:
         # (condition type, reason), from status.parents.
         self.problems: dict[str, tuple[str, str]] = {}
@@ -47,24 +41,20 @@ class RouteObjectIndex:
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
 
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        # Host defaults are HTTPRoutes too, but support objects: kept by fingerprint.
-        return plural == ROUTES and role_of(obj) == "route"
-
     def put(self, plural: str, name: str, obj: dict[str, Any],
             decoded: dict[str, Entry] | None) -> bool:
         self._note_status(name, obj)
         found = list((decoded if decoded is not None else decode_entries(obj)).values())
         ann = (obj.get("metadata") or {}).get("annotations") or {}
-        self._put_route(RouteState(name, found[0] if len(found) == 1 else None,
-                                   ann.get(ANN_SPEC, "")))
+        self._put_route(name, found[0] if len(found) == 1 else None, ann.get(ANN_SPEC, ""))
         return True
 
     def drop(self, plural: str, name: str) -> None:
         self.problems.pop(name, None)
+        self.specs.pop(name, None)
         old = self.routes.pop(name, None)
-        if old is not None and old.entry is not None:
-            self.entries.set(old.entry.path, None)
+        if old is not None:
+            self.entries.set(old.path, None)
 
     # -- the route index --------------------------------------------------------------------
 
@@ -75,12 +65,12 @@ class RouteObjectIndex:
         else:
             self.problems[name] = problem
 
-    def _put_route(self, new: RouteState) -> None:
-        old = self.routes.get(new.name)
-        self.routes[new.name] = new
-        self.changed.add(new.name)
-        if old is not None and old.entry is not None and (
-                new.entry is None or new.entry.path != old.entry.path):
-            self.entries.set(old.entry.path, None)
-        if new.entry is not None:
-            self.entries.set(new.entry.path, (new.name, new.entry))
+    def _put_route(self, name: str, entry: Entry | None, spec: str) -> None:
+        old = self.routes.get(name)
+        self.routes[name] = entry
+        self.specs[name] = spec
+        self.changed.add(name)
+        if old is not None and (entry is None or entry.path != old.path):
+            self.entries.set(old.path, None)
+        if entry is not None:
+            self.entries.set(entry.path, (name, entry))

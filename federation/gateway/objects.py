@@ -33,6 +33,7 @@ from ..errors import InvalidRoute
 from ..model import (
     ANN_HOST,
     ANN_ROUTES,
+    ANN_SPEC,
     ROUTE_HEADER,
     Entry,
     dns_label,
@@ -58,7 +59,6 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "destinationrules": ("networking.istio.io", "v1", "DestinationRule"),
 }
 ISTIO_HOSTNAME = {"group": "networking.istio.io", "kind": "Hostname"}
-ANN_SPEC = "federation.jupyter.org/spec"  # hash of the object as built (see spec_hash)
 MAX_PATH = 1024
 MAX_MATCHES = 64  # per rule
 MAX_HOSTNAMES = 16

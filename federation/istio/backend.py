@@ -16,16 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _json
 from ..errors import Conflict, KubeError, Rejected
 from ..kube import Resource
 from ..mesh import GROUP, KINDS, VERSION, support_objects
-from ..mirror import Mirror, Mutation, RouteEntries
+from ..mirror import Mirror, Mutation
 from ..model import Entry, Rank, loses_to, newest
 from ..placement import Destination
 from ..routespec import RouteKey
 from ..scope import Scope
 from ..seam import Kinds, Pace
+from .check import ROUTE
 from .index import ShardIndex
 from .index import ShardState as HeldShard
 from .layout import LEVELS, ShardKey, locate
@@ -40,36 +40,24 @@ KIND_SET = Kinds(
     resources={plural: Resource(GROUP, VERSION, plural) for plural in KINDS},
     names={kind: plural for plural, kind in KINDS.items()},
     watched=tuple(KINDS),
+    route=ROUTE,
     # Objects per list page: a page of shards is ~4 MB of JSON, of support objects ~0.5 MB.
     pages=((VS, 250),),
 )
 
 
 class IstioBackend:
-    kinds = KIND_SET
-
-    def __init__(self, scope: Scope, entries: RouteEntries, capacity: int) -> None:
+    def __init__(self, scope: Scope, mirror: Mirror, index: ShardIndex, capacity: int) -> None:
+        """With the cluster's mirror (made from :data:`KIND_SET` and ``index``). Rendered
+        rules are kept per configuration, and every shard and root is compared with a new
+        one at the next pass (both told by ``scope.generation``)."""
         self.scope = scope
-        self.index = ShardIndex(scope.instance, entries)
-        self.capacity = capacity
-
-    def bind(self, mirror: Mirror) -> None:
         self.mirror = mirror
-        self.shards = ShardWriters(self.scope, self.index, mirror)
-        self.roots = Roots(self.scope, self.index, mirror, self.shards)
-        self.splits = Splitter(self.scope, self.index, mirror, self.shards, self.roots,
-                               self.capacity)
-        self.rerenderer = Rerenderer(self.scope, self.index, self.shards, self.roots)
-
-    def reconfigured(self) -> None:
-        """Rendered rules are not kept; every shard and root is compared with the new
-        configuration at the next pass."""
-        self.shards.forget_rendered()
-        self.rerenderer.reconfigured()
-
-    @staticmethod
-    def fingerprint(obj: dict[str, Any]) -> bytes:
-        return _json.dumps_sorted(obj.get("spec") or {})
+        self.index = index
+        self.shards = ShardWriters(scope, index, mirror)
+        self.roots = Roots(scope, index, mirror, self.shards)
+        self.splits = Splitter(scope, index, mirror, self.shards, self.roots, capacity)
+        self.rerenderer = Rerenderer(scope, index, self.shards, self.roots)
 
     # -- route entries ----------------------------------------------------------------------
 
@@ -232,11 +220,7 @@ class IstioBackend:
                  len(current), state.name,
                  extra={"cluster": self.scope.name, "object": state.name})
 
-    # -- what it shows, and its end ---------------------------------------------------------
+    # -- what it shows ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any] | None:
         return None  # nothing beyond the watches' health: Istio reports no per-route status
-
-    def objects(self) -> list[tuple[str, str]]:
-        """Its route-holding objects, roots first (no root then names a missing shard)."""
-        return [(VS, n) for n in self.index.roots] + [(VS, n) for n in self.index.shards]

@@ -13,9 +13,6 @@ from .layout import DEFAULT_CAPACITY
 
 
 class IstioBuilders:
-    route_kind = check.ROUTE_KIND
-    claim_role = "root"  # a plain root lists every host the cluster's plain routes answer
-    probe_object = staticmethod(check.probe_object)
     gateway_findings = staticmethod(check.gateway_findings)
 
     @staticmethod

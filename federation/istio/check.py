@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..config import Cluster
 from ..errors import KubeError
 from ..kube import ClusterClient, Resource
-from ..mesh import API_VERSION
-from ..seam import Check
+from ..seam import Check, RouteKind
 
 VIRTUAL_SERVICES = Resource("networking.istio.io", "v1", "virtualservices")
 GATEWAYS = Resource("networking.istio.io", "v1", "gateways")
-ROUTE_KIND = ("VirtualServices", VIRTUAL_SERVICES)
-
-
-def probe_object(meta: dict[str, Any]) -> dict[str, Any]:
-    """A VirtualService that routes nothing: what `check` creates and deletes to test its rights."""
-    return {"apiVersion": API_VERSION, "kind": "VirtualService", "metadata": meta,
-            "spec": {"http": []}}
+# Every VirtualService of ours goes to the index (which keeps shards and roots, and ignores
+# any other); a plain root lists every host the cluster's plain routes answer.
+ROUTE = RouteKind("VirtualServices", VIRTUAL_SERVICES, "VirtualService", claim_role="root",
+                  probe_spec={"http": []})
 
 
 async def gateway_findings(client: ClusterClient, cluster: Cluster) -> list[Check]:

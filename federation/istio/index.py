@@ -14,9 +14,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..mirror import RouteEntries
-from ..model import ANN_HOST, ANN_ROUTES, Entry, decode_entries, newest_copy, role_of
+from ..model import ANN_HOST, ANN_ROUTES, ANN_SPEC, Entry, decode_entries, newest_copy, role_of
 from .layout import ShardKey
-from .objects import ANN_SPEC, VS, is_split_marker, root_delegates, shard_key_of, stored_spec_hash
+from .objects import is_split_marker, root_delegates, shard_key_of, stored_spec_hash
+
+
+class SplitMarker:
+    """The state of a shard that split: no routes of its own; look in its children."""
+
+    def __repr__(self) -> str:
+        return "SPLIT"
+
+
+SPLIT = SplitMarker()
+Shard = dict[str, Entry] | SplitMarker  # a shard's state, as its writer sees it
 
 
 @dataclass
@@ -46,6 +57,9 @@ class ShardIndex:
         self.instance = instance
         self.entries = entries  # path -> (shard name, entry): the route-entry index it keeps
         self.shards: dict[str, ShardState] = {}
+        # Each shard's state as its writer sees it (its entries, or SPLIT): the writer reads
+        # it as data (federation.mirror.View.held).
+        self.states: dict[str, Shard] = {}
         self.roots: dict[str, RootState] = {}
         self.holders: dict[str, dict[str, Entry]] = {}  # path -> shard name -> entry
         # Kept as shards and roots come and go, so that a write never scans them all.
@@ -57,9 +71,6 @@ class ShardIndex:
         self.changed: set[str] = set()
 
     # -- what the mirror's cache asks (federation.mirror.RouteIndex) -------------------------
-
-    def takes(self, plural: str, obj: dict[str, Any]) -> bool:
-        return plural == VS  # shards and roots; any other VirtualService of ours is ignored
 
     def put(self, plural: str, name: str, obj: dict[str, Any],
             decoded: dict[str, Entry] | None) -> bool:
@@ -124,6 +135,7 @@ class ShardIndex:
             self._count(old, -1)
         self._count(new, +1)
         self.shards[new.name] = new
+        self.states[new.name] = SPLIT if new.split else new.entries
         old_entries = old.entries if old is not None else {}
         touched = [p for p in old_entries if p not in new.entries]
         for path in touched:
@@ -141,6 +153,7 @@ class ShardIndex:
 
     def _drop_shard(self, name: str) -> None:
         old = self.shards.pop(name)
+        del self.states[name]
         self._count(old, -1)
         for path in old.entries:
             self._unhold(path, name)

@@ -29,6 +29,7 @@ from ..mesh import API_VERSION, metadata, plural_of, support_objects
 from ..model import (
     ANN_HOST,
     ANN_ROUTES,
+    ANN_SPEC,
     ROUTE_HEADER,
     Entry,
     encode_fragment,
@@ -44,7 +45,6 @@ ANN_SHARD = "federation.jupyter.org/shard"
 ANN_SPLIT = "federation.jupyter.org/split"
 # The hash of a shard's or root's spec as built (see spec_hash): a restart or reload compares
 # it with the spec the current configuration builds, and rewrites only the objects that differ.
-ANN_SPEC = "federation.jupyter.org/spec"
 VS = "virtualservices"
 
 

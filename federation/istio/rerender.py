@@ -38,14 +38,14 @@ class Rerenderer:
         self.index = index
         self.shards = shards
         self.roots = roots
-        self.everything = True  # the next pass looks at every shard and root (a start)
-
-    def reconfigured(self) -> None:
-        self.everything = True
+        # The configuration the last pass over every shard and root compared them with
+        # (None: none yet, a start); a reload moves the scope's generation.
+        self.compared: int | None = None
 
     async def run(self, pace: Pace) -> None:
         """One pass: every shard and root after a start or reload, else those read since."""
-        everything = self.everything
+        generation = self.scope.generation
+        everything = self.compared != generation
         names = list(self.index.shards) + list(self.index.roots) if everything \
             else list(self.index.changed)
         if everything:
@@ -64,7 +64,7 @@ class Rerenderer:
                             exc, extra={"cluster": self.scope.name, "object": name,
                                         "status": exc.status})
         if everything:
-            self.everything = False
+            self.compared = generation
         if rewritten:
             log.info("cluster %s: %d VirtualServices rendered again from the configuration",
                      self.scope.name, rewritten, extra={"cluster": self.scope.name})

@@ -13,11 +13,12 @@ from typing import Any
 
 from ..errors import KubeError
 from ..mirror import Body, Mirror, ObjectWriter, View
+from ..model import ANN_SPEC
 from ..scope import Scope
 from ..seam import Pace
 from .index import ShardIndex
 from .layout import ShardKey
-from .objects import ANN_SPEC, VS, build_root, root_delegates, root_name, roots_for_shard
+from .objects import VS, build_root, root_delegates, root_name, roots_for_shard
 from .shards import ShardWriters
 
 
@@ -48,9 +49,6 @@ class RootView(View[set[str]]):
 
     def build(self, name: str, state: set[str]) -> Body:
         return build_root(self.scope.registry, self.scope.cluster, self.hosts[name], sorted(state))
-
-    def copy(self, state: set[str] | None) -> set[str] | None:
-        return None if state is None else set(state)
 
 
 class Roots:

@@ -17,7 +17,10 @@ from typing import Any
 from ..mirror import Body, Change, Mirror, Mutation, ObjectCache, ObjectWriter, View, settle
 from ..model import Entry, decode_entries
 from ..scope import Scope
+from .index import SPLIT as SPLIT
+from .index import Shard as Shard
 from .index import ShardIndex
+from .index import SplitMarker as SplitMarker
 from .layout import ShardKey
 from .objects import (
     VS,
@@ -32,15 +35,6 @@ from .objects import (
 MEMO_SHARDS = 128  # shards per cluster whose rendered rules are kept
 
 
-class SplitMarker:
-    """The state of a shard that split: no routes of its own; look in its children."""
-
-    def __repr__(self) -> str:
-        return "SPLIT"
-
-
-SPLIT = SplitMarker()
-Shard = dict[str, Entry] | SplitMarker  # a shard's state, as its writer sees it
 ShardState = Shard | None  # None: absent
 
 
@@ -58,10 +52,6 @@ def decode_shard(obj: dict[str, Any]) -> Shard:
     return SPLIT if is_split_marker(obj) else decode_entries(obj)
 
 
-def copy_shard(state: ShardState) -> ShardState:
-    return dict(state) if isinstance(state, dict) else state
-
-
 class Redirect(Exception):  # noqa: N818 - a signal, not a failure
     """The shard may no longer take this change (it split): place it again."""
 
@@ -70,13 +60,11 @@ class ShardWriter(ObjectWriter[Shard]):
     """A shard's writer, which a split of the shard holds (:attr:`lock`): its queued writes
     wait, and the split writes ahead of them (:meth:`submit_held`)."""
 
+    lock: asyncio.Lock
+
     def __init__(self, mirror: Mirror, plural: str, name: str, view: View[Shard]) -> None:
         super().__init__(mirror, plural, name, view)
         self.lock = asyncio.Lock()
-
-    async def write_batch(self, batch: list[Change[Shard]]) -> None:
-        async with self.lock:
-            await self.write(batch)
 
     async def submit_held(self, mutation: Mutation[Shard]) -> None:
         """A write by the holder of :attr:`lock` (a split of this shard), ahead of the changes
@@ -100,16 +88,11 @@ class ShardView(View[Shard]):
                  memo: Callable[[ShardKey], ShardMemo]) -> None:
         self.scope = scope
         self.index = index
+        self.held = index.states  # what the writer reads as cached: data, no call here
         self.cache = cache
         self.memo = memo
         self.keys: dict[str, ShardKey] = {}  # shard name -> its key, for every shard written
         self.created: set[str] = set()  # shards this replica created, until put in their roots
-
-    def cached(self, name: str) -> Shard | None:
-        state = self.index.shards.get(name)
-        if state is None:
-            return None
-        return SPLIT if state.split else state.entries
 
     def decode(self, obj: dict[str, Any]) -> Shard:
         return decode_shard(obj)
@@ -119,9 +102,6 @@ class ShardView(View[Shard]):
         if isinstance(state, SplitMarker):
             return build_split_marker(scope.registry, scope.cluster, key)
         return shard_body(scope.registry, scope.cluster, key, state, self.memo(key))
-
-    def copy(self, state: Shard | None) -> Shard | None:
-        return copy_shard(state)
 
     def remember(self, name: str, state: Shard, rv: str, created: bool) -> bool:
         if isinstance(state, SplitMarker):
@@ -145,6 +125,7 @@ class ShardWriters:
         # Rendered rules of recently written shards (LRU): a hot shard is rendered from kept
         # text, and memory stays bounded whatever the table size.
         self._memos: OrderedDict[ShardKey, ShardMemo] = OrderedDict()
+        self._rendered_at = scope.generation  # the configuration the memos were rendered from
         self.view = ShardView(scope, index, mirror.cache, self.memo)
 
     @property
@@ -152,11 +133,15 @@ class ShardWriters:
         """Shards this replica created, until put in their roots."""
         return self.view.created
 
-    def forget_rendered(self) -> None:
-        self._memos.clear()  # rendered rules depend on the configuration
+    def _memos_now(self) -> OrderedDict[ShardKey, ShardMemo]:
+        """The memos, forgotten when the configuration changed (rendered rules depend on it)."""
+        if self._rendered_at != self.scope.generation:
+            self._memos.clear()
+            self._rendered_at = self.scope.generation
+        return self._memos
 
     def memo(self, key: ShardKey) -> ShardMemo:
-        memo = self._memos.get(key)
+        memo = self._memos_now().get(key)
         if memo is None:
             memo = self._memos[key] = ShardMemo()
             if len(self._memos) > MEMO_SHARDS:
@@ -174,7 +159,7 @@ class ShardWriters:
         """The hash of the shard's spec as the current configuration builds it: from the kept
         rules of a recently written shard, else rendered afresh and not kept (a pass over every
         shard must not push the hot ones out of the memo)."""
-        memo = self._memos.get(key) or ShardMemo()
+        memo = self._memos_now().get(key) or ShardMemo()
         return spec_hash(shard_spec_text(self.scope.registry, self.scope.cluster, entries, memo))
 
     async def rerender(self, key: ShardKey, seen: dict[str, Entry],

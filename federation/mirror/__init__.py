@@ -12,8 +12,9 @@
   clocks too), with the delete guarded by the resourceVersion it was judged at;
 * the cluster's probe state (filled by the federation's probe).
 
-A backend gives it a route index (what its route-holding objects hold) and a fingerprint for
-support objects; the store holds a mirror and a backend side by side.
+A backend gives it its kinds (data) and a route index (what its route-holding objects hold);
+support objects are compared by one :func:`fingerprint`. The factory makes the mirror first
+and hands it to the backend; the store holds the two side by side.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from typing import Any, TypeVar, cast
 from .. import _json
 from ..errors import Conflict, KubeError, NotFound
 from ..kube import ClusterClient, resource_version_of
-from ..seam import Kinds, Pace, RouteIndex
+from ..model import ANN_SPEC
+from ..seam import Kinds, Pace, RouteIndex, RouteKind
 from ._cache import Health, ObjectCache, SupportState, resource_version
 from ._entries import RouteEntries
 from ._watch import OwnWrites, Watcher
 from ._writer import Body, Change, Mutation, ObjectWriter, View, settle
 
-__all__ = ["Health", "Kinds", "Mirror", "ObjectCache", "Pacer", "ProbeState", "RouteEntries",
+__all__ = ["Health", "Kinds", "Mirror", "fingerprint", "ObjectCache", "Pacer", "ProbeState", "RouteEntries",
            "RouteIndex", "SupportState", "View", "resource_version", "serialise", "Body", "Change", "Mutation",
            "ObjectWriter", "settle"]
 
@@ -73,13 +75,13 @@ class ProbeState:
 
 class Mirror:
     def __init__(self, name: str, client: ClusterClient, kinds: Kinds, index: RouteIndex,
-                 fingerprint: Callable[[dict[str, Any]], bytes], selector: str,
-                 watch_timeout: int) -> None:
+                 selector: str, watch_timeout: int) -> None:
         self.name = name
         self.client = client
         self.kinds = kinds
         self.selector = selector
-        self.cache = ObjectCache(index, kinds.resources, kinds.watched, fingerprint)
+        self.cache = ObjectCache(_RouteObjects(kinds.route, index), kinds.resources,
+                                 kinds.watched, fingerprint)
         self.probe = ProbeState()
         self.own = OwnWrites()
         self._watch_timeout = watch_timeout
@@ -187,9 +189,10 @@ class Mirror:
     def _support_writer(self, plural: str, name: str) -> ObjectWriter[Support]:
         return self.writer(plural, name, _SupportView(self.cache, plural))
 
-    async def ensure(self, plural: str, obj: dict[str, Any]) -> None:
+    async def ensure(self, obj: dict[str, Any]) -> None:
         """Create or update an object as built; one the API server holds with the same
         fingerprint (another replica's) is as good."""
+        plural = self.kinds.names[obj["kind"]]
         meta = obj["metadata"]
         if meta.get("namespace") not in (None, self.client.namespace):
             await self._ensure_elsewhere(plural, obj)
@@ -281,6 +284,24 @@ class Mirror:
 
 
 Support = SupportState | dict[str, Any]  # a support object as cached, or as built to write
+
+
+def fingerprint(obj: dict[str, Any]) -> bytes:
+    """What makes two support objects the same, as built or as the API server stores them: the
+    hash of the object as built where it carries one (the API server adds defaults to what it
+    stores: a Gateway API object's), else its spec (Istio's are stored as sent)."""
+    held = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_SPEC)
+    return str(held).encode() if held else _json.dumps_sorted(obj.get("spec") or {})
+
+
+class _RouteObjects:
+    """The backend's index, as the cache asks it: which objects are its (the route kind says,
+    as data), and keep or forget one."""
+
+    def __init__(self, route: RouteKind, index: RouteIndex) -> None:
+        self.takes = route.holds
+        self.put = index.put
+        self.drop = index.drop
 
 
 class _SupportView(View[Support]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..model import Entry
 from ..seam import RouteIndex
@@ -20,7 +20,7 @@ from ..seam import RouteIndex
 class SupportState:
     name: str
     rv: str
-    spec: bytes  # the object's fingerprint (the backend says how): compared, never read
+    spec: bytes  # the object's fingerprint (federation.mirror.fingerprint): compared, never read
 
 
 @dataclass
@@ -50,10 +50,16 @@ def resource_version(obj: dict[str, Any] | None) -> int:
         return 0
 
 
+class CachedIndex(RouteIndex, Protocol):
+    """The backend's index with the rule for which objects are its (the route kind's)."""
+
+    def takes(self, plural: str, obj: dict[str, Any]) -> bool: ...
+
+
 class ObjectCache:
     """Every object of ours in one cluster, as recent as what we have heard of it."""
 
-    def __init__(self, index: RouteIndex, kinds: Iterable[str], watched: Iterable[str],
+    def __init__(self, index: CachedIndex, kinds: Iterable[str], watched: Iterable[str],
                  fingerprint: Callable[[dict[str, Any]], bytes]) -> None:
         self.index = index
         self.support: dict[str, dict[str, SupportState]] = {p: {} for p in kinds}

@@ -1,15 +1,18 @@
 """List-then-watch of one kind into the object cache, through the same access layer as every
-write (:mod:`federation.kube`): resume after a break, relist after 410, and the health of it."""
+write (:mod:`federation.kube`): the one loop of :mod:`federation.listwatch` (resume after a
+break, relist after 410), what it hears applied to the cache, and the health of it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Any
 
-from .. import _json, logs, metrics
-from ..errors import ClusterUnavailable, KubeError, NotFound
+from .. import logs, metrics
+from ..errors import KubeError, NotFound
 from ..kube import ClusterClient, Resource, resource_version_of
+from ..listwatch import ListWatch
 from ._cache import ObjectCache
 
 log = logging.getLogger("federation.mirror")
@@ -36,48 +39,34 @@ class OwnWrites:
         return True
 
 
-class Watcher:
-    """The watch of one kind in one cluster."""
+class Watcher(ListWatch):
+    """The watch of one kind in one cluster, into the object cache."""
 
     def __init__(self, cluster: str, client: ClusterClient, cache: ObjectCache, res: Resource,
                  selector: str, own: OwnWrites, *, optional: bool, page: int | None,
                  timeout: int) -> None:
-        self.cluster = cluster
-        self.client = client
+        super().__init__(cluster, client, res, selector, timeout, page or LIST_PAGE_DEFAULT)
         self.cache = cache
-        self.res = res
-        self.selector = selector
         self.own = own
         self.optional = optional  # a kind a cluster may not serve (its CRD not installed)
-        self.page = page or LIST_PAGE_DEFAULT
-        self.timeout = timeout
+        self._listed: set[str] = set()
 
     @property
     def plural(self) -> str:
         return self.res.plural
 
-    async def run(self) -> None:
-        """List, then watch from the list's version; resume after a break, relist after 410."""
-        rv: str | None = None
-        failures = 0
-        while True:
-            try:
-                if rv is None:
-                    rv = await self._relist()
-                self._state("synced", None)
-                failures = 0
-                rv = await self._follow(rv)
-            except asyncio.CancelledError:
-                raise
-            except KubeError as exc:
-                if exc.status == 410:
-                    rv = None
-                if isinstance(exc, NotFound) and self.optional:
-                    await self._absent()
-                    continue
-                self._restart("error", str(exc))
-                await asyncio.sleep(self.client.backoff.delay(failures, exc))
-                failures += 1
+    # -- the steps of the loop (federation.listwatch) -----------------------------------------
+
+    def on_watching(self) -> None:
+        self._state("synced", None)
+
+    async def failed(self, exc: KubeError, failures: int) -> tuple[bool, float, int]:
+        relist = exc.status == 410
+        if isinstance(exc, NotFound) and self.optional:
+            await self._absent()
+            return relist, 0.0, 0
+        self._restart("error", str(exc))
+        return relist, self.client.backoff.delay(failures, exc), 1
 
     async def _absent(self) -> None:
         """A kind this cluster does not serve: nothing of it to hear about (checked again
@@ -87,52 +76,33 @@ class Watcher:
         health.kind_synced(self.plural)
         await asyncio.sleep(60)
 
-    async def _relist(self) -> str:
-        """List in pages (memory stays flat with the table's size); returns the list's version."""
-        listed: set[str] = set()
-        token: str | None = None
-        list_rv: str | None = None
-        while True:
-            page = await self.client.list(self.res, self.selector, limit=self.page,
-                                          continue_token=token)
-            meta = page.get("metadata") or {}
-            list_rv = list_rv or str(meta["resourceVersion"])
-            items = page.get("items") or []
-            listed.update(i["metadata"]["name"] for i in items)
-            self.cache.apply_page(self.plural, items)
-            token = meta.get("continue")
-            if not token:
-                break
-            await asyncio.sleep(0)  # let requests in between pages
-        self.cache.end_relist(self.plural, listed, int(list_rv))
-        return list_rv
+    def on_relist(self) -> None:
+        self._listed = set()
 
-    async def _follow(self, rv: str) -> str | None:
-        """One watch request; returns where to resume (None: relist)."""
-        async for line in self.client.watch(self.res, self.selector, rv, self.timeout):
-            echoed = resource_version_of(line)
-            if self.own.echoed(echoed):
-                rv = echoed or rv
-                continue
-            try:
-                event = _json.loads(line)
-            except ValueError as exc:
-                raise ClusterUnavailable(f"watch on cluster {self.cluster!r}: malformed event",
-                                         cluster=self.cluster, verb="watch") from exc
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                code = obj.get("code")
-                self._restart("expired" if code == 410 else "error",
-                              f"watch: {obj.get('message', code)}")
-                return None
-            new_rv = (obj.get("metadata") or {}).get("resourceVersion")
-            if new_rv:
-                rv = str(new_rv)
-            if kind != "BOOKMARK":
-                self.cache.apply(self.plural, str(kind), obj)
-                self.cache.health.last_event = time.time()
+    def on_page(self, items: list[dict[str, Any]]) -> None:
+        self._listed.update(i["metadata"]["name"] for i in items)
+        self.cache.apply_page(self.plural, items)
+
+    def on_listed(self, list_rv: str) -> None:
+        self.cache.end_relist(self.plural, self._listed, int(list_rv))
+        self._listed = set()
+
+    def skip(self, line: str) -> str | None:
+        echoed = resource_version_of(line)  # our own write's echo: the cache holds it
+        return echoed if self.own.echoed(echoed) else None
+
+    def on_error_event(self, obj: dict[str, Any]) -> None:
+        code = obj.get("code")
+        self._restart("expired" if code == 410 else "error", f"watch: {obj.get('message', code)}")
+
+    def on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.cache.apply(self.plural, kind, obj)
+        self.cache.health.last_event = time.time()
+
+    def on_closed(self) -> None:
         metrics.WATCH_RESTARTS.labels(self.cluster, self.plural, "closed").inc()
-        return rv
+
+    # -- health -------------------------------------------------------------------------------
 
     def _state(self, state: str, error: str | None) -> None:
         health = self.cache.health

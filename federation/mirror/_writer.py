@@ -19,9 +19,9 @@ that raises fails its own caller only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ..errors import Conflict, NotFound
 
@@ -42,9 +42,12 @@ class View(Generic[S]):
     decodes to that state, and how a state is built into an object. The mirror sets the
     resourceVersion and serialises."""
 
+    # The states the cache holds, by name, where a view keeps them as data (its cached()).
+    held: Mapping[str, S | None] = {}
+
     def cached(self, name: str) -> S | None:
         """The state the cache holds (None: not held; the mirror knows its resourceVersion)."""
-        raise NotImplementedError
+        return self.held.get(name)
 
     def decode(self, obj: dict[str, Any]) -> S | None:
         """The state of an object read from the API server (None: nothing this view reads
@@ -54,10 +57,6 @@ class View(Generic[S]):
     def build(self, name: str, state: S) -> Body:
         """The object to send for a state."""
         raise NotImplementedError
-
-    def copy(self, state: S | None) -> S | None:
-        """A copy mutations may change in place (states that are not immutable)."""
-        return state
 
     def remember(self, name: str, state: S, rv: str, created: bool) -> bool:
         """Keep a written state known by its new resourceVersion alone (True), without
@@ -71,8 +70,20 @@ class Change(Generic[S]):
     future: asyncio.Future[None]
 
 
+def copy_state(state: S | None) -> S | None:
+    """A copy mutations may change in place: a dict or set state is copied (one level deep);
+    every other state is immutable."""
+    if isinstance(state, dict):
+        return cast(S, dict(state))  # a subclass (a shard's Rerender) becomes a plain dict
+    if isinstance(state, set):
+        return cast(S, set(state))
+    return state
+
+
 class ObjectWriter(Generic[S]):
-    """Serialises and batches the changes to one object, through its kind's view."""
+    """Serialises and batches the changes to one object, through its kind's view. Its owner
+    may give it a :attr:`lock` to hold it: its batches wait while the lock is held (an Istio
+    shard's split writes ahead of them, :mod:`federation.istio.shards`)."""
 
     def __init__(self, mirror: Mirror, plural: str, name: str, view: View[S]) -> None:
         self.mirror = mirror
@@ -81,6 +92,7 @@ class ObjectWriter(Generic[S]):
         self.view = view
         self.pending: list[Change[S]] = []
         self.running = False
+        self.lock: asyncio.Lock | None = None
 
     async def submit(self, mutation: Mutation[S]) -> None:
         loop = asyncio.get_running_loop()
@@ -107,8 +119,12 @@ class ObjectWriter(Generic[S]):
             self.running = False
 
     async def write_batch(self, batch: list[Change[S]]) -> None:
-        """One write of a batch of queued changes (a subclass may hold something around it)."""
-        await self.write(batch)
+        """One write of a batch of queued changes, once the writer's lock (if any) is free."""
+        if self.lock is None:
+            await self.write(batch)
+            return
+        async with self.lock:
+            await self.write(batch)
 
     def _apply(self, state: S | None, batch: list[Change[S]]) -> tuple[S | None, list[Change[S]]]:
         """Apply every change that takes; a change that raises is settled with its error."""
@@ -127,11 +143,12 @@ class ObjectWriter(Generic[S]):
     async def write(self, batch: list[Change[S]]) -> None:
         """The optimistic loop: apply, send, and on a conflict re-read and apply again."""
         view, mirror = self.view, self.mirror
-        state: S | None = view.cached(self.name)
         rv = mirror.cache.version(self.plural, self.name)
+        # An object the cache does not hold has no state to read: it is created.
+        state: S | None = None if rv is None else view.cached(self.name)
         for _ in range(MAX_CONFLICT_RETRIES):
-            before = view.copy(state)
-            after, batch = self._apply(view.copy(state), batch)
+            before = copy_state(state)
+            after, batch = self._apply(copy_state(state), batch)
             if not batch or after == before:
                 return  # nothing to change: no write at all
             try:

@@ -220,7 +220,7 @@ def test_a_newer_write_of_a_route_wins_across_replicas(tmp_path: Path, gw_cluste
         stored = routes_in(gw_clusters, "hub")["/user/alice"]
         assert stored.target == newer["target"]
         late = Entry("/user/alice", "http://10.9.9.9:8888", "hub", {}, "2000-01-01T00:00:00.000Z")
-        one.run(one.federation.stores["hub"].put_entry(late))
+        one.run(one.federation.stores["hub"].backend.put(late))
         assert routes_in(gw_clusters, "hub")["/user/alice"] == stored
         wait_for(lambda: all(a.get("/api/routes/user/alice").json()["target"] == newer["target"]
                              for a in (api1, api2)), "both replicas to list the newer write", 10)

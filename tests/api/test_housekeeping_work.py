@@ -4,7 +4,6 @@ the Gateway API backend compares with the configuration only the HTTPRoutes kept
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from federation import store as store_module
 from federation.gateway import backend as gateway_backend
+from federation.testing.harness import wait_for
 
 from ..conftest import CONTEXTS
 from .test_gateway_backend import ALL_GATEWAY, client, gw_clusters, service_on, write_config
@@ -41,10 +41,7 @@ def add_routes(api: httpx.Client, count: int, first: int = 0) -> None:
 
 
 def wait_until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+    wait_for(check, "the housekeeping's work", timeout)
 
 
 def test_a_pass_with_nothing_changed_is_skipped_until_the_full_pass(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import yaml
 
 from federation.model import route_id
 from federation.testing import EmulatedClusters
-from federation.testing.harness import ServiceThread, write_clusters_yaml
+from federation.testing.harness import ServiceThread, wait_for, write_clusters_yaml
 from federation.testing.kubeapi.rbac import rules_for
 from federation.testing.mcks import (
     SERVICE_USER,
@@ -158,11 +157,9 @@ def delete_by_hand(stack: Stack, cluster: str, path: str) -> None:
         http.delete(path).raise_for_status()
     kind = path.rsplit("/", 2)[-2]
     name = path.rsplit("/", 1)[-1]
-    deadline = time.monotonic() + 10
-    while any(o["metadata"]["name"] == name
-              for o in server.objects("", "v1", kind, USER_NAMESPACE)):
-        assert time.monotonic() < deadline, f"{path} still there"
-        time.sleep(0.05)
+    wait_for(lambda: not any(o["metadata"]["name"] == name
+                             for o in server.objects("", "v1", kind, USER_NAMESPACE)),
+             f"{path} gone", timeout=10)
 
 
 def path_of(user: str, server: str) -> str:

@@ -15,6 +15,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from federation.testing import EmulatedClusters, KubeAPIServer, write_kubeconfig
+from federation.testing.harness import wait_for
 
 G, V, P = "networking.istio.io", "v1", "virtualservices"
 NS = "jupyterhub"
@@ -441,9 +442,7 @@ def test_break_watches_ends_streams_abruptly(api: Any, server: KubeAPIServer) ->
 
     thread = threading.Thread(target=consume)
     thread.start()
-    deadline = time.monotonic() + 2
-    while server.open_watches == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: server.open_watches, "a watch to open", timeout=2)
     assert server.open_watches == 1
     started = time.monotonic()
     server.break_watches()
@@ -590,9 +589,7 @@ def test_stop_is_prompt_with_open_watch(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 2
-    while server.open_watches == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: server.open_watches, "a watch to open", timeout=2)
     started = time.monotonic()
     server.stop()
     thread.join(timeout=2)

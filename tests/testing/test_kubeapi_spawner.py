@@ -3,7 +3,6 @@ the stand-in kubelet, Service defaults, and per-token access records and RBAC ru
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 import yaml
 
+from federation.testing.harness import wait_for
 from federation.testing.kubeapi import KubeAPIServer
 from federation.testing.kubeapi.patch import _PatchError
 from federation.testing.kubeapi.rbac import rules_for
@@ -40,11 +40,7 @@ def pod(name: str = "jupyter-alice", **spec: Any) -> dict[str, Any]:
 
 
 def eventually(predicate: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
+    return wait_for(predicate, "the spawner's objects", timeout)
 
 
 # -- strategic merge patches --------------------------------------------------------------
