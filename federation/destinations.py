@@ -467,10 +467,11 @@ class DestinationChecks:
                         extra={"cluster": cluster, "namespaces": beyond})
         for ns, error in report.errors.items():
             if error != BEYOND and logged.get(ns) != error:
+                fix = ("grant get, list and watch on services there (docs/operations.md)"
+                       if "403" in error else "the cluster's API server keeps failing")
                 log.warning("cluster %s: cannot read the Services in namespace %s (%s): the "
-                            "destinations of routes there are unknown; grant get, list and "
-                            "watch on services there (docs/operations.md)", cluster, ns, error,
-                            extra={"cluster": cluster, "namespace": ns, "error": error})
+                            "destinations of routes there are unknown; %s", cluster, ns, error,
+                            fix, extra={"cluster": cluster, "namespace": ns, "error": error})
         self._unread[cluster] = dict(report.errors)
 
     def forget(self, cluster: str) -> None:

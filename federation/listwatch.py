@@ -10,11 +10,14 @@ a list, an event and a failure mean: the mirror's watch of each kind it keeps
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from . import _json
 from .errors import ClusterUnavailable, KubeError
 from .kube import ClusterClient, Resource
+
+log = logging.getLogger("federation.listwatch")
 
 
 class ListWatch:
@@ -51,6 +54,27 @@ class ListWatch:
                 rv = None if relist else rv
                 await asyncio.sleep(wait)
                 failures += counted
+            except Exception as exc:  # noqa: BLE001 - a dead watch would leave its cache stale for good
+                # Not the API server's doing (an object or event we could not read, a bug): the
+                # cache may have taken half of it, so list again, paced as any failure.
+                self._crashed(exc, failures)
+                wrapped = ClusterUnavailable(
+                    f"watch of {self.res.plural} on cluster {self.cluster!r}: "
+                    f"{type(exc).__name__}: {exc}", cluster=self.cluster, verb="watch")
+                wrapped.__cause__ = exc
+                _, wait, counted = await self.failed(wrapped, failures)
+                rv = None
+                await asyncio.sleep(wait)
+                failures += counted
+
+    def _crashed(self, exc: Exception, failures: int) -> None:
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        # The first of a run with its traceback; the repeats only at debug level.
+        log.log(logging.ERROR if failures == 0 else logging.DEBUG,
+                "cluster %s: the watch of %s%s failed (%s: %s); listing again", self.cluster,
+                self.res.plural, where, type(exc).__name__, exc, exc_info=failures == 0,
+                extra={"cluster": self.cluster, "kind": self.res.plural,
+                       "event": "watch-crashed"})
 
     async def _relist(self) -> str:
         """List in pages (memory stays flat with the table's size); returns the list's version."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,9 @@ PAGE = 500  # Services per list request
 MAX_NAMESPACES = 64  # namespaces watched per cluster; routes beyond them stay "unknown"
 FORBIDDEN_RETRY = 600.0  # s between tries of a namespace the service may not read
 ABSENT_RETRY = 60.0  # s between lists of a namespace the API server says does not exist
+# s a namespace's reads may keep failing (5xx, unreachable) before its routes are "unknown"
+# rather than judged by its last list: a restart of the API server is shorter than this.
+STALE_AFTER = 60.0
 FIRST_READ_WAIT = 10.0  # s a pass waits for a newly needed namespace's first list
 BEYOND = f"more than {MAX_NAMESPACES} namespaces to read in one cluster"  # why not read
 
@@ -74,6 +78,7 @@ class NamespaceServices(ListWatch):
         self.changed: set[str] | None = None
         self.parsed = 0  # Services parsed, from lists and events: what the cache costs
         self.first_read = asyncio.Event()  # the first list is in (or was refused)
+        self._failing_since: float | None = None  # when the current run of failures began
 
     def view(self) -> tuple[Served | None, str | None]:
         """(what the namespace serves, None when unknown; why it is unknown, if known)."""
@@ -85,7 +90,24 @@ class NamespaceServices(ListWatch):
         await super().run()
 
     async def failed(self, exc: KubeError, failures: int) -> tuple[bool, float, int]:
-        return exc.status in (403, 404, 410), self._after_failure(exc, failures), 1
+        relist = exc.status in (403, 404, 410)
+        wait = self._after_failure(exc, failures)
+        return relist or self._stale(exc), wait, 1
+
+    def _stale(self, exc: KubeError) -> bool:
+        """Whether reads have failed for :data:`STALE_AFTER`: the namespace is then unknown
+        (a list must bring it back), not judged by a list nothing keeps fresh."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < STALE_AFTER or self._served is None:
+            return False
+        self._set(None, f"no read has succeeded for {now - self._failing_since:.0f} s: "
+                        f"{first_line(exc)}")
+        return True
+
+    def _succeeded(self) -> None:
+        self._failing_since = None
 
     def _after_failure(self, exc: KubeError, failures: int) -> float:
         """Record what a failure means for the checks; the seconds to wait before trying
@@ -127,10 +149,15 @@ class NamespaceServices(ListWatch):
 
     def on_listed(self, list_rv: str) -> None:
         """Every Service of the namespace: the new truth once whole."""
+        self._succeeded()
         served, self._listing = self._listing, {}
         self._set(served, None)
 
+    def on_closed(self) -> None:
+        self._succeeded()  # a watch that ran to its timeout: the API server answers
+
     def on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self._succeeded()
         self.parsed += 1
         self._apply(kind, obj)
 

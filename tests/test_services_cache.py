@@ -216,3 +216,28 @@ def test_refused_services_watches_leave_the_circuit_and_housekeeping_alone(
         await client.close_side_pool("probe")
 
     run(server, tmp_path, body)
+
+
+def test_a_namespace_whose_reads_keep_failing_turns_unknown_and_comes_back(
+        server: KubeAPIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch that cannot reconnect keeps nothing fresh: after STALE_AFTER of failures the
+    namespace is unknown (not judged by its last list), and the next list brings it back."""
+    monkeypatch.setattr(services_cache, "STALE_AFTER", 0.5)
+    create(server, "jupyter-alice", 8888)
+
+    async def body(services: ClusterServices) -> None:
+        await services.want({USER_NAMESPACE})
+        await until(lambda: server.open_watches == 1, "the watch")
+        assert services.view(USER_NAMESPACE) == ({"jupyter-alice": frozenset({8888})}, None)
+        server.inject_errors(1_000_000, 503, verbs=["list", "watch"])
+        server.break_watches()
+        await until(lambda: services.view(USER_NAMESPACE)[0] is None,
+                    "the namespace unknown after its reads kept failing")
+        error = services.view(USER_NAMESPACE)[1]
+        assert error is not None and "no read has succeeded" in error and "503" in error
+        server.clear_errors()
+        await until(lambda: services.view(USER_NAMESPACE)[0] is not None,
+                    "the namespace read again once the API server answers")
+        assert services.view(USER_NAMESPACE) == ({"jupyter-alice": frozenset({8888})}, None)
+
+    run(server, tmp_path, body)
