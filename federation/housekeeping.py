@@ -51,11 +51,12 @@ _quiet: weakref.WeakKeyDictionary[Federation, _Quiet] = weakref.WeakKeyDictionar
 
 
 def _marks(fed: Federation) -> tuple[object, ...]:
-    """Changes heard from every cluster, failed calls, and the configuration (the object
-    itself, held: a reload makes a new one): the table and the edge rules cannot have changed
-    while these did not."""
+    """Changes heard from every cluster, failed calls, whether each cluster's cache is synced
+    (a pass while one was not skipped work there), and the configuration (the object itself,
+    held: a reload makes a new one): the table and the edge rules cannot have changed while
+    these did not."""
     return (fed.registry,) + tuple(
-        (name, s.mirror.cache.changes, s.client.failed_calls, fed.may_write(name))
+        (name, s.mirror.cache.changes, s.client.failed_calls, fed.may_write(name), s.synced)
         for name, s in fed.stores.items())
 
 

@@ -4,6 +4,7 @@ housekeeping pass rewrites them, and later passes write nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 from collections.abc import Iterator
@@ -16,10 +17,16 @@ import pytest
 
 from federation.config import parse_registry
 from federation.istio import shards as shards_module
+from federation.istio.index import ShardIndex, ShardState
 from federation.istio.layout import ShardKey
 from federation.istio.objects import ANN_SPEC, build_root, build_shard, stored_spec_hash
+from federation.istio.rerender import Rerenderer
+from federation.mirror import RouteEntries
 from federation.model import Entry
+from federation.scope import Scope
+from federation.table import RouteTable
 from federation.testing.harness import ServiceThread, wait_for, write_clusters_yaml
+from federation.testing.kubeapi import write_kubeconfig
 
 from .api.test_housekeeping_work import Counted
 from .conftest import (
@@ -216,3 +223,48 @@ def test_two_replicas_whose_configurations_differ_do_not_rewrite_each_other(
             svc.run(svc.federation.reconcile())
         assert virtual_services(clusters) == before, "the replicas rewrote each other"
         assert destination(clusters) == "jupyter-alice.jupyter-users.svc.cluster.local"
+
+
+def test_a_shard_held_back_for_a_claim_is_rendered_again_when_the_claim_returns(
+        tmp_path: Path) -> None:
+    """An edge rule to a cluster whose host claims this hub does not hold is not re-pointed
+    (another hub's users answer there); once the claim is back, the next pass (not only the
+    full one after a start or reload) renders the shard again."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {
+        context: ("https://127.0.0.1:1", "unused", "jupyterhub") for context in CONTEXTS.values()})
+    registry = parse_registry(base_config(str(kubeconfig)))
+    held = {"east": False}
+    scope = Scope(registry, registry.clusters["hub"], claimed=lambda name: held.get(name, True))
+    index = ShardIndex(registry.instance, RouteEntries("hub", RouteTable()))
+    key = ShardKey("", 2, 0, 1)
+    edge = Entry("/user/alice", "https://east.hub.example.org", "east", {}, "2026-01-01T00:00:00Z",
+                 edge=True)
+    index.put_written(key.name(registry.instance), key, {edge.path: edge}, 100, "old-hash")
+
+    class Shards:
+        rendered: list[ShardKey] = []
+
+        def spec_hash_now(self, key: ShardKey, entries: dict[str, Entry]) -> str:
+            return "new-hash"
+
+        async def rerender(self, key: ShardKey, entries: dict[str, Entry], still: Any) -> None:
+            self.rendered.append(key)
+            state = index.shards[key.name(registry.instance)]
+            index.shards[state.name] = ShardState(state.name, key, False, state.entries,
+                                                  state.size, "new-hash")
+
+    shards = Shards()
+    rerenderer = Rerenderer(scope, index, shards, None)  # type: ignore[arg-type]
+
+    async def no_pause() -> None:
+        return None
+
+    asyncio.run(rerenderer.run(no_pause))  # the full pass after a start: held back
+    assert shards.rendered == []
+    asyncio.run(rerenderer.run(no_pause))  # an idle pass: still held back
+    assert shards.rendered == []
+    held["east"] = True
+    asyncio.run(rerenderer.run(no_pause))  # the claim is back: rendered again
+    assert shards.rendered == [key]
+    asyncio.run(rerenderer.run(no_pause))  # and current since
+    assert shards.rendered == [key]

@@ -74,7 +74,11 @@ class Rerenderer:
         if state is None or not state.entries or state.key.legacy \
                 or not self.index.live(state):
             return False  # markers hold no rules; legacy shards' routes move; splits finish
-        if self._shard_current(state) or self._holds_unclaimed_edge(state):
+        if self._holds_unclaimed_edge(state):
+            # Looked at again every pass, so the claim's return re-points it.
+            self.index.changed.add(name)
+            return False
+        if self._shard_current(state):
             return False
         stale = state.spec
 

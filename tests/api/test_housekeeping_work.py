@@ -159,3 +159,31 @@ def test_support_objects_are_built_once_per_destination(tmp_path: Path,
         svc.run(svc.federation.reconcile())
         assert "/user/zoe" not in hub._support_memo
         assert hub.support_for(hideki) is objects  # still needed: kept
+
+
+def test_a_pass_made_before_the_home_cluster_synced_does_not_count_as_settled(
+        tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge rules are repaired only once the home cluster's cache has synced; a pass made before
+    that (a start) must not mark the table as settled, or the next passes skip the repair until
+    the periodic full pass although nothing was looked at."""
+    from federation import housekeeping
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with service_on(config) as svc:
+        svc.run(svc.federation.reconcile())  # settled
+        visits = 0
+        repair = housekeeping._repair_edges
+
+        async def counted(*args: Any) -> None:
+            nonlocal visits
+            visits += 1
+            await repair(*args)
+
+        monkeypatch.setattr(housekeeping, "_repair_edges", counted)
+        health = svc.federation.stores["hub"].mirror.health
+        health.ever_synced = False  # as at a start, before the first list is in
+        svc.run(svc.federation.reconcile())
+        assert visits == 1  # the state changed since the settled pass: looked (and skipped)
+        health.ever_synced = True  # the list is in; nothing else changed
+        svc.run(svc.federation.reconcile())
+        assert visits == 2
