@@ -23,7 +23,7 @@ DEFAULTS = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
 VALUES_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 
 FULLNAME = f"{RELEASE}-federation-proxy"
-SHARED = f"{FULLNAME}-{NAMESPACE}"  # objects outside the release's namespace, cluster-wide ones
+OUTSIDE_PREFIX = f"{FULLNAME}-{NAMESPACE}"  # objects outside the release's namespace, cluster-wide ones
 SELECTOR = {"app.kubernetes.io/name": "federation-proxy", "app.kubernetes.io/instance": RELEASE}
 ISTIO_WRITE_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 EXPECTED_RULES = [
@@ -146,7 +146,7 @@ def test_default_objects(render) -> None:
     )
     for doc in rendered.docs:
         meta = doc["metadata"]
-        claims = meta["name"] == f"{SHARED}-host-claims"
+        claims = meta["name"] == f"{OUTSIDE_PREFIX}-host-claims"
         assert meta["namespace"] == ("istio-system" if claims else NAMESPACE), doc["kind"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "federation-proxy"
@@ -637,15 +637,15 @@ def test_service_namespaces_rbac(render) -> None:
     rendered = render(values={"rbac": {"serviceNamespaces": ["jupyter-users", NAMESPACE]}})
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in rendered.all("Role")
              if r["metadata"]["name"].endswith("-services")}
-    assert set(roles) == {(NAMESPACE, f"{SHARED}-services"),
-                          ("jupyter-users", f"{SHARED}-services")}
+    assert set(roles) == {(NAMESPACE, f"{OUTSIDE_PREFIX}-services"),
+                          ("jupyter-users", f"{OUTSIDE_PREFIX}-services")}
     for role in roles.values():
         assert role["rules"] == [{"apiGroups": [""], "resources": ["services"],
                                   "verbs": ["get", "list", "watch"]}]
     bindings = {(b["metadata"]["namespace"], b["metadata"]["name"]): b
                 for b in rendered.all("RoleBinding")}
     for key in roles:
-        assert bindings[key]["roleRef"]["name"] == f"{SHARED}-services"
+        assert bindings[key]["roleRef"]["name"] == f"{OUTSIDE_PREFIX}-services"
         assert bindings[key]["subjects"] == [
             {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     off = render(values={"rbac": {"create": False, "serviceNamespaces": ["jupyter-users"]}})
@@ -675,7 +675,7 @@ def test_gateway_namespaces_rbac(render) -> None:
     # The release namespace is already covered by the main Role; rbac off drops them all.
     same_ns = render(values={"rbac": {"gatewayNamespaces": [NAMESPACE]}})
     assert sorted(r["metadata"]["name"] for r in same_ns.all("Role")) == [
-        FULLNAME, f"{SHARED}-host-claims", f"{SHARED}-services"]
+        FULLNAME, f"{OUTSIDE_PREFIX}-host-claims", f"{OUTSIDE_PREFIX}-services"]
     off = render(values={"rbac": {"create": False, "gatewayNamespaces": ["istio-system"]}})
     assert not off.has("Role") and not off.has("RoleBinding")
 
@@ -866,12 +866,12 @@ def test_host_claims_rbac_in_the_claim_namespace(render, home: dict[str, Any],
                                                       "hosts": ["hub.example.org"]},
                          "clusters": [{"name": "hub", "inCluster": True, **home}]}}
     rendered = render(values=values)
-    role = rendered.one("Role", f"{SHARED}-host-claims")
+    role = rendered.one("Role", f"{OUTSIDE_PREFIX}-host-claims")
     assert role["metadata"]["namespace"] == namespace
     assert role["rules"] == LEASE_RULES
-    binding = rendered.one("RoleBinding", f"{SHARED}-host-claims")
+    binding = rendered.one("RoleBinding", f"{OUTSIDE_PREFIX}-host-claims")
     assert binding["metadata"]["namespace"] == namespace
-    assert binding["roleRef"]["name"] == f"{SHARED}-host-claims"
+    assert binding["roleRef"]["name"] == f"{OUTSIDE_PREFIX}-host-claims"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     from federation.config import parse_registry

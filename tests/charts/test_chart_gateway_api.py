@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .test_chart import EXPECTED_RULES, FULLNAME, SHARED, assert_no_wildcards
+from .test_chart import EXPECTED_RULES, FULLNAME, OUTSIDE_PREFIX, assert_no_wildcards
 
 GATEWAY_WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
@@ -32,13 +32,13 @@ def test_gateway_api_kinds_are_granted_when_a_cluster_uses_them(render, where: s
         (("",), ("services",)): GATEWAY_WRITE,
         (("discovery.k8s.io",), ("endpointslices",)): GATEWAY_WRITE,
     }
-    cluster_role = rendered.one("ClusterRole", f"{SHARED}-gateway-api")
+    cluster_role = rendered.one("ClusterRole", f"{OUTSIDE_PREFIX}-gateway-api")
     assert [(r["resources"], r["verbs"]) for r in cluster_role["rules"]] == [
         (["referencegrants"], ["create"]), (["gateways"], ["get", "list"]),
         (["namespaces"], ["get"])]
     assert_no_wildcards(rules + cluster_role["rules"])
-    binding = rendered.one("ClusterRoleBinding", f"{SHARED}-gateway-api")
-    assert binding["roleRef"]["name"] == f"{SHARED}-gateway-api"
+    binding = rendered.one("ClusterRoleBinding", f"{OUTSIDE_PREFIX}-gateway-api")
+    assert binding["roleRef"]["name"] == f"{OUTSIDE_PREFIX}-gateway-api"
 
 
 def test_istio_only_setups_get_no_gateway_api_rights(render) -> None:
