@@ -168,7 +168,10 @@ class ClusterStore:
         for _, entry in list(self.entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
             objs = self.support_for(entry)
-            memo[entry.path] = (entry, objs)
+            # The pair support_for keeps, not a new one: unchanged, it is long lived, frozen
+            # out of the collector's walk (heap.py), and a copy would be walked until the next
+            # freeze by every full collection.
+            memo[entry.path] = self._support_memo.get(entry.path) or (entry, objs)
             if id(objs) not in taken:
                 taken.add(id(objs))
                 wanted += objs
