@@ -163,7 +163,9 @@ class ClusterStore:
         the memos anew and then walked every entry's objects again held the loop for 100 ms
         and more at a time (an idle /healthz waited behind it)."""
         wanted: list[dict[str, Any]] = []
-        taken: set[int] = set()  # lists are shared per destination: ids of those taken
+        # Lists are shared per destination: those taken, by id (held, so that no id is
+        # reused by a list made meanwhile, whose objects would be left out).
+        taken: dict[int, list[dict[str, Any]]] = {}
         memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
         for _, entry in list(self.entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
@@ -173,7 +175,7 @@ class ClusterStore:
             # freeze by every full collection.
             memo[entry.path] = self._support_memo.get(entry.path) or (entry, objs)
             if id(objs) not in taken:
-                taken.add(id(objs))
+                taken[id(objs)] = objs
                 wanted += objs
         # Written meanwhile: a memo entry missed here is built again when asked for.
         self._support_memo = memo
