@@ -333,10 +333,10 @@ class DestinationChecks:
         self._unread: dict[str, dict[str, str]] = {}  # cluster -> namespace -> error logged
         self._held_back: set[str] = set()  # clusters with route warnings left for a later pass
         # Per held-back cluster: the states judged (the report's, unchanged while nothing
-        # changed) and the problems not warned about yet, in order: a pass with the same
-        # states warns the next of them without scanning every problem again.
-        self._due: dict[str, tuple[dict[str, tuple[str, Expected]],
-                                   list[tuple[str, str, Expected]]]] = {}
+        # changed) and the routes not warned about yet, in order: a pass with the same
+        # states warns the next of them without scanning every problem again. Paths only:
+        # strings are not walked by the cycle collector, tuples would be.
+        self._due: dict[str, tuple[dict[str, tuple[str, Expected]], list[str]]] = {}
         self._memos: dict[str, tuple[Cluster, Registry, Memo]] = {}
         # Each cluster's expected Services, and the route-index version they were taken at.
         self._expected: dict[str, tuple[int, Memo, Expectations]] = {}
@@ -444,13 +444,13 @@ class DestinationChecks:
             return
         warned = self._warned.get(cluster, {})
         now_bad: dict[str, tuple[str, Expected]] = {}
-        later: list[tuple[str, str, Expected]] = []  # not marked as warned: a later pass
+        later: list[str] = []  # not marked as warned: warned in a later pass
         fresh = 0  # routes warned about for the first time in this pass
         for path, state, exp in report.problems():
             if warned.get(path) != (state, exp):
                 if path not in warned:
                     if fresh >= WARNINGS_PER_PASS:
-                        later.append((path, state, exp))
+                        later.append(path)
                         continue
                     fresh += 1
                 _warn_route(cluster, path, state, exp)
@@ -465,16 +465,15 @@ class DestinationChecks:
         self._warned[cluster] = {
             **{p: v for p, v in warned.items() if _state_of(report, p) == "unknown"}, **now_bad}
 
-    def _warn_due(self, cluster: str, report: Report,
-                  due: list[tuple[str, str, Expected]]) -> None:
+    def _warn_due(self, cluster: str, report: Report, due: list[str]) -> None:
         warned = self._warned.setdefault(cluster, {})
-        for path, state, exp in due[:WARNINGS_PER_PASS]:
+        for path in due[:WARNINGS_PER_PASS]:
+            state, exp = report.states[path]
             _warn_route(cluster, path, state, exp)
             warned[path] = (state, exp)
         self._hold_back(cluster, report, due[WARNINGS_PER_PASS:])
 
-    def _hold_back(self, cluster: str, report: Report,
-                   later: list[tuple[str, str, Expected]]) -> None:
+    def _hold_back(self, cluster: str, report: Report, later: list[str]) -> None:
         self._held_back.discard(cluster)
         if later:
             self._held_back.add(cluster)  # due in the next pass, changed or not
