@@ -160,7 +160,7 @@ def serve(config: str, port: int, frames: int) -> None:
 
     if frames:
         tracemalloc.start(frames)
-    settings = load_settings(config, False)
+    settings = load_settings(config)
     logs.setup_logging("warning", settings.log_format)
     app = create_app(settings, registry=load_registry(settings.config))
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from .clusters import World, routes
+from .clusters import World, routes, settle_harness
 from .config import Plan, ScalePoint
 from .measure import api_client, concurrent, sequential, table_reads
 from .results import ScaleResult, Series
@@ -84,6 +84,7 @@ def _grow(runner: Runner, world: World, svc: ServiceProcess, client: httpx.Clien
         timed = concurrent(svc.url, "POST", routes(first, count, world.names),
                            plan.grow_clients)
         runner.check_statuses(timed, f"grown {size:,}: POST", 201)
+        settle_harness()  # else its pauses grow with the table and stall the growth
     sample = routes(bulk, size - bulk, world.names)
     cpu0 = svc.cpu_seconds()
     timed = concurrent(svc.url, "POST", sample, plan.grow_clients)

@@ -30,7 +30,9 @@ namespace, the event loop's CPU): at 50,000 routes and 50,000 Services an idle p
 0.1 ms and no request (a paged list every pass: 40 list requests, 20,000 Services parsed,
 ~360 ms, and every route "unknown" past 20,000 Services); a pass after one route changed costs
 30-45 ms (the expected Services walked again through the memo, the report copied). While more
-than WARNINGS_PER_PASS routes wait for their warning, each pass scans the problems once.
+than WARNINGS_PER_PASS routes wait for their warning, a pass that judged nothing anew warns the
+next of them from a list kept by the pass that held them back, without scanning every problem
+(sorting them took most of an idle replica's CPU at 50,000 routes, half of them missing).
 """
 
 from __future__ import annotations
@@ -238,6 +240,12 @@ def _state_of(report: Report, path: str) -> str:
     return "" if held is None else held[0]
 
 
+def _warn_route(cluster: str, path: str, state: str, exp: Expected) -> None:
+    log.warning("cluster %s: route %s goes to Service %s, which %s", cluster, path, exp,
+                "does not exist" if state == "missing" else "serves other ports",
+                extra=_fields(cluster, path, state, exp))
+
+
 def _fields(cluster: str, path: str, state: str, exp: Expected) -> dict[str, Any]:
     """A route's log fields: cluster, route, state and the Service it expects."""
     return {"cluster": cluster, "route": path, "state": state,
@@ -324,6 +332,11 @@ class DestinationChecks:
         self._warned: dict[str, dict[str, tuple[str, Expected]]] = {}  # cluster -> path -> state
         self._unread: dict[str, dict[str, str]] = {}  # cluster -> namespace -> error logged
         self._held_back: set[str] = set()  # clusters with route warnings left for a later pass
+        # Per held-back cluster: the states judged (the report's, unchanged while nothing
+        # changed) and the routes not warned about yet, in order: a pass with the same
+        # states warns the next of them without scanning every problem again. Paths only:
+        # strings are not walked by the cycle collector, tuples would be.
+        self._due: dict[str, tuple[dict[str, tuple[str, Expected]], list[str]]] = {}
         self._memos: dict[str, tuple[Cluster, Registry, Memo]] = {}
         # Each cluster's expected Services, and the route-index version they were taken at.
         self._expected: dict[str, tuple[int, Memo, Expectations]] = {}
@@ -424,27 +437,25 @@ class DestinationChecks:
     def _log_routes(self, cluster: str, report: Report) -> None:
         """One warning per route whose Service goes missing (at most WARNINGS_PER_PASS new
         ones a pass: a wrong setting breaks thousands at once), one line when it is back."""
+        due = self._due.pop(cluster, None)
+        if due is not None and due[0] is report.states:
+            # The same judgement as the pass that held them back: only they are new.
+            self._warn_due(cluster, report, due[1])
+            return
         warned = self._warned.get(cluster, {})
         now_bad: dict[str, tuple[str, Expected]] = {}
-        held_back = 0
+        later: list[str] = []  # not marked as warned: warned in a later pass
         fresh = 0  # routes warned about for the first time in this pass
         for path, state, exp in report.problems():
             if warned.get(path) != (state, exp):
                 if path not in warned:
                     if fresh >= WARNINGS_PER_PASS:
-                        held_back += 1  # not marked as warned: warned in a later pass
+                        later.append(path)
                         continue
                     fresh += 1
-                log.warning("cluster %s: route %s goes to Service %s, which %s", cluster, path,
-                            exp, "does not exist" if state == "missing"
-                            else "serves other ports", extra=_fields(cluster, path, state, exp))
+                _warn_route(cluster, path, state, exp)
             now_bad[path] = (state, exp)
-        self._held_back.discard(cluster)
-        if held_back:
-            self._held_back.add(cluster)  # due in the next pass, changed or not
-            log.warning("cluster %s: %d more routes whose Service is missing or lacks the port, "
-                        "each logged in a later pass (GET /clusters counts them all)", cluster,
-                        held_back, extra={"cluster": cluster, "routes": held_back})
+        self._hold_back(cluster, report, later)
         for path, (_, exp) in warned.items():
             if path not in now_bad and _state_of(report, path) == "ok":
                 log.info("cluster %s: route %s: Service %s is there now", cluster, path, exp,
@@ -453,6 +464,23 @@ class DestinationChecks:
         # as missing again); a route that is gone or fine drops it.
         self._warned[cluster] = {
             **{p: v for p, v in warned.items() if _state_of(report, p) == "unknown"}, **now_bad}
+
+    def _warn_due(self, cluster: str, report: Report, due: list[str]) -> None:
+        warned = self._warned.setdefault(cluster, {})
+        for path in due[:WARNINGS_PER_PASS]:
+            state, exp = report.states[path]
+            _warn_route(cluster, path, state, exp)
+            warned[path] = (state, exp)
+        self._hold_back(cluster, report, due[WARNINGS_PER_PASS:])
+
+    def _hold_back(self, cluster: str, report: Report, later: list[str]) -> None:
+        self._held_back.discard(cluster)
+        if later:
+            self._held_back.add(cluster)  # due in the next pass, changed or not
+            self._due[cluster] = (report.states, later)
+            log.warning("cluster %s: %d more routes whose Service is missing or lacks the port, "
+                        "each logged in a later pass (GET /clusters counts them all)", cluster,
+                        len(later), extra={"cluster": cluster, "routes": len(later)})
 
     def _log_unread(self, cluster: str, report: Report) -> None:
         """One warning per namespace whose Services cannot be read (again when the error
@@ -483,6 +511,7 @@ class DestinationChecks:
         self._expected.pop(cluster, None)
         self._judgements.pop(cluster, None)
         self._held_back.discard(cluster)
+        self._due.pop(cluster, None)
         services = self._services.pop(cluster, None)
         if services is not None:
             services.cancel()  # its client, closed with its store, closes the pools

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, TypeVar
 
 from .config import Cluster, Registry
@@ -61,9 +62,12 @@ def route_id(path: str) -> str:
     return "r-" + short_hash(path, 12)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One route as stored in one cluster."""
+    """One route as stored in one cluster.
+
+    Slotted: a table holds several per route (the table's, each index's, the edge rule), and
+    without a per-instance dict each takes less than half the memory."""
 
     path: str
     target: str
@@ -86,12 +90,14 @@ class Entry:
 
     @classmethod
     def from_json(cls, path: str, raw: dict[str, Any]) -> Entry:
+        # Interned: the same route is read from several objects (its shard or HTTPRoute, the
+        # edge rule, each replica's echo), and one copy of each string serves them all.
         return cls(
-            path=path,
-            target=str(raw["target"]),
-            owner=str(raw["owner"]),
+            path=intern(path),
+            target=intern(str(raw["target"])),
+            owner=intern(str(raw["owner"])),
             data=dict(raw.get("data") or {}),
-            last_activity=str(raw.get("at", "")),
+            last_activity=intern(str(raw.get("at", ""))),
             edge=bool(raw.get("edge", False)),
         )
 
@@ -143,8 +149,14 @@ def encode_entries(entries: list[Entry]) -> str:
     return "{" + ",".join(encode_fragment(e) for e in entries) + "}"
 
 
-def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
-    """The entries stored on an object (tolerant: a hand-edited object yields what it can)."""
+def decode_entries(obj: dict[str, Any],
+                   held: dict[str, Entry] | None = None) -> dict[str, Entry]:
+    """The entries stored on an object (tolerant: a hand-edited object yields what it can).
+
+    ``held``: the entries the object held before; an entry read unchanged is that very object
+    again, so that an object read anew (a watch event, a relist) does not replace every entry
+    of a shard by a copy: readers tell what changed by identity, and the old entries, long
+    lived and frozen out of the collector's walk (heap.py), stay."""
     raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_ROUTES)
     if not raw:
         return {}
@@ -156,12 +168,33 @@ def decode_entries(obj: dict[str, Any]) -> dict[str, Entry]:
         return {}
     out: dict[str, Entry] = {}
     if isinstance(data, dict):
+        before = held or {}
         for path, value in data.items():
             try:
-                out[path] = Entry.from_json(path, value)
+                entry = Entry.from_json(path, value)
             except (KeyError, TypeError, ValueError):
                 continue
+            old = before.get(path)
+            out[entry.path] = old if old is not None and _same_entry(old, entry) else entry
     return out
+
+
+def _same_entry(a: Entry, b: Entry) -> bool:
+    return (a.path == b.path and a.target == b.target and a.owner == b.owner
+            and a.last_activity == b.last_activity and a.edge == b.edge
+            and _same_json(a.data, b.data))
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal and of the same types throughout: 1, 1.0 and true are equal in Python but not
+    the same route data to hand back."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_json(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def entry_destination(registry: Registry, cluster: Cluster, entry: Entry) -> Destination:

@@ -23,7 +23,7 @@ from .mirror import Health, Mirror, Pacer, ProbeState, RouteEntries
 from .model import Entry, entry_destination, selector
 from .placement import Destination
 from .scope import Scope
-from .seam import Backend
+from .seam import Backend, Pace
 from .settings import Settings
 from .table import RouteTable
 
@@ -154,12 +154,31 @@ class ClusterStore:
         self._support_memo[entry.path] = (entry, objs)
         return objs
 
-    def _forget_support_of_gone(self, entries: RouteEntries) -> None:
-        """The memos keep only what routes held now need (a pass has just asked for all)."""
-        self._support_memo = {p: held for p, held in self._support_memo.items() if p in entries}
-        kept = {id(objs) for _, objs in self._support_memo.values()}
+    async def _support_needed(self, pace: Pace) -> list[dict[str, Any]]:
+        """Every held entry's support objects, each shared list taken once; the memos keep
+        only what routes held now need. Paced throughout: at 50,000 routes a pass that built
+        the memos anew and then walked every entry's objects again held the loop for 100 ms
+        and more at a time (an idle /healthz waited behind it)."""
+        wanted: list[dict[str, Any]] = []
+        # Lists are shared per destination: those taken, by id (held, so that no id is
+        # reused by a list made meanwhile, whose objects would be left out).
+        taken: dict[int, list[dict[str, Any]]] = {}
+        memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        for _, entry in list(self.entries.values()):
+            await pace()  # the first pass builds every entry's objects: thousands of them
+            objs = self.support_for(entry)
+            # The pair support_for keeps, not a new one: unchanged, it is long lived, frozen
+            # out of the collector's walk (heap.py), and a copy would be walked until the next
+            # freeze by every full collection.
+            memo[entry.path] = self._support_memo.get(entry.path) or (entry, objs)
+            if id(objs) not in taken:
+                taken[id(objs)] = objs
+                wanted += objs
+        # Written meanwhile: a memo entry missed here is built again when asked for.
+        self._support_memo = memo
         self._support_built = {d: objs for d, objs in self._support_built.items()
-                               if id(objs) in kept}
+                               if id(objs) in taken}
+        return wanted
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -186,13 +205,8 @@ class ClusterStore:
         keep = await self.backend.tidy(grace, pace)
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
-        wanted: list[dict[str, Any]] = list(keep)
-        entries = self.entries
-        for _, entry in list(entries.values()):
-            await pace()  # the first pass builds every entry's objects: thousands of them
-            wanted += self.support_for(entry)
-        self._forget_support_of_gone(entries)
-        for obj in wanted:
+        for obj in list(keep) + await self._support_needed(pace):
+            await pace()  # a pod-IP route has objects of its own: one per route
             meta = obj["metadata"]
             needed[(self.mirror.kinds.plural_of(obj), meta.get("namespace"), meta["name"])] = obj
         for (_, _, name), obj in needed.items():

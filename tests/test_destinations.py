@@ -361,3 +361,28 @@ def test_namespaces_beyond_one_pass_are_one_warning_not_one_each(
         checks.publish("east", report)
     assert len(caplog.records) == 1, len(caplog.records)
     assert "4936 namespaces" in caplog.records[0].getMessage()
+
+
+def test_a_pass_that_judged_nothing_anew_warns_the_held_back_routes_without_a_scan(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from federation import destinations
+    from federation.destinations import DestinationChecks, Report
+
+    caplog.set_level(logging.INFO, logger="federation.destinations")
+    per_pass = destinations.WARNINGS_PER_PASS
+    judged = Report(0.0)
+    for i in range(per_pass * 2 + 30):
+        judged.states[f"/user/u{i:04d}"] = ("missing", Expected(USER_NAMESPACE, f"u{i}", 8888))
+    scans = []
+    problems = Report.problems
+    monkeypatch.setattr(Report, "problems", lambda self: scans.append(1) or problems(self))
+    checks = DestinationChecks()
+    checks.publish("east", judged)
+    for _ in range(4):  # nothing read changed: the same states, republished
+        checks.publish("east", judged.again(1.0), changed=False)
+    logged = [r.route for r in caplog.records if hasattr(r, "route")]  # type: ignore[attr-defined]
+    assert sorted(logged) == sorted(judged.states)  # each once, all of them
+    assert len(scans) == 1  # the first pass only
+    caplog.clear()
+    checks.publish("east", judged.again(2.0), changed=False)
+    assert not [r for r in caplog.records if hasattr(r, "route")]

@@ -199,3 +199,60 @@ def test_webhook_rules_can_fail(registry, kind, path, value) -> None:
     node[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         validate(obj, ISTIO_CRDS)
+
+
+def test_an_object_read_again_keeps_the_entries_it_held_unchanged(registry) -> None:
+    hub = registry.clusters["hub"]
+    alice = entry("/user/alice", "http://10.1.2.3:8888", "hub", user="alice", n=1)
+    bob = entry("/user/bob", "http://10.1.2.4:8888", "hub", user="bob", n=1)
+    key = top(RouteKey.parse(alice.path))
+    first = decode_entries(build_shard(registry, hub, key, {alice.path: alice, bob.path: bob}))
+    moved = entry("/user/bob", "http://10.9.9.9:8888", "hub", user="bob", n=1)
+    again = decode_entries(build_shard(registry, hub, key, {alice.path: alice, moved.path: moved}),
+                           first)
+    assert again["/user/alice"] is first["/user/alice"]
+    assert again["/user/bob"] is not first["/user/bob"]
+    assert again["/user/bob"] == moved
+
+
+@pytest.mark.parametrize("value", [1.0, True, "1", [1], {"n": 1}])
+def test_route_data_equal_in_python_but_of_another_type_is_read_anew(registry, value) -> None:
+    hub = registry.clusters["hub"]
+    before = entry("/user/alice", "http://10.1.2.3:8888", "hub", n=1)
+    key = top(RouteKey.parse(before.path))
+    first = decode_entries(build_shard(registry, hub, key, {before.path: before}))
+    after = entry("/user/alice", "http://10.1.2.3:8888", "hub", n=value)
+    again = decode_entries(build_shard(registry, hub, key, {after.path: after}), first)
+    assert again["/user/alice"] is not first["/user/alice"]
+    assert type(again["/user/alice"].data["n"]) is type(value)
+
+
+def test_entries_read_from_objects_share_their_strings(registry) -> None:
+    hub = registry.clusters["hub"]
+    e = entry("/user/alice", "http://10.1.2.3:8888", "hub", user="alice")
+    key = top(RouteKey.parse(e.path))
+    one = decode_entries(build_shard(registry, hub, key, {e.path: e}))["/user/alice"]
+    two = decode_entries(build_shard(registry, hub, key, {e.path: e}))["/user/alice"]
+    assert one is not two
+    for field in ("path", "target", "owner", "last_activity"):
+        assert getattr(one, field) is getattr(two, field)
+
+
+def test_a_shard_read_again_unchanged_changes_nothing_in_the_index(registry) -> None:
+    from federation.istio.index import ShardIndex
+    from federation.mirror import RouteEntries
+    from federation.table import RouteTable
+
+    hub = registry.clusters["hub"]
+    routes = {f"/user/u{i}": entry(f"/user/u{i}", f"http://10.1.2.{i}:8888", "hub", n=i)
+              for i in range(20)}
+    obj = build_shard(registry, hub, top(RouteKey.parse("/user/u0")), routes)
+    entries = RouteEntries("hub", RouteTable())
+    index = ShardIndex("jupyterhub", entries)
+    name = obj["metadata"]["name"]
+    index.put("virtualservices", name, json.loads(json.dumps(obj)), None)
+    held = {path: entries.entry(path) for path in routes}
+    changes = entries.changes
+    index.put("virtualservices", name, json.loads(json.dumps(obj)), None)  # a watch event
+    assert entries.changes == changes  # no route looked at again
+    assert all(entries.entry(path) is held[path] for path in routes)

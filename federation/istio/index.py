@@ -87,7 +87,9 @@ class ShardIndex:
         if key is None:
             return False  # neither a shard nor a root: any other VirtualService of ours
         split = is_split_marker(obj)
-        entries = {} if split else (decoded if decoded is not None else decode_entries(obj))
+        held = self.shards.get(name)
+        entries = {} if split else (decoded if decoded is not None else decode_entries(
+            obj, held.entries if held is not None else None))
         size = len((meta.get("annotations") or {}).get(ANN_ROUTES) or "")
         spec = "" if split else stored_spec_hash(obj)
         self._put_shard(ShardState(name, key, split, entries, size, spec))

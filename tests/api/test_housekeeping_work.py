@@ -187,3 +187,43 @@ def test_a_pass_made_before_the_home_cluster_synced_does_not_count_as_settled(
         health.ever_synced = True  # the list is in; nothing else changed
         svc.run(svc.federation.reconcile())
         assert visits == 2
+
+
+def test_a_pass_takes_each_shared_support_list_once_and_paces_itself(
+        tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge rules to one cluster share their support objects: a pass takes them once, not
+    once per route, and yields between every two objects it looks at (at 50,000 routes the
+    walk over every route's objects held the event loop for over 100 ms)."""
+    import asyncio
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with service_on(config) as svc, client(svc) as api:
+        routes = 30
+        for i in range(routes):
+            answer = api.post(f"/api/routes/user/e{i}",
+                              json={"target": "https://east.hub.example.org",
+                                    "user": f"e{i}", "server_name": ""})
+            assert answer.status_code == 201
+        hub = svc.federation.stores["hub"]
+        assert hub.support_for(hub.entry("/user/e0"))  # edge rules: shared objects
+        since_yield = [0, 0]  # objects looked at since the last yield, the most of them
+
+        class CountingPacer:
+            async def __call__(self) -> None:
+                since_yield[0] = 0
+                await asyncio.sleep(0)
+
+        plural_of = hub._plural
+
+        def plural(obj: dict[str, Any]) -> str:
+            since_yield[0] += 1
+            since_yield[1] = max(since_yield)
+            return plural_of(obj)
+
+        looked = Counted(plural)
+        monkeypatch.setattr(store_module, "Pacer", CountingPacer)
+        monkeypatch.setattr(hub, "_plural", looked)
+        hub._settled = None  # this cluster's pass looks at everything
+        svc.run(svc.federation.reconcile())
+        assert since_yield[1] == 1
+        assert 0 < looked.calls < routes
