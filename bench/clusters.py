@@ -19,6 +19,7 @@ from kubernetes import config as k8s_config
 from federation.config import Registry, load_registry
 from federation.mesh import GROUP, VERSION
 from federation.model import decode_entries
+from federation.placement import user_service_names
 from federation.plan import render_table
 from federation.testing import EmulatedClusters
 from federation.testing.harness import write_clusters_yaml
@@ -216,10 +217,38 @@ class World:
         return sum(len(self.emulated.servers[n].objects(*kind, NAMESPACE))
                    for n in self.names for kind in RESOURCES)
 
+    def user_services(self, table: list[Route]) -> dict[str, list[dict[str, Any]]]:
+        """By cluster, the Services the spawner made for the routes that name one (those to a
+        remote cluster's ingress, routed there to the user's Service), as MultiClusterKubeSpawner
+        names them: a real hub's routes lead to Services that exist."""
+        owners = {ingress_url(name): name for name in self.names[1:]}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for _, body in table:
+            owner = owners.get(body["target"])
+            if owner is None:
+                continue
+            cluster = self.registry.clusters[owner]
+            name, namespace = user_service_names(cluster, body["user"], body["server_name"])
+            port = cluster.user_service.port
+            out.setdefault(owner, []).append({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"ports": [{"port": port, "targetPort": port}]}})
+        return out
+
+    def add_user_services(self, table: list[Route], workers: int = 8) -> int:
+        """Create the Services of :meth:`user_services` (as the spawner does before the hub
+        adds the route); returns how many."""
+        return self._create(self.user_services(table), workers)
+
     def preload(self, table: list[Route], workers: int = 8) -> int:
-        """Store the objects of a whole table straight into the clusters, as if POSTed; returns
-        how many objects were created. Run with latency 0: this is set-up, not measurement."""
-        rendered = render_table(self.registry, dict(table))
+        """Store the objects of a whole table straight into the clusters, as if POSTed, with the
+        users' Services; returns how many routing objects were created. Run with latency 0:
+        this is set-up, not measurement."""
+        self.add_user_services(table, workers)
+        return self._create(render_table(self.registry, dict(table)), workers)
+
+    def _create(self, rendered: dict[str, list[dict[str, Any]]], workers: int) -> int:
         created = 0
         for name, objects in rendered.items():
             server = self.emulated.servers[name]

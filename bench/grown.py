@@ -81,11 +81,13 @@ def _grow(runner: Runner, world: World, svc: ServiceProcess, client: httpx.Clien
     for first in range(0, bulk, CHUNK):
         count = min(CHUNK, bulk - first)
         log(f"grown {size:,}: routes {first:,}-{first + count:,}")
-        timed = concurrent(svc.url, "POST", routes(first, count, world.names),
-                           plan.grow_clients)
+        chunk = routes(first, count, world.names)
+        world.add_user_services(chunk)  # the spawner makes each user's Service first
+        timed = concurrent(svc.url, "POST", chunk, plan.grow_clients)
         runner.check_statuses(timed, f"grown {size:,}: POST", 201)
         settle_harness()  # else its pauses grow with the table and stall the growth
     sample = routes(bulk, size - bulk, world.names)
+    world.add_user_services(sample)
     cpu0 = svc.cpu_seconds()
     timed = concurrent(svc.url, "POST", sample, plan.grow_clients)
     s.add("cpu.add", (svc.cpu_seconds() - cpu0) / len(sample) * 1000)

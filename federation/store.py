@@ -200,6 +200,10 @@ class ClusterStore:
         self._settled = after if after == before else None
         self._quiet_passes = 0
 
+    def _plural(self, obj: dict[str, Any]) -> str:
+        """The kind of a support object (each one the walk below looks at)."""
+        return self.mirror.kinds.plural_of(obj)
+
     async def _tidy(self, grace: float) -> None:
         pace = Pacer()
         keep = await self.backend.tidy(grace, pace)
@@ -208,7 +212,7 @@ class ClusterStore:
         for obj in list(keep) + await self._support_needed(pace):
             await pace()  # a pod-IP route has objects of its own: one per route
             meta = obj["metadata"]
-            needed[(self.mirror.kinds.plural_of(obj), meta.get("namespace"), meta["name"])] = obj
+            needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj
         for (_, _, name), obj in needed.items():
             await pace()
             try:

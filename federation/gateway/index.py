@@ -45,7 +45,7 @@ class RouteObjectIndex:
             decoded: dict[str, Entry] | None) -> bool:
         self._note_status(name, obj)
         held = self.routes.get(name)
-        before = {held.entry.path: held.entry} if held is not None and held.entry else None
+        before = {held.path: held} if held is not None else None
         found = list((decoded if decoded is not None else decode_entries(obj, before)).values())
         ann = (obj.get("metadata") or {}).get("annotations") or {}
         self._put_route(name, found[0] if len(found) == 1 else None, ann.get(ANN_SPEC, ""))

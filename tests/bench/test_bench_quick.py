@@ -292,3 +292,23 @@ def test_ab_compares_source_trees(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(out) == 2 and "ratio to a 1.00" in out[0] and "ratio to a" in out[1]
     with pytest.raises(SystemExit):
         ab.main([str(tmp_path)])  # no federation/ there
+
+
+def test_the_preloaded_routes_lead_to_services_that_exist() -> None:
+    """As on a real hub, every user Service a route names exists (the spawner made it): the
+    service's own destination check finds every one of them, none missing."""
+    from bench.clusters import routes
+    from federation.testing.harness import ServiceThread
+
+    from ..conftest import TOKEN, fast_settings
+
+    with World.create(3) as world:
+        table = routes(0, 30, world.names)
+        assert sum(len(v) for v in world.user_services(table).values()) == 20  # to the remotes
+        world.preload(table)
+        with ServiceThread(fast_settings(world.config_path)) as svc:
+            svc.run(svc.federation.reconcile(grace=0))
+            rows = httpx.get(svc.url + "/clusters",
+                             headers={"Authorization": f"token {TOKEN}"}).json()["clusters"]
+    found = {r["name"]: r["destinations"] for r in rows if r["name"] != "hub"}
+    assert {n: (d["ok"], d["missing"]) for n, d in found.items()} == {"r1": (10, 0), "r2": (10, 0)}
