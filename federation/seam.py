@@ -3,9 +3,8 @@ service uses it. The low floor: it imports no backend, and every backend imports
 
 A backend is what differs between Istio VirtualServices and Gateway API HTTPRoutes: which kinds
 it writes (data: :class:`Kinds`, :class:`RouteKind`), how its route-holding objects hold route
-entries (its :class:`RouteIndex`), a
-route's put and remove as writer mutations, the support objects an entry needs, its own tidy-up
-and what ``/clusters`` shows for it. Everything else (list and watch, the object cache, the
+entries (its :class:`RouteIndex`), a route's put and remove as writer mutations, the support
+objects an entry needs, its own tidy-up and what ``/clusters`` shows for it. Everything else (list and watch, the object cache, the
 re-read rule, writers, support objects, grace clocks, probe state) is the cluster's
 :class:`~federation.mirror.Mirror`, the same for every backend. The one place a backend is
 chosen is :mod:`federation.backend`. docs/design.md, "Adding a backend", walks through it.
