@@ -11,15 +11,13 @@ from typing import Any
 
 import pytest
 
-from federation.config import parse_registry
 from federation.errors import KubeError
-from federation.kube import build_clients
 from federation.listwatch import ListWatch
 from federation.services_cache import SERVICES
-from federation.testing.kubeapi import KubeAPIServer, write_kubeconfig
+from federation.testing.kubeapi import KubeAPIServer
 
-from .conftest import USER_NAMESPACE, base_config, fast_settings
-from .test_services_cache import create, until
+from .conftest import USER_NAMESPACE
+from .test_services_cache import create, east_client, until
 
 
 class Names(ListWatch):
@@ -56,16 +54,9 @@ def test_an_error_of_its_own_lists_again_and_the_watch_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with KubeAPIServer("east") as server:
         server.add_namespace(USER_NAMESPACE)
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig",
-                                      {"east": (server.url, server.token, "jupyterhub")})
-        doc = base_config(str(kubeconfig))
-        doc["clusters"] = [c for c in doc["clusters"] if c["name"] == "east"]
-        doc["clusters"][0]["context"] = "east"
-        doc["home"] = "east"
-        registry = parse_registry(doc)
 
         async def main() -> None:
-            client = build_clients(registry, fast_settings(tmp_path / "clusters.yaml"))["east"]
+            client = east_client(server, tmp_path)
             client.side_watch_pool("names")
             watch = Names("east", client, SERVICES, "", 30, 100, namespace=USER_NAMESPACE,
                           pool="names")

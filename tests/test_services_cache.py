@@ -35,20 +35,23 @@ def server(tmp_path: Path) -> Iterator[KubeAPIServer]:
         yield api
 
 
-def run(server: KubeAPIServer, tmp_path: Path,
-        body: Callable[[ClusterServices], Awaitable[None]]) -> None:
-    """Run ``body`` with a cache of the east cluster's Services, stopped afterwards."""
+def east_client(server: KubeAPIServer, tmp_path: Path) -> ClusterClient:
+    """The service's client of one cluster, "east", served by ``server`` (in a running loop)."""
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig",
                                   {"east": (server.url, server.token, "jupyterhub")})
     doc = base_config(str(kubeconfig))
     doc["clusters"] = [c for c in doc["clusters"] if c["name"] == "east"]
     doc["clusters"][0]["context"] = "east"
     doc["home"] = "east"
-    registry = parse_registry(doc)
+    return build_clients(parse_registry(doc), fast_settings(tmp_path / "clusters.yaml"))["east"]
+
+
+def run(server: KubeAPIServer, tmp_path: Path,
+        body: Callable[[ClusterServices], Awaitable[None]]) -> None:
+    """Run ``body`` with a cache of the east cluster's Services, stopped afterwards."""
 
     async def main() -> None:
-        client: ClusterClient = build_clients(
-            registry, fast_settings(tmp_path / "clusters.yaml"))["east"]
+        client = east_client(server, tmp_path)
         services = ClusterServices("east", client, timeout=30)
         try:
             await body(services)

@@ -40,6 +40,20 @@ def add_routes(api: httpx.Client, count: int, first: int = 0) -> None:
         assert answer.status_code == 201
 
 
+def count_edge_repairs(monkeypatch: pytest.MonkeyPatch) -> Counted:
+    """Housekeeping's edge-rule repair, its passes counted (the original still runs)."""
+    from federation import housekeeping
+
+    async def repair(*args: Any) -> None:
+        counted.calls += 1
+        await original(*args)
+
+    original = housekeeping._repair_edges
+    counted = Counted(original)
+    monkeypatch.setattr(housekeeping, "_repair_edges", repair)
+    return counted
+
+
 def wait_until(check: Any, timeout: float = 10.0) -> None:
     wait_for(check, "the housekeeping's work", timeout)
 
@@ -106,8 +120,6 @@ def test_edge_rules_are_visited_again_only_after_a_change(
         tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The table-wide steps (duplicates, edge rules) are skipped while nothing changed; an
     edge rule deleted behind the service's back is a change, and the next pass restores it."""
-    from federation import housekeeping
-
     config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
     server = gw_clusters.servers[CONTEXTS["hub"]]
     with service_on(config) as svc, client(svc) as api:
@@ -115,17 +127,9 @@ def test_edge_rules_are_visited_again_only_after_a_change(
             "target": "https://east.hub.example.org", "user": "zoe", "server_name": ""})
         assert answer.status_code == 201
         svc.run(svc.federation.reconcile())
-        visits = 0
-        repair = housekeeping._repair_edges
-
-        async def counted(*args: Any) -> None:
-            nonlocal visits
-            visits += 1
-            await repair(*args)
-
-        monkeypatch.setattr(housekeeping, "_repair_edges", counted)
+        repairs = count_edge_repairs(monkeypatch)
         svc.run(svc.federation.reconcile())
-        assert visits == 0
+        assert repairs.calls == 0
         (edge,) = server.objects(*GW_ROUTES, "jupyterhub")
         hub = svc.federation.stores["hub"]
         heard = hub.mirror.cache.changes
@@ -135,7 +139,7 @@ def test_edge_rules_are_visited_again_only_after_a_change(
                         f"{edge['metadata']['name']}").raise_for_status()
         wait_until(lambda: hub.mirror.cache.changes > heard)
         svc.run(svc.federation.reconcile())
-        assert visits == 1
+        assert repairs.calls == 1
         assert [o["metadata"]["name"] for o in server.objects(*GW_ROUTES, "jupyterhub")] == [
             edge["metadata"]["name"]]
 
@@ -166,27 +170,17 @@ def test_a_pass_made_before_the_home_cluster_synced_does_not_count_as_settled(
     """Edge rules are repaired only once the home cluster's cache has synced; a pass made before
     that (a start) must not mark the table as settled, or the next passes skip the repair until
     the periodic full pass although nothing was looked at."""
-    from federation import housekeeping
-
     config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
     with service_on(config) as svc:
         svc.run(svc.federation.reconcile())  # settled
-        visits = 0
-        repair = housekeeping._repair_edges
-
-        async def counted(*args: Any) -> None:
-            nonlocal visits
-            visits += 1
-            await repair(*args)
-
-        monkeypatch.setattr(housekeeping, "_repair_edges", counted)
+        repairs = count_edge_repairs(monkeypatch)
         health = svc.federation.stores["hub"].mirror.health
         health.ever_synced = False  # as at a start, before the first list is in
         svc.run(svc.federation.reconcile())
-        assert visits == 1  # the state changed since the settled pass: looked (and skipped)
+        assert repairs.calls == 1  # the state changed since the settled pass: looked (and skipped)
         health.ever_synced = True  # the list is in; nothing else changed
         svc.run(svc.federation.reconcile())
-        assert visits == 2
+        assert repairs.calls == 2
 
 
 def test_a_pass_takes_each_shared_support_list_once_and_paces_itself(
