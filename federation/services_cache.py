@@ -156,6 +156,10 @@ class NamespaceServices(ListWatch):
     def on_closed(self) -> None:
         self._succeeded()  # a watch that ran to its timeout: the API server answers
 
+    def skip(self, line: str) -> str | None:
+        self._succeeded()  # any line of a watch (a bookmark too): the API server answers
+        return None
+
     def on_event(self, kind: str, obj: dict[str, Any]) -> None:
         self._succeeded()
         self.parsed += 1

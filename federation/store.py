@@ -54,7 +54,7 @@ class ClusterStore:
         self._support_built: dict[Destination, list[dict[str, Any]]] = {}
         # What the last pass that settled everything saw: (cache changes, failed calls); None
         # when the next pass must look at everything (a start, a new configuration).
-        self._settled: tuple[int, int] | None = None
+        self._settled: tuple[int, int, tuple[bool, ...]] | None = None
         self._quiet_passes = 0
 
     @property
@@ -164,6 +164,7 @@ class ClusterStore:
         # reused by a list made meanwhile, whose objects would be left out).
         taken: dict[int, list[dict[str, Any]]] = {}
         memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
+        generation = self.scope.generation
         for _, entry in list(self.entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
             objs = self.support_for(entry)
@@ -174,6 +175,8 @@ class ClusterStore:
             if id(objs) not in taken:
                 taken[id(objs)] = objs
                 wanted += objs
+        if self.scope.generation != generation:
+            return wanted  # reloaded meanwhile: the memos were emptied for the new configuration
         # Written meanwhile: a memo entry missed here is built again when asked for.
         self._support_memo = memo
         self._support_built = {d: objs for d, objs in self._support_built.items()
@@ -182,8 +185,11 @@ class ClusterStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def _marks(self) -> tuple[int, int]:
-        return (self.mirror.cache.changes, self.client.failed_calls)
+    def _marks(self) -> tuple[int, int, tuple[bool, ...]]:
+        # The host claims held: a claim coming back lets the backend re-point edge rules it
+        # held back, so it ends a quiet spell too.
+        claims = tuple(self.scope.claimed(name) for name in self.scope.registry.clusters)
+        return (self.mirror.cache.changes, self.client.failed_calls, claims)
 
     async def tidy(self, grace: float) -> None:
         """Repair and tidy this cluster's objects; yields to the event loop as it goes. A pass
@@ -195,9 +201,12 @@ class ClusterStore:
             self._quiet_passes += 1
             return
         before = self._marks()
+        generation = self.scope.generation
         await self._tidy(grace)
         after = self._marks()
-        self._settled = after if after == before else None
+        # A reload during the pass: it worked from the old configuration, so it settles nothing.
+        settled = after == before and self.scope.generation == generation
+        self._settled = after if settled else None
         self._quiet_passes = 0
 
     def _plural(self, obj: dict[str, Any]) -> str:
@@ -206,10 +215,14 @@ class ClusterStore:
 
     async def _tidy(self, grace: float) -> None:
         pace = Pacer()
+        generation = self.scope.generation
         keep = await self.backend.tidy(grace, pace)
+        support = await self._support_needed(pace)
+        if self.scope.generation != generation:
+            return  # reloaded meanwhile: these objects are the old configuration's
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
-        for obj in list(keep) + await self._support_needed(pace):
+        for obj in list(keep) + support:
             await pace()  # a pod-IP route has objects of its own: one per route
             meta = obj["metadata"]
             needed[(self._plural(obj), meta.get("namespace"), meta["name"])] = obj

@@ -244,3 +244,29 @@ def test_a_namespace_whose_reads_keep_failing_turns_unknown_and_comes_back(
         assert services.view(USER_NAMESPACE) == ({"jupyter-alice": frozenset({8888})}, None)
 
     run(server, tmp_path, body)
+
+
+def test_a_quiet_watch_that_answers_counts_as_a_read(
+        server: KubeAPIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure, then a resumed watch that works but hears no change (bookmarks only), then
+    another failure long after: the namespace stays known (its watch was answering)."""
+    monkeypatch.setattr(services_cache, "STALE_AFTER", 0.5)
+    server.bookmark_interval = 0.1
+    create(server, "jupyter-alice", 8888)
+
+    async def body(services: ClusterServices) -> None:
+        await services.want({USER_NAMESPACE})
+        await until(lambda: server.open_watches == 1, "the watch")
+        server.inject_errors(1, 503, verbs=["watch"])
+        server.break_watches()  # one failed reconnect, then the watch resumes
+        await until(lambda: server.open_watches == 1 and not server._faults, "the watch back")
+        await asyncio.sleep(1.0)  # quiet: bookmarks only, past STALE_AFTER
+        before = services.generations()
+        server.inject_errors(1, 503, verbs=["watch"])
+        server.break_watches()
+        await asyncio.sleep(0.3)
+        await until(lambda: server.open_watches == 1, "the watch back again")
+        assert services.view(USER_NAMESPACE) == ({"jupyter-alice": frozenset({8888})}, None)
+        assert services.generations() == before  # never unknown meanwhile
+
+    run(server, tmp_path, body)

@@ -151,7 +151,9 @@ class GatewayBackend:
                 continue
             if entry.edge and not self.scope.claimed(entry.owner):
                 # An edge rule sends traffic to its owner's hosts: not re-pointed at a host
-                # this hub does not hold there (another hub's users answer for it).
+                # this hub does not hold there (another hub's users answer for it). Looked at
+                # again every pass, so the claim's return re-points it.
+                self.index.changed.add(name)
                 continue
             try:
                 body = with_spec_hash(build_route(self.scope.registry, self.scope.cluster,

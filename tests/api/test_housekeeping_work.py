@@ -221,3 +221,60 @@ def test_a_pass_takes_each_shared_support_list_once_and_paces_itself(
         svc.run(svc.federation.reconcile())
         assert since_yield[1] == 1
         assert 0 < looked.calls < routes
+
+
+def test_a_reload_during_a_pass_leaves_no_support_object_of_the_old_configuration(
+        tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload empties the store's memo of support objects (they are built from the
+    configuration); a pass under way must not put back what it built before the reload, or
+    routes would be given the old configuration's objects for good."""
+    import asyncio
+
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with service_on(config) as svc, client(svc) as api:
+        for i in range(6):
+            answer = api.post(f"/api/routes/user/r{i}", json={
+                "target": "https://east.hub.example.org", "user": f"r{i}", "server_name": ""})
+            assert answer.status_code == 201
+        svc.run(svc.federation.reconcile())
+        hub = svc.federation.stores["hub"]
+        old_lists = {id(objs) for _, objs in hub._support_memo.values()}
+        assert old_lists
+        calls = [0]
+
+        class ReloadingPacer:
+            async def __call__(self) -> None:
+                calls[0] += 1
+                if calls[0] == 3:  # part-way through the walk: a reload lands
+                    hub.reconfigure(hub.scope.registry, hub.scope.cluster)
+                await asyncio.sleep(0)
+
+        monkeypatch.setattr(store_module, "Pacer", ReloadingPacer)
+        hub._settled = None
+        svc.run(svc.federation.reconcile())
+        assert calls[0] > 3
+        kept = {id(objs) for _, objs in hub._support_memo.values()}
+        assert not kept & old_lists, "objects built before the reload are back in the memo"
+        assert hub._settled is None  # that pass settled nothing: the next one looks again
+
+
+def test_a_host_claim_coming_back_ends_a_quiet_spell(
+        tmp_path: Path, gw_clusters: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge rules to a cluster whose claims another hub held were left as they were; when the
+    claim comes back, the next pass looks (nothing else changed in the cluster)."""
+    config = write_config(tmp_path, gw_clusters, ALL_GATEWAY)
+    with service_on(config) as svc:
+        hub = svc.federation.stores["hub"]
+        held = {"east": False}
+        claimed = hub.scope.claimed
+        hub.scope.claimed = lambda name: held.get(name, claimed(name))
+        svc.run(svc.federation.reconcile())
+        svc.run(svc.federation.reconcile())
+        assert hub._settled is not None
+        passes = Counted(hub._tidy)
+        monkeypatch.setattr(hub, "_tidy", passes)
+        svc.run(svc.federation.reconcile())
+        assert passes.calls == 0  # quiet
+        held["east"] = True
+        svc.run(svc.federation.reconcile())
+        assert passes.calls == 1
