@@ -54,7 +54,7 @@ class ClusterStore:
         self._support_built: dict[Destination, list[dict[str, Any]]] = {}
         # What the last pass that settled everything saw: (cache changes, failed calls); None
         # when the next pass must look at everything (a start, a new configuration).
-        self._settled: tuple[int, int, tuple[bool, ...]] | None = None
+        self._settled: tuple[int, int, int, tuple[bool, ...]] | None = None
         self._quiet_passes = 0
 
     @property
@@ -154,17 +154,19 @@ class ClusterStore:
         self._support_memo[entry.path] = (entry, objs)
         return objs
 
-    async def _support_needed(self, pace: Pace) -> list[dict[str, Any]]:
+    async def _support_needed(self, pace: Pace,
+                              generation: int) -> list[dict[str, Any]] | None:
         """Every held entry's support objects, each shared list taken once; the memos keep
         only what routes held now need. Paced throughout: at 50,000 routes a pass that built
         the memos anew and then walked every entry's objects again held the loop for 100 ms
-        and more at a time (an idle /healthz waited behind it)."""
+        and more at a time (an idle /healthz waited behind it). None, with the memos left as
+        they are, when the configuration changed since ``generation`` (a reload emptied them:
+        what this pass built is the old configuration's)."""
         wanted: list[dict[str, Any]] = []
         # Lists are shared per destination: those taken, by id (held, so that no id is
         # reused by a list made meanwhile, whose objects would be left out).
         taken: dict[int, list[dict[str, Any]]] = {}
         memo: dict[str, tuple[Entry, list[dict[str, Any]]]] = {}
-        generation = self.scope.generation
         for _, entry in list(self.entries.values()):
             await pace()  # the first pass builds every entry's objects: thousands of them
             objs = self.support_for(entry)
@@ -176,7 +178,7 @@ class ClusterStore:
                 taken[id(objs)] = objs
                 wanted += objs
         if self.scope.generation != generation:
-            return wanted  # reloaded meanwhile: the memos were emptied for the new configuration
+            return None
         # Written meanwhile: a memo entry missed here is built again when asked for.
         self._support_memo = memo
         self._support_built = {d: objs for d, objs in self._support_built.items()
@@ -185,11 +187,13 @@ class ClusterStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def _marks(self) -> tuple[int, int, tuple[bool, ...]]:
+    def _marks(self) -> tuple[int, int, int, tuple[bool, ...]]:
         # The host claims held: a claim coming back lets the backend re-point edge rules it
-        # held back, so it ends a quiet spell too.
+        # held back, so it ends a quiet spell too. The configuration's generation: a pass
+        # that a reload overtook worked from the old one, and settles nothing.
         claims = tuple(self.scope.claimed(name) for name in self.scope.registry.clusters)
-        return (self.mirror.cache.changes, self.client.failed_calls, claims)
+        return (self.mirror.cache.changes, self.client.failed_calls, self.scope.generation,
+                claims)
 
     async def tidy(self, grace: float) -> None:
         """Repair and tidy this cluster's objects; yields to the event loop as it goes. A pass
@@ -201,12 +205,9 @@ class ClusterStore:
             self._quiet_passes += 1
             return
         before = self._marks()
-        generation = self.scope.generation
         await self._tidy(grace)
         after = self._marks()
-        # A reload during the pass: it worked from the old configuration, so it settles nothing.
-        settled = after == before and self.scope.generation == generation
-        self._settled = after if settled else None
+        self._settled = after if after == before else None
         self._quiet_passes = 0
 
     def _plural(self, obj: dict[str, Any]) -> str:
@@ -217,8 +218,8 @@ class ClusterStore:
         pace = Pacer()
         generation = self.scope.generation
         keep = await self.backend.tidy(grace, pace)
-        support = await self._support_needed(pace)
-        if self.scope.generation != generation:
+        support = await self._support_needed(pace, generation)
+        if support is None:
             return  # reloaded meanwhile: these objects are the old configuration's
         # Keyed by namespace too: a ReferenceGrant has one name in every user's namespace.
         needed: dict[tuple[str, str | None, str], dict[str, Any]] = {}
