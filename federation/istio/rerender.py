@@ -80,13 +80,7 @@ class Rerenderer:
             return False
         if self._shard_current(state):
             return False
-        stale = state.spec
-
-        def still_stale() -> bool:
-            held = self.index.shards.get(name)
-            return held is not None and held.spec == stale
-
-        await self.shards.rerender(state.key, state.entries, still_stale)
+        await self.shards.rerender(state.key, state.entries, self._still(name, state.spec))
         self._look_again_unless(name, self._shard_current)
         return True
 
@@ -102,18 +96,22 @@ class Rerenderer:
         root = self.index.roots.get(name)
         if root is None or self._root_current(root):
             return False
-        stale = root.spec
-
-        def still_stale() -> bool:
-            held = self.index.roots.get(name)
-            return held is not None and held.spec == stale
-
-        await self.roots.rerender(root.host_key, root.delegates, still_stale)
+        await self.roots.rerender(root.host_key, root.delegates, self._still(name, root.spec))
         self._look_again_unless(name, self._root_current)
         return True
 
     def _root_current(self, root: RootState) -> bool:
         return self.roots.spec_hash_now(root.host_key, root.delegates) == root.spec
+
+    def _still(self, name: str, stale: str) -> Callable[[], bool]:
+        """Whether the shard or root still holds the spec this pass found stale, when its
+        rewrite is made (False: written meanwhile, the rewrite is left out)."""
+
+        def still_stale() -> bool:
+            held = self.index.shards.get(name) or self.index.roots.get(name)
+            return held is not None and held.spec == stale
+
+        return still_stale
 
     def _look_again_unless(self, name: str, current: Callable[[Any], bool]) -> None:
         """A rewrite can be absorbed by a change batched with it that left the object as it
